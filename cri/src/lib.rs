@@ -1,0 +1,1 @@
+//! pvecri, the daemon: CRI over gRPC on a Unix socket.

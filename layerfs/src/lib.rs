@@ -1,0 +1,1 @@
+//! pvecri's layer store: OCI layer application and the zfs and overlay drivers.
