@@ -1,1 +1,7 @@
-//! End-to-end test harness for pvecri.
+//! End-to-end test harness for pvecri: a shared zfs-fuse pool, a local registry, test
+//! images, and the daemon with a CRI client.
+
+pub mod cmd;
+pub mod lock;
+pub mod mounts;
+pub mod zfs;
