@@ -4,4 +4,5 @@
 pub mod cmd;
 pub mod lock;
 pub mod mounts;
+pub mod registry;
 pub mod zfs;
