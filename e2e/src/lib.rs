@@ -2,6 +2,7 @@
 //! images, and the daemon with a CRI client.
 
 pub mod cmd;
+pub mod images;
 pub mod lock;
 pub mod mounts;
 pub mod registry;
