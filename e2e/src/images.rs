@@ -8,8 +8,10 @@
 
 mod catalog;
 mod image;
+mod large;
 mod layer;
 
 pub use catalog::*;
 pub use image::*;
+pub use large::*;
 pub use layer::*;

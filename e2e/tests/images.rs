@@ -289,3 +289,32 @@ async fn index_round_trips_and_resolves_each_platform() {
         index.images[1].1.config_digest
     );
 }
+
+#[tokio::test]
+async fn large_image_round_trips_through_the_registry() {
+    let image = images::large_image().unwrap();
+    assert_eq!(image.layers.len(), 1 + images::LARGE_LAYERS);
+    let contents: u64 = image
+        .layers
+        .iter()
+        .flat_map(|l| &l.entries)
+        .map(images::TarEntry::size)
+        .sum();
+    assert!(
+        contents >= 300 << 20,
+        "large image holds only {contents} bytes"
+    );
+    let registry = Registry::start(RegistryOptions::default()).unwrap();
+    let digest = image.push(&registry, "large", "v1").await.unwrap();
+    assert_eq!(digest, image.manifest_digest);
+    // A second push finds every blob present and uploads nothing.
+    let uploads = registry.request_count("/blobs/uploads/");
+    image.push(&registry, "large", "v2").await.unwrap();
+    assert_eq!(
+        registry.request_count("/blobs/uploads/"),
+        uploads,
+        "blobs were uploaded again"
+    );
+    let reference = registry.reference("large", "v1").unwrap();
+    verify_image(&registry, &registry.client(), &reference, &image).await;
+}
