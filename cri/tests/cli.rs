@@ -56,7 +56,10 @@ fn unreadable_config_file_is_named() {
     // A directory cannot be read as a file, even by root.
     let path = dir.path().to_str().unwrap();
     let line = one_line_error(&serve(&["--config", path]));
-    assert!(line.contains(path) && line.contains("cannot read"), "{line}");
+    assert!(
+        line.contains(path) && line.contains("cannot read"),
+        "{line}"
+    );
     let missing = dir.path().join("missing.toml");
     let line = one_line_error(&serve(&["--config", missing.to_str().unwrap()]));
     assert!(line.contains("missing.toml"), "{line}");
@@ -67,7 +70,10 @@ fn relative_state_dir_flag_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = write_config(dir.path(), "");
     let line = one_line_error(&serve(&["--config", &cfg, "--state-dir", "rel/dir"]));
-    assert!(line.contains("state_dir") && line.contains("rel/dir"), "{line}");
+    assert!(
+        line.contains("state_dir") && line.contains("rel/dir"),
+        "{line}"
+    );
 }
 
 #[test]
@@ -99,7 +105,10 @@ fn socket_held_by_a_live_daemon_is_refused_and_left_alone() {
         state2.to_str().unwrap(),
     ]);
     let line = one_line_error(&out);
-    assert!(line.contains(socket_arg) && line.contains("in use"), "{line}");
+    assert!(
+        line.contains(socket_arg) && line.contains("in use"),
+        "{line}"
+    );
     // The live daemon still answers on its socket.
     assert!(std::os::unix::net::UnixStream::connect(&socket).is_ok());
     nix::sys::signal::kill(
@@ -118,14 +127,23 @@ fn stale_socket_is_replaced() {
     let socket = dir.path().join("pvecri.sock");
     drop(std::os::unix::net::UnixListener::bind(&socket).unwrap());
     let mut daemon = Command::new(BIN)
-        .args(["serve", "--config", &cfg, "--socket", socket.to_str().unwrap()])
+        .args([
+            "serve",
+            "--config",
+            &cfg,
+            "--socket",
+            socket.to_str().unwrap(),
+        ])
         .args(["--state-dir", dir.path().join("state").to_str().unwrap()])
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
     while std::os::unix::net::UnixStream::connect(&socket).is_err() {
-        assert!(Instant::now() < deadline, "daemon did not replace the stale socket");
+        assert!(
+            Instant::now() < deadline,
+            "daemon did not replace the stale socket"
+        );
         assert!(daemon.try_wait().unwrap().is_none(), "daemon exited");
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -135,9 +153,18 @@ fn stale_socket_is_replaced() {
 
 #[test]
 fn config_default_prints_the_commented_defaults() {
-    let out = Command::new(BIN).args(["config", "default"]).output().unwrap();
+    let out = Command::new(BIN)
+        .args(["config", "default"])
+        .output()
+        .unwrap();
     assert!(out.status.success());
     let text = String::from_utf8(out.stdout).unwrap();
-    assert!(text.contains("socket = \"/run/pvecri/pvecri.sock\""), "{text}");
-    assert!(text.lines().filter(|l| l.starts_with('#')).count() > 5, "commented");
+    assert!(
+        text.contains("socket = \"/run/pvecri/pvecri.sock\""),
+        "{text}"
+    );
+    assert!(
+        text.lines().filter(|l| l.starts_with('#')).count() > 5,
+        "commented"
+    );
 }
