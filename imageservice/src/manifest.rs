@@ -257,9 +257,7 @@ mod tests {
             parse(helm.as_bytes()),
             Err(ManifestError::ConfigMediaType(_))
         ));
-        let bad = format!(
-            r#"{{"schemaVersion":2,"config":{{"digest":"sha256:xyz","size":1}},"layers":[]}}"#
-        );
+        let bad = br#"{"schemaVersion":2,"config":{"digest":"sha256:xyz","size":1},"layers":[]}"#;
         assert!(matches!(
             parse(bad.as_bytes()),
             Err(ManifestError::Descriptor(_))
