@@ -259,7 +259,7 @@ mod tests {
         ));
         let bad = br#"{"schemaVersion":2,"config":{"digest":"sha256:xyz","size":1},"layers":[]}"#;
         assert!(matches!(
-            parse(bad.as_bytes()),
+            parse(bad),
             Err(ManifestError::Descriptor(_))
         ));
         let neg =
