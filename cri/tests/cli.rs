@@ -1,6 +1,7 @@
 //! The `pvecri` binary's start-up errors: each exits non-zero with one line naming the
 //! problem, and nothing is left behind.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a test crate
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
