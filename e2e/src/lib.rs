@@ -2,6 +2,8 @@
 //! images, and the daemon with a CRI client.
 
 pub mod cmd;
+pub mod cri_client;
+pub mod daemon;
 pub mod images;
 pub mod lock;
 pub mod mounts;

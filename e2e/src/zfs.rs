@@ -25,7 +25,8 @@ pub const POOL_IMAGE_DIR: &str = "/var/tmp";
 pub const POOL_MOUNT_ROOT: &str = "/var/tmp/pvecri-test-mnt";
 /// Sparse size of the pool's backing file.
 pub const POOL_SIZE: u64 = 8 << 30;
-pub const ZFS_FUSE_PIDFILE: &str = "/run/zfs-fuse.pid";
+/// Where `scripts/start-services` and the harness have zfs-fuse write its pid.
+pub const ZFS_FUSE_PIDFILE: &str = "/run/zfs-fuse/zfs-fuse.pid";
 const ZFS_FUSE: &str = "/usr/sbin/zfs-fuse";
 const ZFS_FUSE_LOCK: &str = "/var/tmp/pvecri-zfs-fuse.lock";
 const POOL_LOCK: &str = "/var/tmp/pvecri-test-pool.lock";
@@ -49,7 +50,12 @@ pub fn ensure_zfs_fuse() -> anyhow::Result<()> {
     if !Path::new("/dev/fuse").exists() {
         bail!("/dev/fuse is missing: zfs-fuse needs the fuse kernel module (modprobe fuse)");
     }
-    if !pidfile_process_alive(Path::new(ZFS_FUSE_PIDFILE)) {
+    if !zfs_fuse_process_exists() {
+        std::fs::create_dir_all(
+            Path::new(ZFS_FUSE_PIDFILE)
+                .parent()
+                .unwrap_or(Path::new("/run")),
+        )?;
         let mut cmd = Command::new(ZFS_FUSE);
         cmd.args(["--pidfile", ZFS_FUSE_PIDFILE])
             .stdin(Stdio::null())
@@ -86,11 +92,18 @@ fn zpool_answers() -> bool {
         .is_ok_and(|s| s.success())
 }
 
-fn pidfile_process_alive(pidfile: &Path) -> bool {
-    std::fs::read_to_string(pidfile)
-        .ok()
-        .and_then(|s| s.trim().parse::<u32>().ok())
-        .is_some_and(|pid| Path::new(&format!("/proc/{pid}")).exists())
+/// Whether a zfs-fuse daemon runs (maybe still starting), however it was started.
+fn zfs_fuse_process_exists() -> bool {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return false;
+    };
+    entries.filter_map(Result::ok).any(|e| {
+        e.file_name()
+            .to_string_lossy()
+            .bytes()
+            .all(|b| b.is_ascii_digit())
+            && std::fs::read_to_string(e.path().join("comm")).is_ok_and(|c| c.trim() == "zfs-fuse")
+    })
 }
 
 /// The shared test pool.
