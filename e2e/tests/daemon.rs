@@ -1,6 +1,8 @@
 //! The daemon harness against the real `pvecri` binary: start, CRI calls over the socket,
 //! kill -9, restart, stop, cleanup.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // helpers outside #[test] fns
+
 use std::path::Path;
 
 use e2e::daemon::{Daemon, DaemonOptions};
