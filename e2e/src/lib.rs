@@ -8,4 +8,5 @@ pub mod images;
 pub mod lock;
 pub mod mounts;
 pub mod registry;
+pub mod tree;
 pub mod zfs;
