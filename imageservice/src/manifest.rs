@@ -258,10 +258,7 @@ mod tests {
             Err(ManifestError::ConfigMediaType(_))
         ));
         let bad = br#"{"schemaVersion":2,"config":{"digest":"sha256:xyz","size":1},"layers":[]}"#;
-        assert!(matches!(
-            parse(bad),
-            Err(ManifestError::Descriptor(_))
-        ));
+        assert!(matches!(parse(bad), Err(ManifestError::Descriptor(_))));
         let neg =
             format!(r#"{{"schemaVersion":2,"config":{{"digest":"{D1}","size":-1}},"layers":[]}}"#);
         assert!(matches!(
