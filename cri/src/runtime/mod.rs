@@ -1,0 +1,3 @@
+//! Pods and containers: the logic behind the RuntimeService.
+
+pub mod spec;
