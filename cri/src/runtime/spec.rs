@@ -547,17 +547,19 @@ mod tests {
 
     #[test]
     fn env_overrides_by_key_and_defaults_path() {
-        let mut c = ContainerConfig::default();
-        c.envs = vec![
-            KeyValue {
-                key: "A".into(),
-                value: "2".into(),
-            },
-            KeyValue {
-                key: "B".into(),
-                value: "x=y".into(),
-            },
-        ];
+        let c = ContainerConfig {
+            envs: vec![
+                KeyValue {
+                    key: "A".into(),
+                    value: "2".into(),
+                },
+                KeyValue {
+                    key: "B".into(),
+                    value: "x=y".into(),
+                },
+            ],
+            ..Default::default()
+        };
         assert_eq!(
             process_env(&c, &image(), "h"),
             ["HOSTNAME=h", "PATH=/bin", "A=2", "B=x=y"]
