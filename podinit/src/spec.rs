@@ -472,7 +472,8 @@ fn validate_process(p: &Process) -> Result<ProcessConfig, SpecError> {
 
 fn rlimit_resource(t: PosixRlimitType) -> u32 {
     use PosixRlimitType::*;
-    let r = match t {
+    // glibc's __rlimit_resource_t is u32.
+    match t {
         RlimitCpu => libc::RLIMIT_CPU,
         RlimitFsize => libc::RLIMIT_FSIZE,
         RlimitData => libc::RLIMIT_DATA,
@@ -489,8 +490,7 @@ fn rlimit_resource(t: PosixRlimitType) -> u32 {
         RlimitNice => libc::RLIMIT_NICE,
         RlimitRtprio => libc::RLIMIT_RTPRIO,
         RlimitRttime => libc::RLIMIT_RTTIME,
-    };
-    r as u32
+    }
 }
 
 fn validate_resources(r: &LinuxResources) -> Result<Resources, SpecError> {
