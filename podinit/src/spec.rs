@@ -994,7 +994,7 @@ mod tests {
         let caps = p.caps.expect("caps");
         assert_eq!(caps.bounding, 1 | (1 << 5));
         assert_eq!(caps.ambient, 1 << 5);
-        assert_eq!(p.rlimits, vec![(libc::RLIMIT_NOFILE as u32, 100, 200)]);
+        assert_eq!(p.rlimits, vec![(libc::RLIMIT_NOFILE, 100, 200)]);
         assert_eq!(p.oom_score_adj, Some(-5));
     }
 
