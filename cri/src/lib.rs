@@ -5,4 +5,5 @@ pub mod cni;
 pub mod config;
 pub mod daemon;
 pub mod metadata;
+pub mod runtime;
 pub mod server;

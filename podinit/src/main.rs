@@ -1,1 +1,2 @@
+//! podinit: PID 1 of every pvecri pod CT.
 fn main() {}
