@@ -273,7 +273,13 @@ impl Cni {
             .map_err(exec_err)?;
         let input = serde_json::to_vec(conf).map_err(|e| exec_err(std::io::Error::other(e)))?;
         if let Some(mut stdin) = child.stdin.take() {
-            stdin.write_all(&input).await.map_err(exec_err)?;
+            // A plugin may exit without reading its config (to report an error); its exit
+            // status and output say what happened, not the broken pipe.
+            if let Err(e) = stdin.write_all(&input).await
+                && e.kind() != std::io::ErrorKind::BrokenPipe
+            {
+                return Err(exec_err(e));
+            }
         }
         let output = tokio::time::timeout(PLUGIN_TIMEOUT, child.wait_with_output())
             .await
