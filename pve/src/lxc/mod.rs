@@ -214,14 +214,8 @@ impl LxcDriver {
             if let Some(init) = running.init {
                 return Ok(CtRuntime::for_init(init));
             }
-            return Err(PodHostError::Ct {
-                id: id.to_string(),
-                message: format!(
-                    "its LXC monitor (pid {}) runs but has no init: starting or stopping",
-                    running.monitor
-                ),
-                log: String::new(),
-            });
+            // A monitor without init is finishing a stop or an aborted start.
+            self.wait_monitor_gone(ct, id, running.monitor).await?;
         }
         // A CT that died without LXC's cleanup (monitor killed, aborted start) leaves its
         // cgroups behind, and LXC refuses to start into an existing one.
@@ -255,6 +249,11 @@ impl LxcDriver {
             .await
             .map_err(|e| PodHostError::io(format!("running {shown}"), e))?;
         if !status.success() {
+            // lxc-start returns as soon as the CT reports ABORTING; let its monitor finish
+            // cleaning up so that the CT is fully down when the error is reported.
+            if let Some(running) = self.running(ct, id)? {
+                self.wait_monitor_gone(ct, id, running.monitor).await?;
+            }
             let said = std::fs::read_to_string(&stderr_path).unwrap_or_default();
             let said: Vec<String> = said
                 .lines()
@@ -362,6 +361,37 @@ impl LxcDriver {
         }
         debug!(id, "pod CT stopped");
         Ok(())
+    }
+
+    async fn wait_monitor_gone(
+        &self,
+        ct: &CtDir,
+        id: &str,
+        monitor: u32,
+    ) -> Result<(), PodHostError> {
+        let Some(fd) = Pidfd::open(monitor)
+            .map_err(|e| PodHostError::io(format!("pod CT {id}: pidfd of monitor"), e))?
+        else {
+            return Ok(());
+        };
+        if !self.is_monitor_of(monitor, id) {
+            return Ok(());
+        }
+        let gone = fd
+            .wait_exit(self.opts.kill_grace)
+            .await
+            .map_err(|e| PodHostError::io(format!("pod CT {id}: waiting for monitor"), e))?;
+        if gone {
+            return Ok(());
+        }
+        Err(PodHostError::Ct {
+            id: id.to_string(),
+            message: format!(
+                "its LXC monitor (pid {monitor}) has no init and did not exit within {:?}",
+                self.opts.kill_grace
+            ),
+            log: Self::log_report(ct, 0),
+        })
     }
 
     fn remove_cgroups(&self, cgroups: &CtCgroups) -> Result<(), PodHostError> {
