@@ -20,6 +20,7 @@ const BUSYBOX: &str = "/usr/bin/busybox";
 /// Init that exits 0 on SIGTERM, as podinit does.
 const INIT_GRACEFUL: &str = "#!/pvecri/busybox sh
 trap 'exit 0' TERM
+/pvecri/busybox touch /pvecri/ready
 while :; do /pvecri/busybox sleep 1 & wait $!; done
 ";
 /// The brief's trivial init: ignores SIGTERM (PID 1 without a handler), so stop must kill.
@@ -67,12 +68,14 @@ impl Fixture {
             .prefix("pvecri-podhost-")
             .tempdir()
             .unwrap();
-        // Unprivileged CTs (host uid 100000) must be able to traverse to their files.
+        // The scripts stand where podinit would be installed: readable by everyone.
         std::fs::set_permissions(root.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
         let state = root.path().join("state");
         let scripts = root.path().join("scripts");
         std::fs::create_dir_all(state.join("pods")).unwrap();
         std::fs::create_dir_all(&scripts).unwrap();
+        // The daemon makes its state directory private.
+        std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o700)).unwrap();
         for (name, body) in [
             ("graceful", INIT_GRACEFUL),
             ("stubborn", INIT_STUBBORN),
@@ -198,6 +201,15 @@ fn nsenter(pid: u32, flags: &[&str], args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// Detaches a test's host mount even when the test fails half-way.
+struct UnmountOnDrop(PathBuf);
+
+impl Drop for UnmountOnDrop {
+    fn drop(&mut self) {
+        let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
 fn ns_inode(pid: u32, ns: &str) -> u64 {
     use std::os::unix::fs::MetadataExt;
     std::fs::metadata(format!("/proc/{pid}/ns/{ns}"))
@@ -226,6 +238,20 @@ async fn wait_for_status(host: &dyn PodHost, id: &str, want: CtStatus, within: D
             "status of {id} still {status:?}, wanted {want:?}"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Waits until the stand-in init has its SIGTERM handler (a SIGTERM that reaches PID 1 before
+/// it has a handler is dropped; the daemon likewise waits for podinit's socket).
+async fn wait_ready(spec: &PodSpec) {
+    if std::env::var_os("PVECRI_PODINIT").is_some() {
+        return;
+    }
+    let ready = spec.pod_dir.join("ready");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !ready.exists() {
+        assert!(Instant::now() < deadline, "the init never got ready");
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
 
@@ -301,6 +327,7 @@ async fn lifecycle_create_start_status_list_stop_destroy() {
         }
     );
 
+    wait_ready(&spec).await;
     let started = Instant::now();
     host.stop(&spec.id, Duration::from_secs(20)).await.unwrap();
     assert!(
@@ -378,6 +405,7 @@ async fn host_mounts_under_the_pod_dir_show_up_inside_and_ct_mounts_stay_inside(
         None::<&str>,
     )
     .unwrap();
+    let guard = UnmountOnDrop(rootfs.clone());
     std::fs::write(rootfs.join("marker"), "from the host").unwrap();
     let inside = nsenter(
         init,
@@ -388,6 +416,7 @@ async fn host_mounts_under_the_pod_dir_show_up_inside_and_ct_mounts_stay_inside(
 
     // Unmounting on the host propagates too.
     nix::mount::umount(&rootfs).unwrap();
+    std::mem::forget(guard);
     let listing = nsenter(
         init,
         &["-m"],
@@ -598,6 +627,22 @@ async fn a_new_driver_instance_finds_running_cts() {
     let init = fx.run(&spec).await;
     fx.driver.create(&stopped).await.unwrap();
 
+    // The standard LXC tools see the CT too.
+    let lxcpath = fx.driver.lxcpath().display().to_string();
+    let ls = Command::new("lxc-ls")
+        .args(["-P", &lxcpath, "--running"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&ls.stdout).contains(&spec.id));
+    let info = Command::new("lxc-info")
+        .args(["-P", &lxcpath, "-n", &spec.id, "-p", "-H"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&info.stdout).trim(),
+        init.to_string()
+    );
+
     let restarted = fx.another_driver();
     let listed = restarted.list().await.unwrap();
     let running = listed.iter().find(|c| c.id == spec.id).unwrap();
@@ -607,10 +652,13 @@ async fn a_new_driver_instance_finds_running_cts() {
     assert_eq!(idle.status, CtStatus::Stopped);
 
     assert_eq!(restarted.start(&spec.id).await.unwrap().init_pid, init);
+    wait_ready(&spec).await;
+    let started = Instant::now();
     restarted
         .stop(&spec.id, Duration::from_secs(10))
         .await
         .unwrap();
+    assert!(started.elapsed() < Duration::from_secs(5));
     assert!(!is_alive(init));
     restarted.destroy(&spec.id).await.unwrap();
     restarted.destroy(&stopped.id).await.unwrap();
@@ -623,6 +671,15 @@ async fn unprivileged_pods_run_with_the_proxmox_idmap() {
     ensure_root_subids();
     let mut spec = fx.spec("graceful");
     spec.privileged = false;
+    // The daemon's private state directory keeps the CT's root out: refused up front, with
+    // the directory named.
+    let err = fx.driver.create(&spec).await.unwrap_err();
+    assert!(
+        matches!(err, PodHostError::Unsupported { .. })
+            && err.to_string().contains(&fx.state.display().to_string()),
+        "{err}"
+    );
+    std::fs::set_permissions(&fx.state, std::fs::Permissions::from_mode(0o711)).unwrap();
     let init = fx.run(&spec).await;
     let uid_map = std::fs::read_to_string(format!("/proc/{init}/uid_map")).unwrap();
     let fields: Vec<&str> = uid_map.split_whitespace().collect();

@@ -18,6 +18,7 @@ pub mod mountinfo;
 pub mod oom;
 pub mod pod_dir;
 pub mod process;
+pub mod reach;
 pub mod spec;
 pub mod subid;
 pub mod sysctl;

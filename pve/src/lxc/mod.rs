@@ -32,7 +32,7 @@ use crate::process::{self, Pidfd};
 use crate::spec::{
     CtInfo, CtRuntime, CtStatus, PodSpec, UNPRIVILEGED_ID_BASE, UNPRIVILEGED_ID_COUNT, is_pod_id,
 };
-use crate::{PodHost, oom, pod_dir, subid};
+use crate::{PodHost, oom, pod_dir, reach, subid};
 
 pub use ct_dir::CtRecord;
 use ct_dir::{CREATING_PREFIX, CtDir, DESTROYING_PREFIX, remove_tree};
@@ -485,6 +485,32 @@ impl LxcDriver {
         result
     }
 
+    /// An unprivileged CT's root must reach its rootfs, the pod directory and podinit.
+    fn check_reachable_by_ct_root(&self, spec: &PodSpec, ct: &CtDir) -> Result<(), PodHostError> {
+        let (uid, gid) = spec.ct_root_host_ids();
+        let unsupported = |reason: String| PodHostError::Unsupported {
+            id: spec.id.clone(),
+            reason,
+        };
+        for path in [ct.rootfs(), spec.pod_dir.clone(), spec.podinit.clone()] {
+            if let Some(dir) = reach::first_blocking_dir(&path, uid, gid) {
+                return Err(unsupported(format!(
+                    "the unprivileged CT's root (host uid {uid}) cannot traverse {} on the way \
+                     to {}: grant it x access (e.g. mode 0711) or an ACL",
+                    dir.display(),
+                    path.display()
+                )));
+            }
+        }
+        if !reach::may_execute(&spec.podinit, uid, gid) {
+            return Err(unsupported(format!(
+                "the unprivileged CT's root (host uid {uid}) cannot read and execute podinit {}",
+                spec.podinit.display()
+            )));
+        }
+        Ok(())
+    }
+
     async fn destroy_locked(&self, ct: &CtDir, id: &str) -> Result<(), PodHostError> {
         if !ct.dir.exists() {
             return Ok(());
@@ -556,6 +582,9 @@ impl PodHost for LxcDriver {
             });
         }
         let ct = self.dir(id)?;
+        if !spec.privileged {
+            self.check_reachable_by_ct_root(spec, &ct)?;
+        }
         let lock = self.lock(id);
         let _guard = lock.lock().await;
         if ct.dir.exists() {
