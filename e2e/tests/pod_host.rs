@@ -244,10 +244,12 @@ async fn wait_for_status(host: &dyn PodHost, id: &str, want: CtStatus, within: D
 /// Waits until the stand-in init has its SIGTERM handler (a SIGTERM that reaches PID 1 before
 /// it has a handler is dropped; the daemon likewise waits for podinit's socket).
 async fn wait_ready(spec: &PodSpec) {
-    if std::env::var_os("PVECRI_PODINIT").is_some() {
-        return;
-    }
-    let ready = spec.pod_dir.join("ready");
+    // The real podinit is ready once its API socket exists.
+    let ready = if std::env::var_os("PVECRI_PODINIT").is_some() {
+        spec.pod_dir.join("podinit.sock")
+    } else {
+        spec.pod_dir.join("ready")
+    };
     let deadline = Instant::now() + Duration::from_secs(10);
     while !ready.exists() {
         assert!(Instant::now() < deadline, "the init never got ready");

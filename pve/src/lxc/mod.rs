@@ -155,11 +155,11 @@ impl LxcDriver {
         locks.remove(id);
     }
 
-    /// LXC retitles its daemonized monitor `[lxc monitor] <lxcpath> <name>`; anything else
-    /// at that pid is not (any more) this CT's monitor.
+    /// LXC retitles its daemonized monitor `[lxc monitor] <lxcpath> <name>`; should the
+    /// retitling fail, the monitor still carries our `lxc-start -n <id> -P <lxcpath>` command
+    /// line. Anything else at that pid is not (any more) this CT's monitor.
     fn is_monitor_of(&self, pid: u32, id: &str) -> bool {
-        let title = format!("[lxc monitor] {} {id}", self.opts.lxcpath.display());
-        process::cmdline(pid).is_some_and(|c| c == title)
+        process::cmdline(pid).is_some_and(|c| is_monitor_cmdline(&c, &self.opts.lxcpath, id))
     }
 
     fn running(&self, ct: &CtDir, id: &str) -> Result<Option<Running>, PodHostError> {
@@ -228,6 +228,7 @@ impl LxcDriver {
             .map_err(|e| PodHostError::io_at("creating", &stderr_path, e))?;
         let mut command = tokio::process::Command::new(&self.opts.lxc_start);
         command
+            // This order is what `is_monitor_cmdline` recognises.
             .arg("-n")
             .arg(id)
             .arg("-P")
@@ -539,6 +540,17 @@ impl LxcDriver {
     }
 }
 
+fn is_monitor_cmdline(cmdline: &str, lxcpath: &Path, id: &str) -> bool {
+    let lxcpath = lxcpath.display();
+    if cmdline == format!("[lxc monitor] {lxcpath} {id}") {
+        return true;
+    }
+    let Some((argv0, rest)) = cmdline.split_once(' ') else {
+        return false;
+    };
+    argv0.ends_with("lxc-start") && rest.starts_with(&format!("-n {id} -P {lxcpath} "))
+}
+
 /// The CT's init: the monitor's child living in another PID namespace.
 fn init_of(monitor: u32) -> Option<u32> {
     let monitor_ns = process::pid_namespace(monitor)?;
@@ -675,5 +687,33 @@ impl PodHost for LxcDriver {
         }
         found.sort_by(|a, b| a.id.cmp(&b.id));
         Ok(found)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ID: &str = crate::spec::tests::ID;
+
+    #[test]
+    fn monitors_are_recognised_by_title_or_by_our_command_line() {
+        let lxcpath = Path::new("/var/lib/pvecri/lxc");
+        let title = format!("[lxc monitor] /var/lib/pvecri/lxc {ID}");
+        assert!(is_monitor_cmdline(&title, lxcpath, ID));
+        let ours =
+            format!("/usr/bin/lxc-start -n {ID} -P /var/lib/pvecri/lxc -p /x/monitor.pid -d");
+        assert!(is_monitor_cmdline(&ours, lxcpath, ID));
+        let other = ID.replace('0', "1");
+        for not_it in [
+            format!("[lxc monitor] /var/lib/lxc {ID}"),
+            format!("[lxc monitor] /var/lib/pvecri/lxc {other}"),
+            format!("lxc-start -n {other} -P /var/lib/pvecri/lxc -d"),
+            format!("lxc-start -n {ID} -P /var/lib/pvecri/lxc2 -d"),
+            format!("bash -n {ID} -P /var/lib/pvecri/lxc -d"),
+            "sleep 1000".to_string(),
+        ] {
+            assert!(!is_monitor_cmdline(&not_it, lxcpath, ID), "{not_it}");
+        }
     }
 }
