@@ -33,6 +33,12 @@ const INIT_EXITS: &str = "#!/pvecri/busybox sh
 exit 0
 ";
 
+/// Dies at once, saying why on stderr (podinit's console).
+const INIT_DIES: &str = "#!/pvecri/busybox sh
+echo 'podinit: cannot listen on /pvecri/podinit.sock' >&2
+exit 3
+";
+
 struct Fixture {
     _root: tempfile::TempDir,
     state: PathBuf,
@@ -80,6 +86,7 @@ impl Fixture {
             ("graceful", INIT_GRACEFUL),
             ("stubborn", INIT_STUBBORN),
             ("exits", INIT_EXITS),
+            ("dies", INIT_DIES),
         ] {
             let path = scripts.join(name);
             std::fs::write(&path, body).unwrap();
@@ -619,6 +626,38 @@ async fn status_is_stopped_once_the_init_exits() {
         Duration::from_secs(10),
     )
     .await;
+}
+
+#[tokio::test]
+async fn an_init_that_dies_at_once_is_reported_with_its_console_output() {
+    let fx = Fixture::new();
+    let spec = fx.spec("dies");
+    fx.driver.create(&spec).await.unwrap();
+    match fx.driver.start(&spec.id).await {
+        Err(e @ PodHostError::Ct { .. }) => {
+            let text = e.to_string();
+            assert!(
+                text.contains("exited right after start") || text.contains("stopped at once"),
+                "{text}"
+            );
+            assert!(
+                text.contains("cannot listen on /pvecri/podinit.sock"),
+                "{text}"
+            );
+        }
+        // The init may still have been alive when start looked.
+        Ok(_) => {}
+        Err(e) => panic!("start: {e}"),
+    }
+    wait_for_status(
+        &fx.driver,
+        &spec.id,
+        CtStatus::Stopped,
+        Duration::from_secs(10),
+    )
+    .await;
+    let console = std::fs::read_to_string(fx.driver.ct_dir(&spec.id).join("console.log")).unwrap();
+    assert!(console.contains("cannot listen"), "{console}");
 }
 
 #[tokio::test]

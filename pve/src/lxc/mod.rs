@@ -281,11 +281,15 @@ impl LxcDriver {
                 debug!(id, init, "pod CT started");
                 Ok(CtRuntime::for_init(init))
             }
-            Some(Running { monitor, .. }) => Err(PodHostError::Ct {
-                id: id.to_string(),
-                message: format!("its init exited right after start (monitor pid {monitor})"),
-                log: Self::log_report(ct, lxc_from),
-            }),
+            Some(Running { monitor, .. }) => {
+                // Let the monitor finish its cleanup: the CT is down when this returns.
+                let _ = self.wait_monitor_gone(ct, id, monitor).await;
+                Err(PodHostError::Ct {
+                    id: id.to_string(),
+                    message: format!("its init exited right after start (monitor pid {monitor})"),
+                    log: Self::log_report(ct, lxc_from),
+                })
+            }
             None => Err(PodHostError::Ct {
                 id: id.to_string(),
                 message: "lxc-start succeeded but its monitor is gone: the CT stopped at once"
