@@ -806,3 +806,22 @@ async fn bad_specs_are_refused_before_anything_is_made() {
     ));
     assert!(fx.driver.list().await.unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn the_default_config_builds_the_lxc_driver_under_the_state_dir() {
+    require_root();
+    let state = tempfile::tempdir().unwrap();
+    let host = pve::build(&pve::PodHostConfig::default(), state.path()).unwrap();
+    assert_eq!(host.driver(), "lxc");
+    assert!(state.path().join("lxc").is_dir());
+    assert!(host.list().await.unwrap().is_empty());
+    // Leftovers of an interrupted create are cleared when the driver comes up.
+    let leftover = state
+        .path()
+        .join("lxc")
+        .join(format!(".creating-{}", random_hex(64)));
+    std::fs::create_dir_all(leftover.join("rootfs/tmp")).unwrap();
+    let again = pve::build(&pve::PodHostConfig::default(), state.path()).unwrap();
+    assert!(!leftover.exists());
+    assert!(again.list().await.unwrap().is_empty());
+}
