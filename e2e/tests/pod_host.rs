@@ -815,13 +815,34 @@ async fn the_default_config_builds_the_lxc_driver_under_the_state_dir() {
     assert_eq!(host.driver(), "lxc");
     assert!(state.path().join("lxc").is_dir());
     assert!(host.list().await.unwrap().is_empty());
-    // Leftovers of an interrupted create are cleared when the driver comes up.
-    let leftover = state
-        .path()
-        .join("lxc")
-        .join(format!(".creating-{}", random_hex(64)));
+    // Leftovers of a create interrupted after binding the pod directory are cleared, mount
+    // included, when the driver comes up.
+    let id = random_hex(64);
+    let leftover = state.path().join("lxc").join(format!(".creating-{id}"));
     std::fs::create_dir_all(leftover.join("rootfs/tmp")).unwrap();
+    let pod_dir = state.path().join("pods").join(&id);
+    std::fs::create_dir_all(&pod_dir).unwrap();
+    let record = pve::lxc::CtRecord {
+        id: id.clone(),
+        name: "e2e/crashed".into(),
+        namespace: "e2e".into(),
+        labels: BTreeMap::new(),
+        pod_dir: pod_dir.clone(),
+        pod_dir_bound: true,
+        cgroups: pve::cgroup::CtCgroups::new(CgroupDriver::Cgroupfs, None, &id).unwrap(),
+        privileged: true,
+    };
+    std::fs::write(
+        leftover.join("pod.json"),
+        serde_json::to_vec(&record).unwrap(),
+    )
+    .unwrap();
+    pve::pod_dir::make_shared(&pod_dir, true).unwrap();
+    let guard = UnmountOnDrop(pod_dir.clone());
+    assert!(pve::pod_dir::is_mount_point(&pod_dir).unwrap());
     let again = pve::build(&pve::PodHostConfig::default(), state.path()).unwrap();
     assert!(!leftover.exists());
+    assert!(!pve::pod_dir::is_mount_point(&pod_dir).unwrap());
+    std::mem::forget(guard);
     assert!(again.list().await.unwrap().is_empty());
 }

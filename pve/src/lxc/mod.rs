@@ -113,6 +113,15 @@ impl LxcDriver {
             let name = name.to_string_lossy();
             if name.starts_with(CREATING_PREFIX) || name.starts_with(DESTROYING_PREFIX) {
                 info!(dir = %entry.path().display(), "removing leftover of an interrupted create/destroy");
+                // An interrupted create may have bound the pod directory already.
+                if name.starts_with(CREATING_PREFIX)
+                    && let Ok(record) = CtDir::new(lxcpath, &name).read_record()
+                    && record.pod_dir_bound
+                {
+                    pod_dir::release(&record.pod_dir).map_err(|e| {
+                        PodHostError::io_at("unmounting pod directory", &record.pod_dir, e)
+                    })?;
+                }
                 remove_tree(&entry.path())
                     .map_err(|e| PodHostError::io_at("removing", &entry.path(), e))?;
             }
@@ -454,7 +463,23 @@ impl LxcDriver {
 
             std::fs::create_dir_all(&spec.pod_dir)
                 .map_err(|e| PodHostError::io_at("creating pod directory", &spec.pod_dir, e))?;
-            let pod_dir_bound = pod_dir::make_shared(&spec.pod_dir)
+            let pod_dir_bound = !pod_dir::is_mount_point(&spec.pod_dir)
+                .map_err(|e| PodHostError::io_at("inspecting", &spec.pod_dir, e))?;
+            // Recorded before the mount: a crash from here on leaves a staging record that
+            // says which mount to undo.
+            staging
+                .write_record(&CtRecord {
+                    id: id.to_string(),
+                    name: spec.name.clone(),
+                    namespace: spec.namespace.clone(),
+                    labels: spec.labels.clone(),
+                    pod_dir: spec.pod_dir.clone(),
+                    pod_dir_bound,
+                    cgroups: cgroups.clone(),
+                    privileged: spec.privileged,
+                })
+                .map_err(|e| PodHostError::io_at("writing", &staging.record(), e))?;
+            pod_dir::make_shared(&spec.pod_dir, pod_dir_bound)
                 .map_err(|e| PodHostError::io_at("making a shared mount of", &spec.pod_dir, e))?;
             let finish = || -> Result<(), PodHostError> {
                 if let Some((uid, gid)) = root_owner {
@@ -463,18 +488,6 @@ impl LxcDriver {
                         PodHostError::io_at("handing to the CT's root", &spec.pod_dir, e)
                     })?;
                 }
-                staging
-                    .write_record(&CtRecord {
-                        id: id.to_string(),
-                        name: spec.name.clone(),
-                        namespace: spec.namespace.clone(),
-                        labels: spec.labels.clone(),
-                        pod_dir: spec.pod_dir.clone(),
-                        pod_dir_bound,
-                        cgroups: cgroups.clone(),
-                        privileged: spec.privileged,
-                    })
-                    .map_err(|e| PodHostError::io_at("writing", &staging.record(), e))?;
                 std::fs::rename(&staging.dir, &ct.dir)
                     .map_err(|e| PodHostError::io_at("renaming into place", &ct.dir, e))
             };
