@@ -846,3 +846,48 @@ async fn the_default_config_builds_the_lxc_driver_under_the_state_dir() {
     std::mem::forget(guard);
     assert!(again.list().await.unwrap().is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn pods_start_and_stop_concurrently() {
+    let fx = Fixture::new();
+    let host = std::sync::Arc::new(fx.another_driver());
+    let specs: Vec<PodSpec> = (0..8).map(|_| fx.spec("graceful")).collect();
+    let mut tasks = tokio::task::JoinSet::new();
+    for spec in specs.clone() {
+        let host = host.clone();
+        tasks.spawn(async move {
+            host.create(&spec).await.unwrap();
+            let rt = host.start(&spec.id).await.unwrap();
+            (spec.id, rt.init_pid)
+        });
+    }
+    let mut inits = Vec::new();
+    while let Some(done) = tasks.join_next().await {
+        inits.push(done.unwrap());
+    }
+    assert_eq!(inits.len(), specs.len());
+    for (id, init) in &inits {
+        assert_eq!(
+            host.status(id).await.unwrap(),
+            CtStatus::Running { init_pid: *init }
+        );
+    }
+    for spec in &specs {
+        wait_ready(spec).await;
+    }
+    for spec in specs.clone() {
+        let host = host.clone();
+        tasks.spawn(async move {
+            host.stop(&spec.id, Duration::from_secs(10)).await.unwrap();
+            host.destroy(&spec.id).await.unwrap();
+            (spec.id, 0)
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done.unwrap();
+    }
+    assert!(host.list().await.unwrap().is_empty());
+    for (_, init) in inits {
+        assert!(!is_alive(init));
+    }
+}
