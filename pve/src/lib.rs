@@ -9,6 +9,22 @@
 //!   interface is shaped for it too: ids stay the pod sandbox ids (the driver maps them to
 //!   vmids and finds them again through tags/descriptions built from `name`, `namespace` and
 //!   `labels`), and every call may take as long as an API task.
+//!
+//! What podinit can rely on inside a pod CT (both drivers):
+//! * it runs as PID 1 of a new PID namespace, as `/sbin/podinit --pod-dir /pvecri`, with the
+//!   pod directory at `/pvecri` (host mounts made under it later appear; its own mounts stay
+//!   inside) and its stdout/stderr in the CT's console log;
+//! * the CT has its own network (only `lo`, up, unless host network), IPC, UTS (the pod's
+//!   hostname), mount and cgroup namespaces; a pod-wide tmpfs at `/dev/shm`;
+//! * its cgroup is the root of its cgroup namespace and mounted writable at `/sys/fs/cgroup`
+//!   (one mount per hierarchy on cgroup v1): it makes one child cgroup per container. On
+//!   cgroup v2 it must move itself into a leaf child before enabling controllers for its
+//!   children (no internal processes);
+//! * full capabilities, no seccomp, no AppArmor confinement, all devices allowed: podinit
+//!   applies each container's restrictions itself;
+//! * stop sends SIGTERM once, then SIGKILL after the timeout. A PID 1 drops signals it has no
+//!   handler for, so podinit must install its SIGTERM handler before it signals readiness
+//!   (its API socket); a stop that comes earlier waits out the timeout.
 
 pub mod cgroup;
 pub mod config;
@@ -18,6 +34,7 @@ pub mod mountinfo;
 pub mod oom;
 pub mod pod_dir;
 pub mod process;
+pub mod reach;
 pub mod spec;
 pub mod subid;
 pub mod sysctl;

@@ -13,25 +13,23 @@ use std::path::Path;
 use rustix::fs::{AtFlags, CWD, StatxAttributes, StatxFlags, statx};
 use rustix::mount::{MountPropagationFlags, UnmountFlags, mount_bind, mount_change, unmount};
 
-/// Makes `dir` a shared mount point. Returns `true` when it bound `dir` onto itself (and
-/// [`release`] should undo that later), `false` when `dir` already was a mount point.
-pub fn make_shared(dir: &Path) -> io::Result<bool> {
-    let bound = if is_mount_point(dir)? {
-        false
-    } else {
+/// Makes `dir` a shared mount point, binding it onto itself first when `bind` is set (pass
+/// `!is_mount_point(dir)`; the caller records that choice first, so that a crash in between
+/// can be undone by [`release`]).
+pub fn make_shared(dir: &Path, bind: bool) -> io::Result<()> {
+    if bind {
         mount_bind(dir, dir)?;
-        true
-    };
+    }
     if let Err(e) = mount_change(
         dir,
         MountPropagationFlags::SHARED | MountPropagationFlags::REC,
     ) {
-        if bound {
+        if bind {
             let _ = unmount(dir, UnmountFlags::DETACH);
         }
         return Err(e.into());
     }
-    Ok(bound)
+    Ok(())
 }
 
 /// Undoes the self-bind made by [`make_shared`] (lazily, so busy submounts do not block it).

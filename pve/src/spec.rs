@@ -97,6 +97,12 @@ impl CtRuntime {
             netns_path: PathBuf::from(format!("/proc/{init_pid}/ns/net")),
         }
     }
+
+    /// Path of one of the CT's namespaces (`net`, `ipc`, `uts`, `pid`, `mnt`, `cgroup`,
+    /// `user`), valid while the init lives.
+    pub fn ns_path(&self, namespace: &str) -> PathBuf {
+        PathBuf::from(format!("/proc/{}/ns/{namespace}", self.init_pid))
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

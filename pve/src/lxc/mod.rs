@@ -32,7 +32,7 @@ use crate::process::{self, Pidfd};
 use crate::spec::{
     CtInfo, CtRuntime, CtStatus, PodSpec, UNPRIVILEGED_ID_BASE, UNPRIVILEGED_ID_COUNT, is_pod_id,
 };
-use crate::{PodHost, oom, pod_dir, subid};
+use crate::{PodHost, oom, pod_dir, reach, subid};
 
 pub use ct_dir::CtRecord;
 use ct_dir::{CREATING_PREFIX, CtDir, DESTROYING_PREFIX, remove_tree};
@@ -113,6 +113,15 @@ impl LxcDriver {
             let name = name.to_string_lossy();
             if name.starts_with(CREATING_PREFIX) || name.starts_with(DESTROYING_PREFIX) {
                 info!(dir = %entry.path().display(), "removing leftover of an interrupted create/destroy");
+                // An interrupted create may have bound the pod directory already.
+                if name.starts_with(CREATING_PREFIX)
+                    && let Ok(record) = CtDir::new(lxcpath, &name).read_record()
+                    && record.pod_dir_bound
+                {
+                    pod_dir::release(&record.pod_dir).map_err(|e| {
+                        PodHostError::io_at("unmounting pod directory", &record.pod_dir, e)
+                    })?;
+                }
                 remove_tree(&entry.path())
                     .map_err(|e| PodHostError::io_at("removing", &entry.path(), e))?;
             }
@@ -155,11 +164,11 @@ impl LxcDriver {
         locks.remove(id);
     }
 
-    /// LXC retitles its daemonized monitor `[lxc monitor] <lxcpath> <name>`; anything else
-    /// at that pid is not (any more) this CT's monitor.
+    /// LXC retitles its daemonized monitor `[lxc monitor] <lxcpath> <name>`; should the
+    /// retitling fail, the monitor still carries our `lxc-start -n <id> -P <lxcpath>` command
+    /// line. Anything else at that pid is not (any more) this CT's monitor.
     fn is_monitor_of(&self, pid: u32, id: &str) -> bool {
-        let title = format!("[lxc monitor] {} {id}", self.opts.lxcpath.display());
-        process::cmdline(pid).is_some_and(|c| c == title)
+        process::cmdline(pid).is_some_and(|c| is_monitor_cmdline(&c, &self.opts.lxcpath, id))
     }
 
     fn running(&self, ct: &CtDir, id: &str) -> Result<Option<Running>, PodHostError> {
@@ -214,14 +223,8 @@ impl LxcDriver {
             if let Some(init) = running.init {
                 return Ok(CtRuntime::for_init(init));
             }
-            return Err(PodHostError::Ct {
-                id: id.to_string(),
-                message: format!(
-                    "its LXC monitor (pid {}) runs but has no init: starting or stopping",
-                    running.monitor
-                ),
-                log: String::new(),
-            });
+            // A monitor without init is finishing a stop or an aborted start.
+            self.wait_monitor_gone(ct, id, running.monitor).await?;
         }
         // A CT that died without LXC's cleanup (monitor killed, aborted start) leaves its
         // cgroups behind, and LXC refuses to start into an existing one.
@@ -234,6 +237,7 @@ impl LxcDriver {
             .map_err(|e| PodHostError::io_at("creating", &stderr_path, e))?;
         let mut command = tokio::process::Command::new(&self.opts.lxc_start);
         command
+            // This order is what `is_monitor_cmdline` recognises.
             .arg("-n")
             .arg(id)
             .arg("-P")
@@ -255,6 +259,11 @@ impl LxcDriver {
             .await
             .map_err(|e| PodHostError::io(format!("running {shown}"), e))?;
         if !status.success() {
+            // lxc-start returns as soon as the CT reports ABORTING; let its monitor finish
+            // cleaning up so that the CT is fully down when the error is reported.
+            if let Some(running) = self.running(ct, id)? {
+                self.wait_monitor_gone(ct, id, running.monitor).await?;
+            }
             let said = std::fs::read_to_string(&stderr_path).unwrap_or_default();
             let said: Vec<String> = said
                 .lines()
@@ -281,11 +290,15 @@ impl LxcDriver {
                 debug!(id, init, "pod CT started");
                 Ok(CtRuntime::for_init(init))
             }
-            Some(Running { monitor, .. }) => Err(PodHostError::Ct {
-                id: id.to_string(),
-                message: format!("its init exited right after start (monitor pid {monitor})"),
-                log: Self::log_report(ct, lxc_from),
-            }),
+            Some(Running { monitor, .. }) => {
+                // Let the monitor finish its cleanup: the CT is down when this returns.
+                let _ = self.wait_monitor_gone(ct, id, monitor).await;
+                Err(PodHostError::Ct {
+                    id: id.to_string(),
+                    message: format!("its init exited right after start (monitor pid {monitor})"),
+                    log: Self::log_report(ct, lxc_from),
+                })
+            }
             None => Err(PodHostError::Ct {
                 id: id.to_string(),
                 message: "lxc-start succeeded but its monitor is gone: the CT stopped at once"
@@ -364,6 +377,37 @@ impl LxcDriver {
         Ok(())
     }
 
+    async fn wait_monitor_gone(
+        &self,
+        ct: &CtDir,
+        id: &str,
+        monitor: u32,
+    ) -> Result<(), PodHostError> {
+        let Some(fd) = Pidfd::open(monitor)
+            .map_err(|e| PodHostError::io(format!("pod CT {id}: pidfd of monitor"), e))?
+        else {
+            return Ok(());
+        };
+        if !self.is_monitor_of(monitor, id) {
+            return Ok(());
+        }
+        let gone = fd
+            .wait_exit(self.opts.kill_grace)
+            .await
+            .map_err(|e| PodHostError::io(format!("pod CT {id}: waiting for monitor"), e))?;
+        if gone {
+            return Ok(());
+        }
+        Err(PodHostError::Ct {
+            id: id.to_string(),
+            message: format!(
+                "its LXC monitor (pid {monitor}) has no init and did not exit within {:?}",
+                self.opts.kill_grace
+            ),
+            log: Self::log_report(ct, 0),
+        })
+    }
+
     fn remove_cgroups(&self, cgroups: &CtCgroups) -> Result<(), PodHostError> {
         cgroup::remove_everywhere(&self.hierarchies.roots, &cgroups.container)?;
         cgroup::remove_everywhere(&self.hierarchies.roots, &cgroups.monitor)?;
@@ -419,7 +463,23 @@ impl LxcDriver {
 
             std::fs::create_dir_all(&spec.pod_dir)
                 .map_err(|e| PodHostError::io_at("creating pod directory", &spec.pod_dir, e))?;
-            let pod_dir_bound = pod_dir::make_shared(&spec.pod_dir)
+            let pod_dir_bound = !pod_dir::is_mount_point(&spec.pod_dir)
+                .map_err(|e| PodHostError::io_at("inspecting", &spec.pod_dir, e))?;
+            // Recorded before the mount: a crash from here on leaves a staging record that
+            // says which mount to undo.
+            staging
+                .write_record(&CtRecord {
+                    id: id.to_string(),
+                    name: spec.name.clone(),
+                    namespace: spec.namespace.clone(),
+                    labels: spec.labels.clone(),
+                    pod_dir: spec.pod_dir.clone(),
+                    pod_dir_bound,
+                    cgroups: cgroups.clone(),
+                    privileged: spec.privileged,
+                })
+                .map_err(|e| PodHostError::io_at("writing", &staging.record(), e))?;
+            pod_dir::make_shared(&spec.pod_dir, pod_dir_bound)
                 .map_err(|e| PodHostError::io_at("making a shared mount of", &spec.pod_dir, e))?;
             let finish = || -> Result<(), PodHostError> {
                 if let Some((uid, gid)) = root_owner {
@@ -428,18 +488,6 @@ impl LxcDriver {
                         PodHostError::io_at("handing to the CT's root", &spec.pod_dir, e)
                     })?;
                 }
-                staging
-                    .write_record(&CtRecord {
-                        id: id.to_string(),
-                        name: spec.name.clone(),
-                        namespace: spec.namespace.clone(),
-                        labels: spec.labels.clone(),
-                        pod_dir: spec.pod_dir.clone(),
-                        pod_dir_bound,
-                        cgroups: cgroups.clone(),
-                        privileged: spec.privileged,
-                    })
-                    .map_err(|e| PodHostError::io_at("writing", &staging.record(), e))?;
                 std::fs::rename(&staging.dir, &ct.dir)
                     .map_err(|e| PodHostError::io_at("renaming into place", &ct.dir, e))
             };
@@ -453,6 +501,32 @@ impl LxcDriver {
             let _ = remove_tree(&staging.dir);
         }
         result
+    }
+
+    /// An unprivileged CT's root must reach its rootfs, the pod directory and podinit.
+    fn check_reachable_by_ct_root(&self, spec: &PodSpec, ct: &CtDir) -> Result<(), PodHostError> {
+        let (uid, gid) = spec.ct_root_host_ids();
+        let unsupported = |reason: String| PodHostError::Unsupported {
+            id: spec.id.clone(),
+            reason,
+        };
+        for path in [ct.rootfs(), spec.pod_dir.clone(), spec.podinit.clone()] {
+            if let Some(dir) = reach::first_blocking_dir(&path, uid, gid) {
+                return Err(unsupported(format!(
+                    "the unprivileged CT's root (host uid {uid}) cannot traverse {} on the way \
+                     to {}: grant it x access (e.g. mode 0711) or an ACL",
+                    dir.display(),
+                    path.display()
+                )));
+            }
+        }
+        if !reach::may_execute(&spec.podinit, uid, gid) {
+            return Err(unsupported(format!(
+                "the unprivileged CT's root (host uid {uid}) cannot read and execute podinit {}",
+                spec.podinit.display()
+            )));
+        }
+        Ok(())
     }
 
     async fn destroy_locked(&self, ct: &CtDir, id: &str) -> Result<(), PodHostError> {
@@ -481,6 +555,17 @@ impl LxcDriver {
         debug!(id, "pod CT destroyed");
         Ok(())
     }
+}
+
+fn is_monitor_cmdline(cmdline: &str, lxcpath: &Path, id: &str) -> bool {
+    let lxcpath = lxcpath.display();
+    if cmdline == format!("[lxc monitor] {lxcpath} {id}") {
+        return true;
+    }
+    let Some((argv0, rest)) = cmdline.split_once(' ') else {
+        return false;
+    };
+    argv0.ends_with("lxc-start") && rest.starts_with(&format!("-n {id} -P {lxcpath} "))
 }
 
 /// The CT's init: the monitor's child living in another PID namespace.
@@ -526,6 +611,9 @@ impl PodHost for LxcDriver {
             });
         }
         let ct = self.dir(id)?;
+        if !spec.privileged {
+            self.check_reachable_by_ct_root(spec, &ct)?;
+        }
         let lock = self.lock(id);
         let _guard = lock.lock().await;
         if ct.dir.exists() {
@@ -616,5 +704,33 @@ impl PodHost for LxcDriver {
         }
         found.sort_by(|a, b| a.id.cmp(&b.id));
         Ok(found)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ID: &str = crate::spec::tests::ID;
+
+    #[test]
+    fn monitors_are_recognised_by_title_or_by_our_command_line() {
+        let lxcpath = Path::new("/var/lib/pvecri/lxc");
+        let title = format!("[lxc monitor] /var/lib/pvecri/lxc {ID}");
+        assert!(is_monitor_cmdline(&title, lxcpath, ID));
+        let ours =
+            format!("/usr/bin/lxc-start -n {ID} -P /var/lib/pvecri/lxc -p /x/monitor.pid -d");
+        assert!(is_monitor_cmdline(&ours, lxcpath, ID));
+        let other = ID.replace('0', "1");
+        for not_it in [
+            format!("[lxc monitor] /var/lib/lxc {ID}"),
+            format!("[lxc monitor] /var/lib/pvecri/lxc {other}"),
+            format!("lxc-start -n {other} -P /var/lib/pvecri/lxc -d"),
+            format!("lxc-start -n {ID} -P /var/lib/pvecri/lxc2 -d"),
+            format!("bash -n {ID} -P /var/lib/pvecri/lxc -d"),
+            "sleep 1000".to_string(),
+        ] {
+            assert!(!is_monitor_cmdline(&not_it, lxcpath, ID), "{not_it}");
+        }
     }
 }

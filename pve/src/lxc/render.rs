@@ -11,6 +11,8 @@
 //!   an init that keeps CAP_SYS_ADMIN; with a cgroup namespace LXC treats `mixed` as `rw`.
 //! * No `lxc.cgroup.devices.*` and no capability drops or seccomp: the CT is the pod's
 //!   sandbox, podinit applies each container's devices, capabilities and seccomp itself.
+//! * `/proc` and `/sys` read-only but for `/proc/sys/net` (`mixed`), except that `/proc` is
+//!   writable when the pod sets IPC or UTS sysctls, which LXC writes there during setup.
 //! * AppArmor `unconfined`: podinit needs mount and pivot_root for its containers; this host
 //!   has no AppArmor. A confined profile for pod CTs is left to the Proxmox driver.
 //! * A pod-wide `/dev/shm` (64 MiB tmpfs, containerd's default sandbox size) that podinit can
@@ -73,7 +75,21 @@ pub fn render(c: &CtConfig<'_>) -> String {
     key("lxc.log.file", &format!("{dir}/lxc.log"));
     key("lxc.log.level", &"INFO");
     key("lxc.apparmor.profile", &"unconfined");
-    key("lxc.mount.auto", &"proc:mixed sys:mixed cgroup:rw:force");
+    // LXC sets sysctls through the CT's /proc/sys, which `proc:mixed` makes read-only but
+    // for net.*; other namespaced sysctls (IPC, UTS) need it writable.
+    let proc_mode = if c
+        .sysctls
+        .keys()
+        .all(|k| sysctl::normalize(k).starts_with("net."))
+    {
+        "mixed"
+    } else {
+        "rw"
+    };
+    key(
+        "lxc.mount.auto",
+        &format!("proc:{proc_mode} sys:mixed cgroup:rw:force"),
+    );
     key(
         "lxc.mount.entry",
         &format!(
@@ -243,6 +259,14 @@ lxc.cgroup.dir.monitor.pivot = pvecri-monitor
             ]
         );
         assert!(text.starts_with("# pod CT for default/web (unprivileged)"));
+    }
+
+    #[test]
+    fn net_sysctls_keep_proc_mixed() {
+        let sysctls = BTreeMap::from([("net/ipv4/ip_forward".to_string(), "1".to_string())]);
+        let text = render_with(|c| c.sysctls = Box::leak(Box::new(sysctls)));
+        assert!(text.contains("lxc.mount.auto = proc:mixed sys:mixed cgroup:rw:force\n"));
+        assert!(text.contains("lxc.sysctl.net.ipv4.ip_forward = 1\n"));
     }
 
     #[test]
