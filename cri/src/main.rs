@@ -1,1 +1,141 @@
-fn main() {}
+//! `pvecri`: the command line. Errors leave here as one line on stderr and exit code 1.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use cri::config::{Config, DEFAULT_CONFIG_PATH, DEFAULT_CONFIG_TOML, LogLevel};
+use cri::daemon::Daemon;
+use cri::server;
+use tokio::signal::unix::{SignalKind, signal};
+
+#[derive(Parser)]
+#[command(
+    name = "pvecri",
+    version,
+    about = "A Kubernetes CRI runtime for Proxmox VE nodes"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon: CRI RuntimeService and ImageService on a Unix socket.
+    Serve(ServeArgs),
+    /// Configuration helpers.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// Configuration file; a missing file at the default path means the built-in defaults.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Overrides `socket` from the config file.
+    #[arg(long, value_name = "PATH")]
+    socket: Option<PathBuf>,
+    /// Overrides `state_dir` from the config file.
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
+    /// Overrides `log_level` from the config file (trace, debug, info, warn, error).
+    #[arg(long, value_name = "LEVEL")]
+    log_level: Option<LogLevel>,
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Print the full default configuration, commented.
+    Default,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve(args) => serve(args),
+        Command::Config {
+            command: ConfigCommand::Default,
+        } => std::io::stdout()
+            .write_all(DEFAULT_CONFIG_TOML.as_bytes())
+            .context("writing to stdout"),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("pvecri: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn load_config(args: &ServeArgs) -> anyhow::Result<Config> {
+    let (path, explicit) = match &args.config {
+        Some(path) => (path.clone(), true),
+        None => (PathBuf::from(DEFAULT_CONFIG_PATH), false),
+    };
+    let mut config = Config::load(&path, explicit)?;
+    if let Some(socket) = &args.socket {
+        config.socket = socket.clone();
+    }
+    if let Some(state_dir) = &args.state_dir {
+        config.state_dir = state_dir.clone();
+    }
+    if let Some(level) = args.log_level {
+        config.log_level = level;
+    }
+    config.validate()?;
+    Ok(config)
+}
+
+fn init_logging(level: LogLevel) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level.as_str()));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+}
+
+fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let config = load_config(&args)?;
+    init_logging(config.log_level);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async move {
+        let socket_path = config.socket.clone();
+        let listener = server::socket::bind(&socket_path)?;
+        let daemon = match Daemon::open(config) {
+            Ok(daemon) => Arc::new(daemon),
+            Err(e) => {
+                let _ = std::fs::remove_file(&socket_path);
+                return Err(e.into());
+            }
+        };
+        let shutdown = shutdown_signal()?;
+        server::serve(daemon, listener, &socket_path, shutdown).await?;
+        tracing::info!("stopped");
+        Ok(())
+    })
+}
+
+/// Completes on the first SIGTERM or SIGINT.
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    let mut term = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+            _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+        }
+    })
+}

@@ -1,1 +1,12 @@
-//! End-to-end test harness for pvecri.
+//! End-to-end test harness for pvecri: a shared zfs-fuse pool, a local registry, test
+//! images, and the daemon with a CRI client.
+
+pub mod cmd;
+pub mod cri_client;
+pub mod daemon;
+pub mod images;
+pub mod lock;
+pub mod mounts;
+pub mod registry;
+pub mod tree;
+pub mod zfs;

@@ -1,0 +1,3 @@
+//! CNI: the network configuration and (later) the plugin invoker.
+
+pub mod config;

@@ -1,0 +1,44 @@
+//! The gRPC server on the CRI socket.
+
+pub mod image;
+pub mod runtime;
+pub mod socket;
+
+use std::future::Future;
+use std::path::Path;
+use std::sync::Arc;
+
+use k8s_cri::v1::image_service_server::ImageServiceServer;
+use k8s_cri::v1::runtime_service_server::RuntimeServiceServer;
+use tokio_stream::wrappers::UnixListenerStream;
+
+use crate::daemon::Daemon;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("gRPC server: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// Serves both CRI services on `listener` (bound with [`socket::bind`] at `socket_path`)
+/// until `shutdown` completes. The socket file is removed on the way out so that the next
+/// start finds nothing stale.
+pub async fn serve(
+    daemon: Arc<Daemon>,
+    listener: tokio::net::UnixListener,
+    socket_path: &Path,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServeError> {
+    tracing::info!(socket = %socket_path.display(), "serving CRI");
+    let result = tonic::transport::Server::builder()
+        .add_service(RuntimeServiceServer::new(runtime::RuntimeApi::new(
+            daemon.clone(),
+        )))
+        .add_service(ImageServiceServer::new(image::ImageApi::new(daemon)))
+        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
+        .await;
+    if let Err(e) = std::fs::remove_file(socket_path) {
+        tracing::warn!(socket = %socket_path.display(), error = %e, "removing socket");
+    }
+    result.map_err(ServeError::from)
+}

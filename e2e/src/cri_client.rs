@@ -1,0 +1,62 @@
+//! CRI clients (k8s-cri's generated tonic clients) over the daemon's Unix socket.
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use anyhow::Context;
+use hyper_util::rt::TokioIo;
+use k8s_cri::v1::image_service_client::ImageServiceClient;
+use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
+use tokio::net::UnixStream;
+use tokio::runtime::Runtime;
+use tonic::transport::{Channel, Endpoint, Uri};
+
+pub type RuntimeClient = RuntimeServiceClient<Channel>;
+pub type ImageClient = ImageServiceClient<Channel>;
+
+/// The runtime that drives every client connection's background tasks.
+///
+/// tonic runs a channel's connection in tasks spawned where the channel is made. Made on a
+/// test's own runtime, those tasks stall whenever the test blocks its thread (as `Daemon`'s
+/// drop does while it waits for the daemon to exit), so the connection never answers the
+/// daemon's GOAWAY and the daemon's graceful shutdown waits for it. On this runtime they
+/// keep running.
+fn connection_runtime() -> anyhow::Result<&'static Runtime> {
+    static RUNTIME: OnceLock<std::io::Result<Runtime>> = OnceLock::new();
+    RUNTIME
+        .get_or_init(|| {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .thread_name("e2e-cri-conn")
+                .enable_all()
+                .build()
+        })
+        .as_ref()
+        .map_err(|e| anyhow::anyhow!("cannot start the CRI client runtime: {e}"))
+}
+
+/// A gRPC channel to the Unix socket at `socket`; usable from any runtime.
+pub async fn connect(socket: &Path) -> anyhow::Result<Channel> {
+    let path: PathBuf = socket.to_owned();
+    let connecting = connection_runtime()?.spawn(async move {
+        // tonic's connector API is URI-based; the URI is a placeholder the connector ignores.
+        Endpoint::from_static("http://pvecri.invalid")
+            .connect_with_connector(tower::service_fn(move |_: Uri| {
+                let path = path.clone();
+                async move { UnixStream::connect(path).await.map(TokioIo::new) }
+            }))
+            .await
+    });
+    connecting
+        .await
+        .context("CRI connection task failed")?
+        .with_context(|| format!("cannot connect to the CRI socket {}", socket.display()))
+}
+
+pub async fn runtime_client(socket: &Path) -> anyhow::Result<RuntimeClient> {
+    Ok(RuntimeServiceClient::new(connect(socket).await?))
+}
+
+pub async fn image_client(socket: &Path) -> anyhow::Result<ImageClient> {
+    Ok(ImageServiceClient::new(connect(socket).await?))
+}
