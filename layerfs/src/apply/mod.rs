@@ -1,0 +1,130 @@
+//! OCI layer application: a (compressed) tar stream applied to a directory, confined to it.
+//!
+//! Two targets:
+//! - [`Target::Merged`]: the directory already holds the parent layers' content (a ZFS
+//!   clone of the parent); whiteouts delete, opaque markers empty directories.
+//! - [`Target::Overlay`]: the directory is empty and receives only this layer's diff in
+//!   overlayfs form: whiteouts become character devices 0:0, opaque directories carry
+//!   `trusted.overlay.opaque=y`. The parents are consulted only when an entry needs them (a
+//!   hard link to a lower file, or a parent directory the layer does not contain).
+//!
+//! Confinement: every file system operation is relative to a directory fd opened with
+//! `openat2(RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS)` (or found by an equivalent user-space
+//! walk over the overlay layers). Absolute names, `..` components, symlinks that lead out of
+//! the root (absolute, or climbing above it), hard links to such paths and whiteouts of `.`
+//! or `..` fail the layer with [`StoreError::UnsafeEntry`]. A symlink is never followed for
+//! the last component of an entry: an existing one is replaced.
+
+mod meta;
+mod names;
+mod unpack;
+mod view;
+
+use std::io::Read;
+use std::os::fd::{BorrowedFd, OwnedFd};
+
+pub use meta::IdShift;
+
+use crate::compression::Compression;
+use crate::error::StoreError;
+use crate::stream::{StreamDigests, with_layer_stream};
+use unpack::Unpacker;
+
+/// Gives an overlay-form layer the diff directories of its parents.
+pub trait LowerLayers {
+    /// The parents' layer directories, nearest parent first. Called at most once per
+    /// application, and only when an entry needs the lower layers; it may block until the
+    /// parents are complete.
+    fn lower_dirs(&mut self) -> Result<Vec<OwnedFd>, StoreError>;
+}
+
+/// No parents: a base layer.
+pub struct NoLowerLayers;
+
+impl LowerLayers for NoLowerLayers {
+    fn lower_dirs(&mut self) -> Result<Vec<OwnedFd>, StoreError> {
+        Ok(Vec::new())
+    }
+}
+
+/// Where a layer goes.
+pub enum Target<'a> {
+    /// Onto a directory holding the merged content of the parent layers.
+    Merged(BorrowedFd<'a>),
+    /// Into an empty directory, as an overlayfs layer over `lowers`.
+    Overlay {
+        dir: BorrowedFd<'a>,
+        lowers: &'a mut dyn LowerLayers,
+    },
+}
+
+/// How to apply.
+#[derive(Debug, Clone)]
+pub struct ApplyOptions {
+    /// Shift owners (and file capability root ids) into this range.
+    pub id_shift: Option<IdShift>,
+    /// Whether the target file system stores extended attributes; if not, they are
+    /// dropped with a warning.
+    pub xattrs: bool,
+    /// Whether to set owners (needs root). Off only for tests running unprivileged.
+    pub chown: bool,
+}
+
+impl Default for ApplyOptions {
+    fn default() -> Self {
+        ApplyOptions {
+            id_shift: None,
+            xattrs: true,
+            chown: true,
+        }
+    }
+}
+
+/// What an application did.
+#[derive(Debug, Clone)]
+pub struct Applied {
+    pub digests: StreamDigests,
+    /// Tar entries processed (whiteouts included).
+    pub entries: u64,
+    /// Files, directories, links and nodes created (not hard links or whiteouts).
+    pub inodes_created: u64,
+    /// Extended attributes the target file system could not store.
+    pub xattrs_dropped: u64,
+    /// Whether the layer had an entry for its root directory (`./`).
+    pub root_set: bool,
+}
+
+/// Applies the layer read from `reader`, compressed as `compression`, to `target`.
+///
+/// On error the target holds a partial layer: the caller discards it. Digests are only
+/// computed, not compared: the caller knows what to expect.
+pub fn apply_layer(
+    reader: &mut dyn Read,
+    compression: Compression,
+    target: Target<'_>,
+    opts: &ApplyOptions,
+) -> Result<Applied, StoreError> {
+    let ((stats, dropped), digests) = with_layer_stream(reader, compression, |tar_stream| {
+        let mut unpacker = Unpacker::new(target, opts)?;
+        let mut archive = tar::Archive::new(tar_stream);
+        let entries = archive
+            .entries()
+            .map_err(|e| StoreError::invalid_stream(format!("reading the tar archive: {e}")))?;
+        for entry in entries {
+            let mut entry = entry
+                .map_err(|e| StoreError::invalid_stream(format!("reading the tar archive: {e}")))?;
+            unpacker.entry(&mut entry)?;
+        }
+        unpacker.finish()
+    })?;
+    Ok(Applied {
+        digests,
+        entries: stats.entries,
+        inodes_created: stats.inodes_created,
+        xattrs_dropped: dropped.unsupported_xattrs,
+        root_set: stats.root_set,
+    })
+}
+
+#[cfg(test)]
+mod tests;

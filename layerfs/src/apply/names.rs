@@ -1,0 +1,190 @@
+//! Entry names: normalization with the confinement rules, and OCI whiteout names.
+
+use std::ffi::{OsStr, OsString};
+use std::os::unix::ffi::OsStrExt;
+use std::path::PathBuf;
+
+use crate::error::StoreError;
+
+/// OCI whiteout prefix: `.wh.<name>` deletes `<name>` from the lower layers.
+pub(crate) const WHITEOUT_PREFIX: &[u8] = b".wh.";
+/// `.wh..wh..opq` makes its directory opaque.
+pub(crate) const OPAQUE_MARKER: &[u8] = b".wh..wh..opq";
+/// AUFS metadata (`.wh..wh.plnk`, `.wh..wh.aufs`, ...) that image builders used to leak.
+const AUFS_META_PREFIX: &[u8] = b".wh..wh.";
+
+/// A normalized entry path relative to the layer root: no empty, `.` or `..` components.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct EntryPath {
+    components: Vec<OsString>,
+}
+
+impl EntryPath {
+    /// Normalizes a tar member name. `..` components and absolute names are unsafe: a layer
+    /// is a set of paths below its root, and tar tools never write either for a real layer.
+    pub(crate) fn parse(raw: &[u8], entry: &str) -> Result<EntryPath, StoreError> {
+        if raw.first() == Some(&b'/') {
+            return Err(StoreError::unsafe_entry(entry, "absolute path"));
+        }
+        let mut components = Vec::new();
+        for part in raw.split(|b| *b == b'/') {
+            match part {
+                b"" | b"." => {}
+                b".." => {
+                    return Err(StoreError::unsafe_entry(
+                        entry,
+                        "path contains a '..' component",
+                    ));
+                }
+                _ => components.push(OsStr::from_bytes(part).to_owned()),
+            }
+        }
+        Ok(EntryPath { components })
+    }
+
+    pub(crate) fn components(&self) -> &[OsString] {
+        &self.components
+    }
+
+    /// All but the last component.
+    pub(crate) fn parent(&self) -> &[OsString] {
+        match self.components.split_last() {
+            Some((_, parent)) => parent,
+            None => &[],
+        }
+    }
+
+    /// The last component (`None` for the root).
+    pub(crate) fn name(&self) -> Option<&OsStr> {
+        self.components.last().map(OsString::as_os_str)
+    }
+
+    pub(crate) fn to_path(&self) -> PathBuf {
+        join(&self.components)
+    }
+}
+
+pub(crate) fn join(components: &[OsString]) -> PathBuf {
+    components.iter().collect()
+}
+
+/// What an entry's last path component says about it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum NameKind {
+    /// A plain entry.
+    Normal,
+    /// `.wh..wh..opq`: the parent directory is opaque.
+    Opaque,
+    /// `.wh.<name>`: delete `<name>` from the lower layers.
+    Whiteout(OsString),
+    /// AUFS bookkeeping; carries no meaning for OCI and is skipped.
+    AufsMeta,
+}
+
+/// Classifies the last component `name` of entry `entry`.
+pub(crate) fn classify(name: &OsStr, entry: &str) -> Result<NameKind, StoreError> {
+    let bytes = name.as_bytes();
+    if bytes == OPAQUE_MARKER {
+        return Ok(NameKind::Opaque);
+    }
+    if bytes.starts_with(AUFS_META_PREFIX) {
+        return Ok(NameKind::AufsMeta);
+    }
+    let Some(target) = bytes.strip_prefix(WHITEOUT_PREFIX) else {
+        return Ok(NameKind::Normal);
+    };
+    match target {
+        b"" => Err(StoreError::invalid(entry, "whiteout without a name")),
+        b"." | b".." => Err(StoreError::unsafe_entry(
+            entry,
+            "whiteout names '.' or '..'",
+        )),
+        _ => Ok(NameKind::Whiteout(OsStr::from_bytes(target).to_owned())),
+    }
+}
+
+/// A whiteout prefix anywhere but the last component would leave a `.wh.` name in the
+/// result, which the OCI spec forbids.
+pub(crate) fn check_inner_components(path: &EntryPath, entry: &str) -> Result<(), StoreError> {
+    if path
+        .parent()
+        .iter()
+        .any(|c| c.as_bytes().starts_with(WHITEOUT_PREFIX))
+    {
+        return Err(StoreError::invalid(
+            entry,
+            "a directory in the path has a whiteout name",
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn p(s: &str) -> Result<EntryPath, StoreError> {
+        EntryPath::parse(s.as_bytes(), s)
+    }
+
+    #[test]
+    fn normalizes_and_rejects() {
+        assert_eq!(p("./a//b/./c/").unwrap().to_path(), PathBuf::from("a/b/c"));
+        assert!(p("./").unwrap().name().is_none());
+        assert!(p("").unwrap().name().is_none());
+        assert!(matches!(
+            p("/etc/passwd"),
+            Err(StoreError::UnsafeEntry { .. })
+        ));
+        assert!(matches!(
+            p("a/../../etc"),
+            Err(StoreError::UnsafeEntry { .. })
+        ));
+        assert!(matches!(p(".."), Err(StoreError::UnsafeEntry { .. })));
+        assert!(p("a/..b/c..").is_ok());
+    }
+
+    #[test]
+    fn classifies_whiteouts() {
+        let c = |s: &str| classify(OsStr::new(s), s);
+        assert_eq!(c("file").unwrap(), NameKind::Normal);
+        assert_eq!(c(".wh..wh..opq").unwrap(), NameKind::Opaque);
+        assert_eq!(c(".wh..wh.plnk").unwrap(), NameKind::AufsMeta);
+        assert_eq!(c(".wh.foo").unwrap(), NameKind::Whiteout("foo".into()));
+        assert_eq!(
+            c(".wh..hidden").unwrap(),
+            NameKind::Whiteout(".hidden".into())
+        );
+        assert!(matches!(c(".wh.."), Err(StoreError::UnsafeEntry { .. })));
+        assert!(matches!(c(".wh..."), Err(StoreError::UnsafeEntry { .. })));
+        assert!(matches!(c(".wh."), Err(StoreError::InvalidLayer { .. })));
+    }
+
+    proptest! {
+        /// Whatever the bytes, an accepted path has only plain components that, joined,
+        /// stay below the root.
+        #[test]
+        fn accepted_paths_stay_below_the_root(raw in proptest::collection::vec(
+            prop_oneof![Just(b'/'), Just(b'.'), Just(b'a'), Just(b'w'), Just(b'h'), any::<u8>()], 0..40)
+        ) {
+            if let Ok(path) = EntryPath::parse(&raw, "x") {
+                for c in path.components() {
+                    let b = c.as_bytes();
+                    prop_assert!(!b.is_empty() && b != b"." && b != b".." && !b.contains(&b'/'));
+                }
+                let joined = path.to_path();
+                prop_assert!(joined.is_relative());
+                prop_assert!(joined.components().all(|c| matches!(c, std::path::Component::Normal(_))));
+            }
+        }
+
+        #[test]
+        fn whiteout_targets_are_plain_names(name in "(\\.wh\\.)?[a-z.]{0,6}") {
+            if let Ok(NameKind::Whiteout(target)) = classify(OsStr::new(&name), &name) {
+                let b = target.as_bytes();
+                prop_assert!(!b.is_empty() && b != b"." && b != b"..");
+            }
+        }
+    }
+}

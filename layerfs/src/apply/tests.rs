@@ -1,0 +1,701 @@
+//! Unprivileged tests of the applier in merged mode (owners are not set). The overlay form,
+//! owners, devices and the drivers are tested as root in `e2e/tests/layerfs*.rs`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use super::*;
+use crate::digest::Digest;
+use crate::testutil::*;
+
+fn opts() -> ApplyOptions {
+    ApplyOptions {
+        id_shift: None,
+        xattrs: true,
+        chown: false,
+    }
+}
+
+struct Sandbox {
+    _tmp: tempfile::TempDir,
+    root: PathBuf,
+    outside: PathBuf,
+    fd: OwnedFd,
+}
+
+impl Sandbox {
+    fn new() -> Sandbox {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("root");
+        let outside = tmp.path().join("outside");
+        std::fs::create_dir(&root).unwrap();
+        std::fs::create_dir(&outside).unwrap();
+        std::fs::write(outside.join("sentinel"), b"keep").unwrap();
+        let fd = crate::sys::open_dir(&root).unwrap();
+        Sandbox {
+            _tmp: tmp,
+            root,
+            outside,
+            fd,
+        }
+    }
+
+    fn apply(&self, entries: &[E]) -> Result<Applied, StoreError> {
+        let data = tar(entries);
+        apply_layer(
+            &mut &data[..],
+            Compression::None,
+            Target::Merged(self.fd.as_fd()),
+            &opts(),
+        )
+    }
+
+    /// Nothing was created or changed next to the root.
+    fn assert_confined(&self) {
+        let parent = self.root.parent().unwrap();
+        let mut names: Vec<_> = std::fs::read_dir(parent)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["outside", "root"]);
+        let outside: Vec<_> = std::fs::read_dir(&self.outside)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(outside, ["sentinel"]);
+        assert_eq!(
+            std::fs::read(self.outside.join("sentinel")).unwrap(),
+            b"keep"
+        );
+    }
+}
+
+/// A directory tree as comparable values: path -> description.
+fn snapshot(root: &Path) -> BTreeMap<String, String> {
+    fn walk(
+        root: &Path,
+        dir: &Path,
+        out: &mut BTreeMap<String, String>,
+        inodes: &mut BTreeMap<u64, String>,
+    ) {
+        let mut entries: Vec<_> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        entries.sort();
+        for path in entries {
+            let rel = path
+                .strip_prefix(root)
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
+            let md = std::fs::symlink_metadata(&path).unwrap();
+            let ft = md.file_type();
+            let desc = if ft.is_dir() {
+                walk(root, &path, out, inodes);
+                "dir".to_string()
+            } else if ft.is_symlink() {
+                format!("symlink {}", std::fs::read_link(&path).unwrap().display())
+            } else if ft.is_file() {
+                let first = inodes
+                    .entry(md.ino())
+                    .or_insert_with(|| rel.clone())
+                    .clone();
+                let link = if first != rel {
+                    format!(" =link({first})")
+                } else {
+                    String::new()
+                };
+                format!(
+                    "file {}{link}",
+                    Digest::of_bytes(&std::fs::read(&path).unwrap()).hex()[..12].to_owned()
+                )
+            } else {
+                "other".to_string()
+            };
+            out.insert(rel, desc);
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk(root, root, &mut out, &mut BTreeMap::new());
+    out
+}
+
+fn keys(map: &BTreeMap<String, String>) -> BTreeSet<&str> {
+    map.keys().map(String::as_str).collect()
+}
+
+#[test]
+fn applies_files_dirs_links_modes_and_times() {
+    let sb = Sandbox::new();
+    let mut suid = file("bin/tool", b"#!/bin/sh\n");
+    suid.mode = 0o4755;
+    let applied = sb
+        .apply(&[
+            dir("./"),
+            dir("bin"),
+            suid,
+            symlink("bin/sh", "tool"),
+            hardlink("bin/tool2", "bin/tool"),
+            fifo("run.fifo"),
+        ])
+        .unwrap();
+    assert_eq!(applied.entries, 6);
+    assert!(applied.root_set);
+    let md = std::fs::symlink_metadata(sb.root.join("bin/tool")).unwrap();
+    assert_eq!(md.permissions().mode() & 0o7777, 0o4755);
+    assert_eq!(md.mtime(), 1_600_000_001);
+    assert_eq!(md.nlink(), 2);
+    assert_eq!(
+        std::fs::read_link(sb.root.join("bin/sh")).unwrap(),
+        Path::new("tool")
+    );
+    assert_eq!(
+        std::fs::symlink_metadata(sb.root.join("bin/sh"))
+            .unwrap()
+            .mtime(),
+        1_600_000_002
+    );
+    // Directory times are set after their children were created.
+    assert_eq!(
+        std::fs::metadata(sb.root.join("bin")).unwrap().mtime(),
+        1_600_000_000
+    );
+    assert!(
+        std::fs::symlink_metadata(sb.root.join("run.fifo"))
+            .unwrap()
+            .file_type()
+            .is_fifo_like()
+    );
+    sb.assert_confined();
+}
+
+trait FifoLike {
+    fn is_fifo_like(&self) -> bool;
+}
+impl FifoLike for std::fs::FileType {
+    fn is_fifo_like(&self) -> bool {
+        use std::os::unix::fs::FileTypeExt;
+        self.is_fifo()
+    }
+}
+
+#[test]
+fn digests_are_computed_over_the_compressed_and_uncompressed_stream() {
+    let sb = Sandbox::new();
+    let raw = tar(&[file("a", b"hello")]);
+    let gz = gzip(&raw);
+    let applied = apply_layer(
+        &mut &gz[..],
+        Compression::Gzip,
+        Target::Merged(sb.fd.as_fd()),
+        &opts(),
+    )
+    .unwrap();
+    assert_eq!(applied.digests.diff_id, Digest::of_bytes(&raw));
+    assert_eq!(applied.digests.compressed_digest, Digest::of_bytes(&gz));
+    assert_eq!(std::fs::read(sb.root.join("a")).unwrap(), b"hello");
+}
+
+#[test]
+fn whiteouts_and_opaque_directories_remove_lower_content_only() {
+    let sb = Sandbox::new();
+    sb.apply(&[
+        dir("a"),
+        file("a/b", b"1"),
+        file("a/c", b"2"),
+        dir("d"),
+        file("d/x", b"3"),
+        dir("o"),
+        file("o/old", b"4"),
+    ])
+    .unwrap();
+    sb.apply(&[
+        dir("a"),
+        file("a/.wh.b", b""),
+        file(".wh.d", b""),
+        // Same-layer content survives the opaque marker, whichever comes first.
+        dir("o"),
+        file("o/new", b"5"),
+        file("o/.wh..wh..opq", b""),
+        // A whiteout of something this layer made only affects lower layers.
+        file("mine", b"6"),
+        file(".wh.mine", b""),
+        file(".wh.never-existed", b""),
+        file("missing-dir/.wh.x", b""),
+    ])
+    .unwrap();
+    let snap = snapshot(&sb.root);
+    assert_eq!(
+        keys(&snap),
+        BTreeSet::from(["a", "a/c", "mine", "o", "o/new"])
+    );
+}
+
+#[test]
+fn a_whiteout_of_a_directory_this_layer_fills_keeps_only_its_new_content() {
+    let sb = Sandbox::new();
+    sb.apply(&[
+        dir("d"),
+        file("d/lower", b"1"),
+        dir("d/sub"),
+        file("d/sub/lower", b"2"),
+    ])
+    .unwrap();
+    sb.apply(&[file("d/sub/upper", b"3"), file(".wh.d", b"")])
+        .unwrap();
+    assert_eq!(
+        keys(&snapshot(&sb.root)),
+        BTreeSet::from(["d", "d/sub", "d/sub/upper"])
+    );
+}
+
+#[test]
+fn replacing_types_works_both_ways() {
+    let sb = Sandbox::new();
+    sb.apply(&[
+        dir("x"),
+        file("x/inner", b"1"),
+        file("y", b"2"),
+        symlink("z", "/etc"),
+    ])
+    .unwrap();
+    sb.apply(&[
+        file("x", b"now a file"),
+        dir("y"),
+        file("y/in", b"3"),
+        file("z", b"no longer a link"),
+    ])
+    .unwrap();
+    let snap = snapshot(&sb.root);
+    assert_eq!(keys(&snap), BTreeSet::from(["x", "y", "y/in", "z"]));
+    assert!(snap["z"].starts_with("file"));
+    sb.assert_confined();
+}
+
+#[test]
+fn parents_are_created_and_symlinked_parents_inside_the_root_are_followed() {
+    let sb = Sandbox::new();
+    sb.apply(&[
+        dir("usr"),
+        dir("usr/lib"),
+        symlink("lib", "usr/lib"),
+        file("deep/er/file", b"x"),
+    ])
+    .unwrap();
+    sb.apply(&[file("lib/libc.so", b"c")]).unwrap();
+    assert_eq!(
+        std::fs::read(sb.root.join("usr/lib/libc.so")).unwrap(),
+        b"c"
+    );
+    assert_eq!(
+        std::fs::metadata(sb.root.join("deep/er"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o755
+    );
+}
+
+fn assert_unsafe(result: Result<Applied, StoreError>, entry: &str) {
+    match result {
+        Err(StoreError::UnsafeEntry { entry: e, .. }) => assert_eq!(e, entry),
+        other => panic!("expected UnsafeEntry({entry}), got {other:?}"),
+    }
+}
+
+#[test]
+fn malicious_layers_are_rejected_naming_the_entry() {
+    let cases: Vec<(Vec<E>, &str)> = vec![
+        (vec![file("../evil", b"x")], "../evil"),
+        (vec![file("a/../../evil", b"x")], "a/../../evil"),
+        (vec![file("/evil", b"x")], "/evil"),
+        (
+            vec![symlink("etc", "/etc"), file("etc/passwd", b"x")],
+            "etc/passwd",
+        ),
+        (
+            vec![symlink("up", "../outside"), file("up/new", b"x")],
+            "up/new",
+        ),
+        (
+            vec![
+                dir("a"),
+                symlink("a/up", "../.."),
+                file("a/up/outside/new", b"x"),
+            ],
+            "a/up/outside/new",
+        ),
+        (vec![hardlink("pw", "../outside/sentinel")], "pw"),
+        (
+            vec![symlink("o", "../outside"), hardlink("pw", "o/sentinel")],
+            "pw",
+        ),
+        (vec![file(".wh..", b"")], ".wh.."),
+        (vec![dir("d"), file("d/.wh...", b"")], "d/.wh..."),
+        (
+            vec![symlink("o", "../outside"), file("o/.wh.sentinel", b"")],
+            "o/.wh.sentinel",
+        ),
+        (
+            vec![symlink("o", "../outside"), file("o/.wh..wh..opq", b"")],
+            "o/.wh..wh..opq",
+        ),
+    ];
+    for (entries, bad) in cases {
+        let sb = Sandbox::new();
+        assert_unsafe(sb.apply(&entries), bad);
+        sb.assert_confined();
+    }
+}
+
+#[test]
+fn a_symlink_from_a_lower_layer_cannot_be_written_through() {
+    let sb = Sandbox::new();
+    sb.apply(&[symlink("escape", "/"), symlink("rel", "../outside")])
+        .unwrap();
+    assert_unsafe(sb.apply(&[file("escape/tmp/x", b"x")]), "escape/tmp/x");
+    assert_unsafe(sb.apply(&[file("rel/sentinel", b"x")]), "rel/sentinel");
+    assert_unsafe(sb.apply(&[hardlink("x", "rel/sentinel")]), "x");
+    // Replacing the link itself is fine; it is never followed as the last component.
+    sb.apply(&[file("rel", b"plain")]).unwrap();
+    sb.assert_confined();
+}
+
+#[test]
+fn malformed_entries_are_invalid() {
+    for entries in [
+        vec![file("f", b"x"), file("f/g", b"y")],
+        vec![hardlink("h", "missing")],
+        vec![dir("d"), hardlink("h", "d")],
+        vec![dir(".wh.d"), file(".wh.d/x", b"")],
+        vec![symlink("l", "nowhere"), file("l/x", b"")],
+    ] {
+        let sb = Sandbox::new();
+        let err = sb.apply(&entries).unwrap_err();
+        assert!(
+            matches!(err, StoreError::InvalidLayer { .. }),
+            "{entries:?}: {err}"
+        );
+    }
+    let sb = Sandbox::new();
+    let mut truncated = tar(&[file("big", &[7u8; 5000])]);
+    truncated.truncate(1500);
+    let err = apply_layer(
+        &mut &truncated[..],
+        Compression::None,
+        Target::Merged(sb.fd.as_fd()),
+        &opts(),
+    )
+    .unwrap_err();
+    assert!(err.is_bad_content(), "{err}");
+}
+
+#[test]
+fn xattrs_are_kept_or_counted_as_dropped() {
+    let sb = Sandbox::new();
+    let mut f = file("f", b"x");
+    f.xattrs = vec![
+        ("user.pvecri.test".into(), b"v".to_vec()),
+        ("trusted.overlay.opaque".into(), b"y".to_vec()),
+    ];
+    let no_xattrs = ApplyOptions {
+        xattrs: false,
+        ..opts()
+    };
+    let data = tar(&[f.clone()]);
+    let applied = apply_layer(
+        &mut &data[..],
+        Compression::None,
+        Target::Merged(sb.fd.as_fd()),
+        &no_xattrs,
+    )
+    .unwrap();
+    assert_eq!(applied.xattrs_dropped, 1);
+    let applied = sb.apply(&[f]).unwrap();
+    let dir = crate::sys::open_dir(&sb.root).unwrap();
+    let got = crate::sys::list_xattrs_at(dir.as_fd(), std::ffi::OsStr::new("f")).unwrap();
+    if applied.xattrs_dropped == 0 {
+        assert_eq!(got, vec![("user.pvecri.test".into(), b"v".to_vec())]);
+    } else {
+        assert!(got.is_empty()); // a temp dir on a file system without user xattrs
+    }
+}
+
+mod model {
+    //! A model of merged-mode semantics, compared with the real applier on random layers.
+
+    use super::*;
+    use proptest::prelude::*;
+
+    #[derive(Debug, Clone)]
+    pub(super) enum Op {
+        Dir(String),
+        File(String, u8),
+        Symlink(String, &'static str),
+        Hardlink(String, String),
+        Whiteout(String),
+        Opaque(String),
+    }
+
+    /// Symlink targets that never lead to a directory in the tree: a dangling one and two
+    /// that leave the root.
+    const TARGETS: [&str; 3] = ["nowhere", "/etc", "../../../../x"];
+
+    fn path() -> impl Strategy<Value = String> {
+        proptest::collection::vec(prop_oneof![Just("a"), Just("b"), Just("c")], 1..4)
+            .prop_map(|v| v.join("/"))
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            3 => path().prop_map(Op::Dir),
+            3 => (path(), any::<u8>()).prop_map(|(p, c)| Op::File(p, c)),
+            1 => (path(), 0..TARGETS.len()).prop_map(|(p, t)| Op::Symlink(p, TARGETS[t])),
+            1 => (path(), path()).prop_map(|(p, t)| Op::Hardlink(p, t)),
+            2 => path().prop_map(Op::Whiteout),
+            1 => path().prop_map(Op::Opaque),
+        ]
+    }
+
+    pub(super) fn layers() -> impl Strategy<Value = Vec<Vec<Op>>> {
+        proptest::collection::vec(proptest::collection::vec(op(), 1..8), 1..4)
+    }
+
+    pub(super) fn to_entries(ops: &[Op]) -> Vec<E> {
+        ops.iter()
+            .map(|op| match op {
+                Op::Dir(p) => dir(p),
+                Op::File(p, c) => file(p, &[*c]),
+                Op::Symlink(p, t) => symlink(p, t),
+                Op::Hardlink(p, t) => hardlink(p, t),
+                Op::Whiteout(p) => {
+                    let (parent, name) = p
+                        .rsplit_once('/')
+                        .map(|(a, b)| (format!("{a}/"), b))
+                        .unwrap_or((String::new(), p));
+                    file(&format!("{parent}.wh.{name}"), b"")
+                }
+                Op::Opaque(p) => file(&format!("{p}/.wh..wh..opq"), b""),
+            })
+            .collect()
+    }
+
+    #[derive(Debug, Clone, PartialEq)]
+    enum N {
+        Dir,
+        File(u8, u64),
+        Link(&'static str),
+    }
+
+    #[derive(Debug, PartialEq)]
+    pub(super) enum Outcome {
+        Ok,
+        Unsafe,
+        Invalid,
+    }
+
+    #[derive(Default)]
+    pub(super) struct Model {
+        tree: BTreeMap<String, N>,
+        next_ino: u64,
+    }
+
+    fn parent_of(p: &str) -> Option<&str> {
+        p.rsplit_once('/').map(|(a, _)| a)
+    }
+
+    fn prefixes(p: &str) -> Vec<String> {
+        let parts: Vec<&str> = p.split('/').collect();
+        (1..=parts.len()).map(|i| parts[..i].join("/")).collect()
+    }
+
+    fn escapes(target: &str) -> bool {
+        target != "nowhere"
+    }
+
+    impl Model {
+        fn remove_subtree(&mut self, p: &str) {
+            self.tree
+                .retain(|k, _| k != p && !k.starts_with(&format!("{p}/")));
+        }
+
+        /// Checks the directories of `dir`; creates missing ones if `create`.
+        /// Ok(true): exists (or was created); Ok(false): missing/not a directory.
+        fn ensure_dir(
+            &mut self,
+            dir: Option<&str>,
+            create: bool,
+            unpacked: &mut BTreeSet<String>,
+        ) -> Result<bool, Outcome> {
+            let Some(dir) = dir else { return Ok(true) };
+            for prefix in prefixes(dir) {
+                match self.tree.get(&prefix) {
+                    Some(N::Dir) => {}
+                    Some(N::Link(t)) if escapes(t) => return Err(Outcome::Unsafe),
+                    Some(_) if create => return Err(Outcome::Invalid),
+                    Some(_) => return Ok(false),
+                    None if create => {
+                        self.tree.insert(prefix.clone(), N::Dir);
+                        mark(unpacked, &prefix);
+                    }
+                    None => return Ok(false),
+                }
+            }
+            Ok(true)
+        }
+
+        fn prune(&mut self, dir: &str, unpacked: &BTreeSet<String>) {
+            let children: Vec<String> = self
+                .tree
+                .keys()
+                .filter(|k| parent_of(k) == Some(dir) || (dir.is_empty() && !k.contains('/')))
+                .cloned()
+                .collect();
+            for child in children {
+                if !unpacked.contains(&child) {
+                    self.remove_subtree(&child);
+                } else if self.tree.get(&child) == Some(&N::Dir) {
+                    self.prune(&child, unpacked);
+                }
+            }
+        }
+
+        pub(super) fn apply(&mut self, ops: &[Op]) -> Outcome {
+            let mut unpacked = BTreeSet::new();
+            for op in ops {
+                if let Err(outcome) = self.op(op, &mut unpacked) {
+                    return outcome;
+                }
+            }
+            Outcome::Ok
+        }
+
+        fn op(&mut self, op: &Op, unpacked: &mut BTreeSet<String>) -> Result<(), Outcome> {
+            match op {
+                Op::Dir(p) => {
+                    self.ensure_dir(parent_of(p), true, unpacked)?;
+                    if self.tree.get(p) != Some(&N::Dir) {
+                        self.remove_subtree(p);
+                        self.tree.insert(p.clone(), N::Dir);
+                    }
+                    mark(unpacked, p);
+                }
+                Op::File(p, _) | Op::Symlink(p, _) => {
+                    self.ensure_dir(parent_of(p), true, unpacked)?;
+                    self.remove_subtree(p);
+                    let node = match op {
+                        Op::Symlink(_, t) => N::Link(t),
+                        Op::File(_, c) => {
+                            self.next_ino += 1;
+                            N::File(*c, self.next_ino)
+                        }
+                        _ => unreachable!(),
+                    };
+                    self.tree.insert(p.clone(), node);
+                    mark(unpacked, p);
+                }
+                Op::Hardlink(p, t) => {
+                    self.ensure_dir(parent_of(p), true, unpacked)?;
+                    if !self.ensure_dir(parent_of(t), false, unpacked)? {
+                        return Err(Outcome::Invalid);
+                    }
+                    let target = match self.tree.get(t) {
+                        None | Some(N::Dir) => return Err(Outcome::Invalid),
+                        Some(n) => n.clone(),
+                    };
+                    if self.tree.get(p) == Some(&target) && matches!(target, N::File(..)) {
+                        return Ok(());
+                    }
+                    if t.starts_with(&format!("{p}/")) {
+                        return Err(Outcome::Invalid); // the target goes with the replaced directory
+                    }
+                    self.remove_subtree(p);
+                    self.tree.insert(p.clone(), target);
+                    mark(unpacked, p);
+                }
+                Op::Whiteout(p) => {
+                    if !self.ensure_dir(parent_of(p), false, unpacked)? {
+                        return Ok(());
+                    }
+                    if unpacked.contains(p) {
+                        if self.tree.get(p) == Some(&N::Dir) {
+                            self.prune(p, unpacked);
+                        }
+                    } else {
+                        self.remove_subtree(p);
+                    }
+                }
+                Op::Opaque(p) => {
+                    if !self.ensure_dir(Some(p), true, unpacked)? {
+                        return Err(Outcome::Invalid);
+                    }
+                    self.prune(p, unpacked);
+                    mark(unpacked, p);
+                }
+            }
+            Ok(())
+        }
+
+        pub(super) fn describe(&self) -> BTreeMap<String, String> {
+            let mut first_path: BTreeMap<u64, String> = BTreeMap::new();
+            let mut out = BTreeMap::new();
+            for (p, n) in &self.tree {
+                let desc = match n {
+                    N::Dir => "dir".to_string(),
+                    N::Link(t) => format!("symlink {t}"),
+                    N::File(c, ino) => {
+                        let first = first_path.entry(*ino).or_insert_with(|| p.clone()).clone();
+                        let link = if first != *p {
+                            format!(" =link({first})")
+                        } else {
+                            String::new()
+                        };
+                        format!("file {}{link}", &Digest::of_bytes(&[*c]).hex()[..12])
+                    }
+                };
+                out.insert(p.clone(), desc);
+            }
+            out
+        }
+    }
+
+    fn mark(unpacked: &mut BTreeSet<String>, p: &str) {
+        for prefix in prefixes(p) {
+            unpacked.insert(prefix);
+        }
+    }
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+
+    /// Random layers of files, directories, symlinks (dangling or escaping), hard links,
+    /// whiteouts and opaque markers: the applier agrees with the model on the outcome of
+    /// every layer and on the resulting tree, and never touches anything outside the root.
+    #[test]
+    fn merged_application_matches_the_model(layers in model::layers()) {
+        let sb = Sandbox::new();
+        let mut m = model::Model::default();
+        for ops in &layers {
+            let expected = m.apply(ops);
+            let got = sb.apply(&model::to_entries(ops));
+            let got = match got {
+                Ok(_) => model::Outcome::Ok,
+                Err(StoreError::UnsafeEntry { .. }) => model::Outcome::Unsafe,
+                Err(StoreError::InvalidLayer { .. }) => model::Outcome::Invalid,
+                Err(other) => panic!("unexpected error {other} for {ops:?}"),
+            };
+            proptest::prop_assert_eq!(&got, &expected, "layer {:?}", ops);
+            sb.assert_confined();
+            if got != model::Outcome::Ok {
+                break;
+            }
+            proptest::prop_assert_eq!(snapshot(&sb.root), m.describe(), "after layer {:?}", ops);
+        }
+    }
+}

@@ -1,0 +1,167 @@
+//! Hand-made tar streams for unit tests, including names no well-behaved tool writes.
+
+use std::io::Write;
+
+#[derive(Debug, Clone)]
+pub(crate) enum Kind {
+    Dir,
+    File(Vec<u8>),
+    Symlink(String),
+    Hardlink(String),
+    Fifo,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct E {
+    pub path: String,
+    pub kind: Kind,
+    pub mode: u32,
+    pub mtime: u64,
+    pub xattrs: Vec<(String, Vec<u8>)>,
+}
+
+pub(crate) fn dir(path: &str) -> E {
+    E {
+        path: path.into(),
+        kind: Kind::Dir,
+        mode: 0o755,
+        mtime: 1_600_000_000,
+        xattrs: vec![],
+    }
+}
+
+pub(crate) fn file(path: &str, data: &[u8]) -> E {
+    E {
+        path: path.into(),
+        kind: Kind::File(data.to_vec()),
+        mode: 0o644,
+        mtime: 1_600_000_001,
+        xattrs: vec![],
+    }
+}
+
+pub(crate) fn symlink(path: &str, target: &str) -> E {
+    E {
+        path: path.into(),
+        kind: Kind::Symlink(target.into()),
+        mode: 0o777,
+        mtime: 1_600_000_002,
+        xattrs: vec![],
+    }
+}
+
+pub(crate) fn hardlink(path: &str, target: &str) -> E {
+    E {
+        path: path.into(),
+        kind: Kind::Hardlink(target.into()),
+        mode: 0o644,
+        mtime: 0,
+        xattrs: vec![],
+    }
+}
+
+pub(crate) fn fifo(path: &str) -> E {
+    E {
+        path: path.into(),
+        kind: Kind::Fifo,
+        mode: 0o600,
+        mtime: 1_600_000_003,
+        xattrs: vec![],
+    }
+}
+
+fn pax_record(key: &str, value: &[u8]) -> Vec<u8> {
+    // "<len> <key>=<value>\n", where len counts itself.
+    let body_len = 1 + key.len() + 1 + value.len() + 1;
+    let mut len = body_len + 1;
+    while len.to_string().len() + body_len != len {
+        len = len.to_string().len() + body_len;
+    }
+    let mut out = format!("{len} {key}=").into_bytes();
+    out.extend_from_slice(value);
+    out.push(b'\n');
+    out
+}
+
+fn raw_header(name: &[u8], kind: tar::EntryType, size: u64, mode: u32, mtime: u64) -> tar::Header {
+    let mut h = tar::Header::new_ustar();
+    h.set_entry_type(kind);
+    h.set_size(size);
+    h.set_mode(mode);
+    h.set_mtime(mtime);
+    h.set_uid(0);
+    h.set_gid(0);
+    // Raw bytes: the tar crate refuses `..` and absolute names, which tests need.
+    let field = &mut h.as_old_mut().name;
+    field.fill(0);
+    field[..name.len()].copy_from_slice(name);
+    h.set_cksum();
+    h
+}
+
+fn pad(out: &mut Vec<u8>) {
+    let rem = out.len() % 512;
+    if rem != 0 {
+        out.resize(out.len() + 512 - rem, 0);
+    }
+}
+
+/// An uncompressed tar stream of `entries`, with the end-of-archive marker.
+pub(crate) fn tar(entries: &[E]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for e in entries {
+        if !e.xattrs.is_empty() {
+            let mut pax = Vec::new();
+            for (k, v) in &e.xattrs {
+                pax.extend(pax_record(&format!("SCHILY.xattr.{k}"), v));
+            }
+            let h = raw_header(
+                b"PaxHeader",
+                tar::EntryType::XHeader,
+                pax.len() as u64,
+                0o644,
+                0,
+            );
+            out.extend_from_slice(h.as_bytes());
+            out.extend(pax);
+            pad(&mut out);
+        }
+        let (kind, data, link): (_, &[u8], Option<&str>) = match &e.kind {
+            Kind::Dir => (tar::EntryType::Directory, &[], None),
+            Kind::File(d) => (tar::EntryType::Regular, d, None),
+            Kind::Symlink(t) => (tar::EntryType::Symlink, &[], Some(t)),
+            Kind::Hardlink(t) => (tar::EntryType::Link, &[], Some(t)),
+            Kind::Fifo => (tar::EntryType::Fifo, &[], None),
+        };
+        let mut h = raw_header(e.path.as_bytes(), kind, data.len() as u64, e.mode, e.mtime);
+        if let Some(link) = link {
+            h.set_link_name_literal(link.as_bytes()).unwrap();
+            h.set_cksum();
+        }
+        out.extend_from_slice(h.as_bytes());
+        out.extend_from_slice(data);
+        pad(&mut out);
+    }
+    out.extend_from_slice(&[0u8; 1024]);
+    out
+}
+
+pub(crate) fn gzip(data: &[u8]) -> Vec<u8> {
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    enc.write_all(data).unwrap();
+    enc.finish().unwrap()
+}
+
+#[test]
+fn pax_records_count_their_own_length() {
+    let r = pax_record("SCHILY.xattr.user.a", b"xyz");
+    let s = String::from_utf8(r.clone()).unwrap();
+    let (len, _) = s.split_once(' ').unwrap();
+    assert_eq!(len.parse::<usize>().unwrap(), r.len());
+    let long = pax_record("k", &[b'v'; 95]);
+    let s = String::from_utf8(long.clone()).unwrap();
+    assert_eq!(
+        s.split_once(' ').unwrap().0.parse::<usize>().unwrap(),
+        long.len()
+    );
+}
