@@ -1,6 +1,7 @@
 //! pvecri, the daemon: a Kubernetes CRI runtime for Proxmox VE nodes, serving gRPC on a
 //! Unix socket.
 
+pub mod catalog;
 pub mod cni;
 pub mod config;
 pub mod daemon;
