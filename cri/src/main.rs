@@ -95,8 +95,13 @@ fn load_config(args: &ServeArgs) -> anyhow::Result<Config> {
 }
 
 fn init_logging(level: LogLevel) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level.as_str()));
+    // The HTTP and gRPC stacks are chatty at debug; they stay at warn unless RUST_LOG asks.
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(format!(
+            "{},h2=warn,hyper=warn,hyper_util=warn,tower=warn,tonic=warn,rustls=warn,reqwest=warn",
+            level.as_str()
+        ))
+    });
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
