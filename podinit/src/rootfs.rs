@@ -74,20 +74,45 @@ fn open_path(root: BorrowedFd<'_>, path: &Path) -> io::Result<OwnedFd> {
     sys::open_in_root(root, path, libc::O_PATH, 0)
 }
 
-/// `mkdir -p` inside `root`; returns a handle on the final directory.
+/// `mkdir -p` inside `root`; returns a handle on the final directory. A dangling symlink on
+/// the way is followed (inside the root) and its target created, as `mkdir -p` in a chroot does.
 pub fn mkdir_all_in_root(root: BorrowedFd<'_>, path: &Path) -> io::Result<OwnedFd> {
+    mkdir_all_depth(root, path, 0)
+}
+
+fn mkdir_all_depth(root: BorrowedFd<'_>, path: &Path, depth: u32) -> io::Result<OwnedFd> {
+    if depth > 40 {
+        return Err(io::Error::from_raw_os_error(libc::ELOOP));
+    }
     let mut prefix = PathBuf::from("/");
     let mut cur = open_path(root, &prefix)?;
     for c in path.components() {
         let Component::Normal(name) = c else { continue };
+        let parent = prefix.clone();
         prefix.push(name);
-        cur = match sys::open_in_root(root, &prefix, libc::O_PATH | libc::O_DIRECTORY, 0) {
+        let dir_flags = libc::O_PATH | libc::O_DIRECTORY;
+        cur = match sys::open_in_root(root, &prefix, dir_flags, 0) {
             Ok(fd) => fd,
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
-                let cname =
-                    CString::new(name.as_bytes()).map_err(|_| io::Error::other("NUL in path"))?;
+                let cname = CString::new(name.as_bytes())
+                    .map_err(|_| io::Error::other("NUL in path"))?;
                 sys::mkdirat(cur.as_fd(), &cname, 0o755)?;
-                sys::open_in_root(root, &prefix, libc::O_PATH | libc::O_DIRECTORY, 0)?
+                match sys::open_in_root(root, &prefix, dir_flags, 0) {
+                    Ok(fd) => fd,
+                    Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+                        // The name exists but leads nowhere: a dangling symlink.
+                        let target = std::fs::read_link(fd_path(cur.as_fd()).join(name))?;
+                        let resolved = if target.is_absolute() {
+                            target
+                        } else {
+                            parent.join(target)
+                        };
+                        let clean = crate::spec::clean_container_path(&resolved);
+                        mkdir_all_depth(root, &clean, depth + 1)?;
+                        sys::open_in_root(root, &prefix, dir_flags, 0)?
+                    }
+                    Err(e) => return Err(e),
+                }
             }
             Err(e) => return Err(e),
         };

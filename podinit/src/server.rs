@@ -33,6 +33,8 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(60);
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 /// After the grace period and SIGKILL, how long to wait for the last reaps.
 const KILL_WAIT: Duration = Duration::from_secs(5);
+/// Longest Delete or shutdown waits for a cgroup's last processes to die.
+const CGROUP_DRAIN: Duration = Duration::from_secs(2);
 const MAX_CONNS: usize = 256;
 const READ_CHUNK: usize = 64 * 1024;
 
@@ -1025,6 +1027,24 @@ impl Server {
         }
     }
 
+    /// SIGKILLs what is left in a cgroup and reaps it, so that the directory can be removed.
+    /// Bounded by `limit`: a process stuck in the kernel must not hang podinit.
+    fn empty_cgroup(&mut self, cg: &ContainerCgroup, limit: Duration) {
+        let end = Instant::now() + limit;
+        loop {
+            if cg.pids().is_empty() {
+                return;
+            }
+            cg.kill_all();
+            self.reap();
+            if Instant::now() >= end {
+                tracing::warn!("processes left in a container cgroup after {limit:?}");
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
     fn kill(&mut self, id: &str, signal: i32) -> Result<(), ApiError> {
         if !crate::signals::is_valid(signal) {
             return Err(ApiError::invalid(format!("invalid signal {signal}")));
@@ -1058,7 +1078,7 @@ impl Server {
         let Some(mut c) = self.containers.get_mut(i).and_then(Option::take) else {
             return Err(ApiError::not_found(id));
         };
-        c.cgroup.kill_all();
+        self.empty_cgroup(&c.cgroup, CGROUP_DRAIN);
         c.cgroup.remove();
         for w in std::mem::take(&mut c.waiters) {
             let st = c.status.clone();
@@ -1330,9 +1350,15 @@ impl Server {
             self.read_container_output(i, Stream::Stdout, true);
             self.read_container_output(i, Stream::Stderr, true);
         }
-        for c in self.containers.iter().flatten() {
-            c.cgroup.kill_all();
-            c.cgroup.remove();
+        let cgroups: Vec<ContainerCgroup> = self
+            .containers
+            .iter()
+            .flatten()
+            .map(|c| c.cgroup.clone())
+            .collect();
+        for cg in cgroups {
+            self.empty_cgroup(&cg, CGROUP_DRAIN);
+            cg.remove();
         }
         let _ = std::fs::remove_file(&self.socket);
         let _ = io::stderr().flush();
