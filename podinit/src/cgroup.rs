@@ -115,6 +115,15 @@ impl CgroupRoot {
         let procs = leaf.join("cgroup.procs");
         std::fs::write(&procs, std::process::id().to_string())
             .map_err(io_err("joining", &procs))?;
+        // v2 enables controllers for children only in a cgroup without processes. In a CT podinit
+        // is alone; when started by hand (tests) its launcher shares the cgroup: move it along.
+        if let Ok(others) = std::fs::read_to_string(base.join("cgroup.procs")) {
+            for pid in others.lines() {
+                if let Err(e) = std::fs::write(&procs, pid) {
+                    tracing::warn!("cannot move process {pid} into {}: {e}", leaf.display());
+                }
+            }
+        }
         let available_path = base.join("cgroup.controllers");
         let available =
             std::fs::read_to_string(&available_path).map_err(io_err("reading", &available_path))?;
@@ -179,7 +188,10 @@ impl CgroupRoot {
             dirs,
         };
         for (_, d) in &cg.dirs {
-            mkdir(d)?;
+            if let Err(e) = mkdir_fresh(d) {
+                cg.remove();
+                return Err(e);
+            }
         }
         if let Err(e) = cg.apply(res, &self.controllers()) {
             cg.remove();
@@ -379,6 +391,23 @@ fn mkdir(p: &Path) -> Result<(), CgroupError> {
     match std::fs::create_dir(p) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(CgroupError::Io {
+            what: "creating",
+            path: p.to_path_buf(),
+            source: e,
+        }),
+    }
+}
+
+/// Creates a container's cgroup directory. A leftover one is reused only if it can be removed
+/// (it is empty); one with processes belongs to someone else and is an error.
+fn mkdir_fresh(p: &Path) -> Result<(), CgroupError> {
+    match std::fs::create_dir(p) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            std::fs::remove_dir(p).map_err(io_err("cgroup already in use:", p))?;
+            std::fs::create_dir(p).map_err(io_err("creating", p))
+        }
         Err(e) => Err(CgroupError::Io {
             what: "creating",
             path: p.to_path_buf(),
