@@ -732,6 +732,15 @@ fn containers_see_only_their_own_root_filesystem() {
     assert_eq!(lines[2].trim(), "sleep 1000");
     let nprocs: u32 = lines[3].parse().expect("count");
     assert!(nprocs <= 4, "{out}");
+    // /dev/shm is the pod's, shared by its containers (the IPC namespace is the pod's too).
+    let r = pod.exec(
+        "a",
+        &["sh", "-c", "echo shared-memory > /dev/shm/hello"],
+        Duration::from_secs(10),
+    );
+    assert_eq!(r.exit_code, 0);
+    let r = pod.exec("b", &["cat", "/dev/shm/hello"], Duration::from_secs(10));
+    assert_eq!(r.stdout, b"shared-memory\n");
     // The pod directory on the host is not reachable.
     let r = pod.exec(
         "b",
@@ -797,6 +806,15 @@ fn start_errors_name_the_problem() {
     pod.create("badcwd");
     let msg = pod.client.start("badcwd").expect_err("fails").to_string();
     assert!(msg.contains("cwd"), "{msg}");
+
+    pod.add_container("badtmpfs", sh("true"), |s| {
+        s["mounts"] = json!([{"destination": "/scratch", "type": "tmpfs", "source": "tmpfs",
+            "options": ["size=not-a-size"]}]);
+    });
+    pod.create("badtmpfs");
+    let err = pod.client.start("badtmpfs").expect_err("mount fails");
+    assert_eq!(err.api_kind(), Some(ErrorKind::StartFailed));
+    assert!(err.to_string().contains("mount /scratch"), "{err}");
 
     // Problems visible in the spec are refused at create already.
     pod.add_container("badmount", sh("true"), |s| {
@@ -955,7 +973,7 @@ fn terminal_output_is_logged_as_stdout() {
 }
 
 #[test]
-fn podinit_rss_stays_small() {
+fn podinit_footprint_and_latency() {
     let pod = Pod::start(Duration::from_secs(2));
     let idle = pod.rss();
     for id in ["one", "two"] {
@@ -975,4 +993,36 @@ fn podinit_rss_stays_small() {
     );
     assert!(idle < 3 * MIB, "idle RSS {idle}");
     assert!(busy < 3 * MIB, "RSS with 2 containers {busy}");
+
+    // Latencies through the client (rootfs preparation excluded), 10 rounds each.
+    let median = |mut v: Vec<Duration>| {
+        v.sort();
+        v[v.len() / 2]
+    };
+    let mut create = Vec::new();
+    let mut start = Vec::new();
+    let mut exec = Vec::new();
+    for i in 0..10 {
+        let id = format!("lat{i}");
+        pod.add_container(&id, sh("exec sleep 1000"), |_| {});
+        let t0 = Instant::now();
+        pod.create(&id);
+        let t1 = Instant::now();
+        pod.client.start(&id).expect("start");
+        let t2 = Instant::now();
+        pod.exec(&id, &["true"], Duration::from_secs(5));
+        let t3 = Instant::now();
+        create.push(t1 - t0);
+        start.push(t2 - t1);
+        exec.push(t3 - t2);
+        pod.client.kill(&id, libc::SIGKILL).expect("kill");
+        pod.wait_exit(&id);
+        pod.client.delete(&id).expect("delete");
+    }
+    eprintln!(
+        "podinit latency (median of 10): create {:?}, start {:?}, exec of `true` {:?}",
+        median(create),
+        median(start),
+        median(exec)
+    );
 }

@@ -1473,3 +1473,66 @@ fn close_stale_statuses(pod_dir: &Path) {
 pub fn run(opts: Options) -> Result<(), ServerError> {
     Server::new(opts)?.run()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_left_open_by_an_earlier_podinit_are_closed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for (id, state) in [
+            ("run", ContainerState::Running),
+            ("new", ContainerState::Created),
+            ("done", ContainerState::Exited),
+        ] {
+            std::fs::create_dir_all(dir.path().join("ctrs").join(id)).expect("mkdir");
+            let mut st = ContainerStatus::new_created(id, 1);
+            st.state = state;
+            if state == ContainerState::Exited {
+                st.exit_code = Some(0);
+            }
+            status::write_status(dir.path(), &st).expect("write");
+        }
+        close_stale_statuses(dir.path());
+        let read = |id| status::read_status(dir.path(), id).expect("read");
+        for id in ["run", "new"] {
+            let st = read(id);
+            assert_eq!(st.state, ContainerState::Exited);
+            assert!(st.lost);
+            assert_eq!(st.exit_code, Some(255));
+            assert!(st.finished_ns > 0);
+        }
+        let done = read("done");
+        assert!(!done.lost);
+        assert_eq!(done.exit_code, Some(0));
+    }
+
+    #[test]
+    fn exec_output_is_capped() {
+        let (r, w) = sys::pipe().expect("pipe");
+        let mut job = ExecJob {
+            ctr_id: "c".into(),
+            pid: 0,
+            sync: None,
+            error: None,
+            stdout: Some(r),
+            stderr: None,
+            out: vec![0; api::EXEC_OUTPUT_CAP - 3],
+            err: Vec::new(),
+            out_truncated: false,
+            err_truncated: false,
+            deadline: None,
+            timed_out: false,
+            conn: None,
+        };
+        spawn::write_all_fd(w.as_fd(), b"abcdef").expect("write");
+        drop(w);
+        let mut scratch = vec![0u8; 64];
+        read_capped(&mut job, Stream::Stdout, &mut scratch, true);
+        assert_eq!(job.out.len(), api::EXEC_OUTPUT_CAP);
+        assert_eq!(&job.out[api::EXEC_OUTPUT_CAP - 3..], b"abc");
+        assert!(job.out_truncated);
+        assert!(job.stdout.is_none(), "closed at end of stream");
+    }
+}
