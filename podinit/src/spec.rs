@@ -4,9 +4,13 @@
 
 use std::path::{Component, Path, PathBuf};
 
+use std::collections::HashMap;
+
 use oci_spec::runtime::{
-    LinuxNamespaceType, LinuxResources, Mount, PosixRlimitType, Process, Spec,
+    Hooks, Linux, LinuxCapabilities, LinuxIdMapping, LinuxNamespaceType, LinuxResources, Mount,
+    PosixRlimit, PosixRlimitType, Root, User,
 };
+use serde::Deserialize;
 
 use crate::api::STOP_SIGNAL_ANNOTATION;
 use crate::mountopts::{self, MountOptions};
@@ -140,6 +144,64 @@ impl Resources {
     }
 }
 
+/// An OCI runtime spec (`config.json`) as podinit reads it: oci-spec's types for every section
+/// except `process`, whose oci-spec deserializer validates `execCPUAffinity` with a regex engine
+/// that would add ~430 KB of code to this static PID 1. Fields podinit does not support are still
+/// read, so that they can be rejected.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SpecDoc {
+    #[serde(default)]
+    pub oci_version: String,
+    pub root: Option<Root>,
+    pub mounts: Option<Vec<Mount>>,
+    pub process: Option<ProcessDoc>,
+    pub hostname: Option<String>,
+    pub domainname: Option<String>,
+    pub hooks: Option<Hooks>,
+    pub annotations: Option<HashMap<String, String>>,
+    pub linux: Option<Linux>,
+    pub solaris: Option<serde_json::Value>,
+    pub windows: Option<serde_json::Value>,
+    pub vm: Option<serde_json::Value>,
+    pub zos: Option<serde_json::Value>,
+    pub uid_mappings: Option<Vec<LinuxIdMapping>>,
+    pub gid_mappings: Option<Vec<LinuxIdMapping>>,
+}
+
+/// `process` of the spec (same fields and JSON names as `oci_spec::runtime::Process`).
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProcessDoc {
+    pub terminal: Option<bool>,
+    pub console_size: Option<ConsoleSize>,
+    #[serde(default)]
+    pub user: User,
+    pub args: Option<Vec<String>>,
+    pub command_line: Option<String>,
+    pub env: Option<Vec<String>>,
+    #[serde(default)]
+    pub cwd: PathBuf,
+    pub capabilities: Option<LinuxCapabilities>,
+    pub rlimits: Option<Vec<PosixRlimit>>,
+    pub no_new_privileges: Option<bool>,
+    pub apparmor_profile: Option<String>,
+    pub oom_score_adj: Option<i32>,
+    pub selinux_label: Option<String>,
+    pub io_priority: Option<serde_json::Value>,
+    pub scheduler: Option<serde_json::Value>,
+    #[serde(rename = "execCPUAffinity")]
+    pub exec_cpu_affinity: Option<serde_json::Value>,
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize)]
+pub struct ConsoleSize {
+    #[serde(default)]
+    pub height: u64,
+    #[serde(default)]
+    pub width: u64,
+}
+
 /// Reads `<bundle>/config.json` and validates it.
 pub fn load(id: &str, bundle: &Path, pod: &PodContext) -> Result<ContainerConfig, SpecError> {
     let path = bundle.join(crate::api::CONFIG_FILE);
@@ -147,7 +209,7 @@ pub fn load(id: &str, bundle: &Path, pod: &PodContext) -> Result<ContainerConfig
         path: path.clone(),
         source,
     })?;
-    let spec: Spec =
+    let spec: SpecDoc =
         serde_json::from_slice(&data).map_err(|source| SpecError::Parse { path, source })?;
     validate(id, bundle, &spec, pod)
 }
@@ -157,14 +219,14 @@ pub fn load(id: &str, bundle: &Path, pod: &PodContext) -> Result<ContainerConfig
 pub fn validate(
     id: &str,
     bundle: &Path,
-    spec: &Spec,
+    spec: &SpecDoc,
     pod: &PodContext,
 ) -> Result<ContainerConfig, SpecError> {
     let mut warnings = Vec::new();
     reject_unsupported_top_level(spec, pod)?;
 
     let root = spec
-        .root()
+        .root
         .as_ref()
         .ok_or_else(|| SpecError::Invalid("root: missing".into()))?;
     let root_path = resolve_in_bundle(bundle, root.path());
@@ -176,12 +238,17 @@ pub fn validate(
     }
 
     let process = spec
-        .process()
+        .process
         .as_ref()
         .ok_or_else(|| SpecError::Invalid("process: missing".into()))?;
     let process = validate_process(process)?;
 
-    let linux = spec.linux().clone().unwrap_or_default();
+    // Not `Linux::default()`: oci-spec's default carries namespaces and masked paths.
+    let linux = match &spec.linux {
+        Some(l) => l.clone(),
+        None => serde_json::from_str::<oci_spec::runtime::Linux>("{}")
+            .map_err(|e| SpecError::Invalid(e.to_string()))?,
+    };
     let mut new_pid_ns = false;
     let mut new_cgroup_ns = false;
     for ns in linux.namespaces().iter().flatten() {
@@ -253,13 +320,13 @@ pub fn validate(
         None => Resources::default(),
     };
 
-    let mounts = plan_mounts(bundle, spec.mounts().as_deref().unwrap_or(&[]))?;
+    let mounts = plan_mounts(bundle, spec.mounts.as_deref().unwrap_or(&[]))?;
 
     let masked_paths = abs_paths("linux.maskedPaths", linux.masked_paths())?;
     let readonly_paths = abs_paths("linux.readonlyPaths", linux.readonly_paths())?;
 
     let stop_signal = match spec
-        .annotations()
+        .annotations
         .as_ref()
         .and_then(|a| a.get(STOP_SIGNAL_ANNOTATION))
     {
@@ -289,8 +356,8 @@ pub fn validate(
     })
 }
 
-fn reject_unsupported_top_level(spec: &Spec, pod: &PodContext) -> Result<(), SpecError> {
-    if let Some(h) = spec.hostname().as_deref()
+fn reject_unsupported_top_level(spec: &SpecDoc, pod: &PodContext) -> Result<(), SpecError> {
+    if let Some(h) = spec.hostname.as_deref()
         && !h.is_empty()
         && h != pod.hostname
     {
@@ -299,10 +366,10 @@ fn reject_unsupported_top_level(spec: &Spec, pod: &PodContext) -> Result<(), Spe
             pod.hostname
         ));
     }
-    if spec.domainname().as_deref().is_some_and(|d| !d.is_empty()) {
+    if spec.domainname.as_deref().is_some_and(|d| !d.is_empty()) {
         return invalid("domainname: not supported (containers share the pod's UTS namespace)");
     }
-    if let Some(hooks) = spec.hooks() {
+    if let Some(hooks) = &spec.hooks {
         let any = [
             hooks.prestart(),
             hooks.create_runtime(),
@@ -317,22 +384,18 @@ fn reject_unsupported_top_level(spec: &Spec, pod: &PodContext) -> Result<(), Spe
             return invalid("hooks: not supported");
         }
     }
-    if spec.uid_mappings().as_ref().is_some_and(|m| !m.is_empty())
-        || spec.gid_mappings().as_ref().is_some_and(|m| !m.is_empty())
+    if spec.uid_mappings.as_ref().is_some_and(|m| !m.is_empty())
+        || spec.gid_mappings.as_ref().is_some_and(|m| !m.is_empty())
     {
         return invalid("uidMappings/gidMappings: not supported");
     }
-    if spec.solaris().is_some()
-        || spec.windows().is_some()
-        || spec.vm().is_some()
-        || spec.zos().is_some()
-    {
+    if spec.solaris.is_some() || spec.windows.is_some() || spec.vm.is_some() || spec.zos.is_some() {
         return invalid("only Linux containers are supported");
     }
     Ok(())
 }
 
-fn reject_unsupported_linux(linux: &oci_spec::runtime::Linux) -> Result<(), SpecError> {
+fn reject_unsupported_linux(linux: &Linux) -> Result<(), SpecError> {
     let nonempty = |name: &str, present: bool| -> Result<(), SpecError> {
         if present {
             invalid(format!("linux.{name}: not supported"))
@@ -371,28 +434,28 @@ fn reject_unsupported_linux(linux: &oci_spec::runtime::Linux) -> Result<(), Spec
     Ok(())
 }
 
-fn validate_process(p: &Process) -> Result<ProcessConfig, SpecError> {
-    let args = p.args().clone().unwrap_or_default();
+fn validate_process(p: &ProcessDoc) -> Result<ProcessConfig, SpecError> {
+    let args = p.args.clone().unwrap_or_default();
     if args.is_empty() || args[0].is_empty() {
         return invalid("process.args: no command given");
     }
-    let env = p.env().clone().unwrap_or_default();
+    let env = p.env.clone().unwrap_or_default();
     for s in args.iter().chain(env.iter()) {
         if s.contains('\0') {
             return invalid("process.args/env: NUL byte in a string");
         }
     }
-    let cwd = p.cwd().clone();
+    let cwd = p.cwd.clone();
     if !cwd.is_absolute() {
         return invalid(format!(
             "process.cwd {} is not an absolute path",
             cwd.display()
         ));
     }
-    if p.command_line().is_some() {
+    if p.command_line.is_some() {
         return invalid("process.commandLine: not supported (Windows only)");
     }
-    if let Some(profile) = p.apparmor_profile().as_deref()
+    if let Some(profile) = p.apparmor_profile.as_deref()
         && !profile.is_empty()
         && profile != "unconfined"
     {
@@ -400,23 +463,23 @@ fn validate_process(p: &Process) -> Result<ProcessConfig, SpecError> {
             "process.apparmorProfile {profile:?}: not supported (the pod CT's profile applies)"
         ));
     }
-    if p.selinux_label().as_ref().is_some_and(|l| !l.is_empty()) {
+    if p.selinux_label.as_ref().is_some_and(|l| !l.is_empty()) {
         return invalid("process.selinuxLabel: not supported");
     }
-    if p.io_priority().is_some() {
+    if p.io_priority.is_some() {
         return invalid("process.ioPriority: not supported");
     }
-    if p.scheduler().is_some() {
+    if p.scheduler.is_some() {
         return invalid("process.scheduler: not supported");
     }
-    if p.exec_cpu_affinity().is_some() {
+    if p.exec_cpu_affinity.is_some() {
         return invalid("process.execCPUAffinity: not supported");
     }
-    let user = p.user();
+    let user = &p.user;
     if user.username().as_ref().is_some_and(|u| !u.is_empty()) {
         return invalid("process.user.username: not supported (Windows only)");
     }
-    let caps = p.capabilities().as_ref().map(|c| CapSets {
+    let caps = p.capabilities.as_ref().map(|c| CapSets {
         bounding: caps::mask(c.bounding().as_ref()),
         effective: caps::mask(c.effective().as_ref()),
         permitted: caps::mask(c.permitted().as_ref()),
@@ -433,7 +496,7 @@ fn validate_process(p: &Process) -> Result<ProcessConfig, SpecError> {
         }
     }
     let mut rlimits = Vec::new();
-    for r in p.rlimits().iter().flatten() {
+    for r in p.rlimits.iter().flatten() {
         if r.soft() > r.hard() {
             return invalid(format!(
                 "process.rlimits {:?}: soft limit above hard limit",
@@ -442,15 +505,15 @@ fn validate_process(p: &Process) -> Result<ProcessConfig, SpecError> {
         }
         rlimits.push((rlimit_resource(r.typ()), r.soft(), r.hard()));
     }
-    if let Some(adj) = p.oom_score_adj()
+    if let Some(adj) = p.oom_score_adj
         && !(-1000..=1000).contains(&adj)
     {
         return invalid(format!("process.oomScoreAdj {adj} is outside -1000..=1000"));
     }
-    let console_size = p.console_size().as_ref().map(|b| {
+    let console_size = p.console_size.as_ref().map(|b| {
         (
-            u16::try_from(b.height()).unwrap_or(u16::MAX),
-            u16::try_from(b.width()).unwrap_or(u16::MAX),
+            u16::try_from(b.height).unwrap_or(u16::MAX),
+            u16::try_from(b.width).unwrap_or(u16::MAX),
         )
     });
     Ok(ProcessConfig {
@@ -461,12 +524,12 @@ fn validate_process(p: &Process) -> Result<ProcessConfig, SpecError> {
         gid: user.gid(),
         additional_gids: user.additional_gids().clone().unwrap_or_default(),
         umask: user.umask(),
-        terminal: p.terminal().unwrap_or(false),
+        terminal: p.terminal.unwrap_or(false),
         console_size,
         caps,
-        no_new_privileges: p.no_new_privileges().unwrap_or(false),
+        no_new_privileges: p.no_new_privileges.unwrap_or(false),
         rlimits,
-        oom_score_adj: p.oom_score_adj(),
+        oom_score_adj: p.oom_score_adj,
     })
 }
 
@@ -785,10 +848,11 @@ mod tests {
             self.dir.path()
         }
         fn check(&self, spec: serde_json::Value) -> Result<ContainerConfig, SpecError> {
-            let spec: Spec = serde_json::from_value(spec).map_err(|source| SpecError::Parse {
-                path: PathBuf::from("inline"),
-                source,
-            })?;
+            let spec: SpecDoc =
+                serde_json::from_value(spec).map_err(|source| SpecError::Parse {
+                    path: PathBuf::from("inline"),
+                    source,
+                })?;
             validate("c1", self.path(), &spec, &pod())
         }
     }
@@ -931,6 +995,58 @@ mod tests {
             let e = err_of(b.check(with(base(), "/mounts", json!([m]))));
             assert!(e.contains(needle), "{e}");
         }
+    }
+
+    #[test]
+    fn specs_written_with_oci_spec_read_the_same() {
+        // The daemon writes `oci_spec::runtime::Spec`; podinit's reader must see the same process.
+        let b = Bundle::new();
+        let json = with(
+            base(),
+            "/process",
+            json!({"args": ["a", "b"], "cwd": "/w", "env": ["X=1"], "terminal": true,
+                   "consoleSize": {"height": 24, "width": 80},
+                   "user": {"uid": 7, "gid": 8, "additionalGids": [9], "umask": 18},
+                   "capabilities": {"bounding": ["CAP_CHOWN"]},
+                   "rlimits": [{"type": "RLIMIT_CORE", "soft": 1, "hard": 2}],
+                   "noNewPrivileges": true, "oomScoreAdj": 3}),
+        );
+        let typed: oci_spec::runtime::Spec = serde_json::from_value(json).expect("oci-spec");
+        let written = serde_json::to_value(&typed).expect("serialize");
+        let c = b.check(written).expect("valid");
+        let p = &c.process;
+        assert_eq!(p.args, vec!["a", "b"]);
+        assert_eq!(p.cwd, PathBuf::from("/w"));
+        assert_eq!(p.console_size, Some((24, 80)));
+        assert_eq!(
+            (p.uid, p.gid, p.additional_gids.clone(), p.umask),
+            (7, 8, vec![9], Some(18))
+        );
+        assert_eq!(p.caps.expect("caps").bounding, 1);
+        assert_eq!(p.rlimits, vec![(libc::RLIMIT_CORE, 1, 2)]);
+        assert!(p.terminal && p.no_new_privileges);
+        assert_eq!(p.oom_score_adj, Some(3));
+    }
+
+    #[test]
+    fn exec_cpu_affinity_is_rejected() {
+        let b = Bundle::new();
+        let e = err_of(b.check(with(
+            base(),
+            "/process/execCPUAffinity",
+            json!({"initial": "0"}),
+        )));
+        assert!(e.contains("execCPUAffinity"), "{e}");
+    }
+
+    #[test]
+    fn no_linux_section_means_no_namespaces_and_no_masks() {
+        let b = Bundle::new();
+        let mut spec = base();
+        spec.as_object_mut().expect("object").remove("linux");
+        let c = b.check(spec).expect("valid");
+        assert!(!c.new_pid_ns && !c.new_cgroup_ns);
+        assert!(c.masked_paths.is_empty() && c.readonly_paths.is_empty());
     }
 
     #[test]
