@@ -11,7 +11,7 @@ use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference};
 
 use crate::auth::{Auth, parse_bearer_challenge};
-use crate::error::ImageError;
+use crate::error::{ErrorKind, ImageError};
 use crate::hosts::{Endpoint, RegistriesConfig, Scheme, endpoints};
 use crate::manifest::{self, Fetched, Manifest, Platform};
 use crate::reference::ImageRef;
@@ -112,10 +112,19 @@ impl Registries {
     }
 
     /// Finds the image at the first endpoint that has it: mirrors in order, then the registry.
+    ///
+    /// A host that answered (even "not found" or "unauthorized") is not tried again over
+    /// another protocol: its answer stands. When every endpoint fails, the registry's own
+    /// answer is reported, else a mirror's, else the last connection failure.
     pub async fn resolve(&self, image: &ImageRef, auth: &Auth) -> Result<Resolved, ImageError> {
-        let mut failures: Vec<String> = Vec::new();
-        let mut last: Option<ImageError> = None;
+        let mut failures: Vec<(Endpoint, ImageError)> = Vec::new();
         for ep in endpoints(&self.hosts, image.registry()) {
+            let answered = failures
+                .iter()
+                .any(|(f, e)| f.host == ep.host && e.kind() != ErrorKind::Unavailable);
+            if answered {
+                continue;
+            }
             let client = self.client(&ep, auth)?;
             let source = Source {
                 reference: image.to_oci(&ep.host),
@@ -125,19 +134,33 @@ impl Registries {
             match self.resolve_at(&source, image, auth).await {
                 Ok(resolved) => {
                     if !failures.is_empty() {
+                        let skipped: Vec<String> = failures
+                            .iter()
+                            .map(|(f, e)| format!("{}: {e}", f.url()))
+                            .collect();
                         tracing::info!(image = %image, served_by = %source.endpoint.url(),
-                            skipped = %failures.join("; "), "pulled from a later endpoint");
+                            skipped = %skipped.join("; "), "pulled from a later endpoint");
                     }
                     return Ok(resolved);
                 }
                 Err(e) => {
                     tracing::debug!(endpoint = %source.endpoint.url(), error = %e, "endpoint failed");
-                    failures.push(format!("{}: {e}", source.endpoint.url()));
-                    last = Some(e);
+                    failures.push((source.endpoint, e));
                 }
             }
         }
-        Err(last.unwrap_or_else(|| ImageError::Internal("no endpoint to try".into())))
+        let answer = |mirror: bool| {
+            failures
+                .iter()
+                .position(|(f, e)| f.is_mirror == mirror && e.kind() != ErrorKind::Unavailable)
+        };
+        let pick = answer(false)
+            .or_else(|| answer(true))
+            .or(failures.len().checked_sub(1));
+        match pick {
+            Some(i) => Err(failures.swap_remove(i).1),
+            None => Err(ImageError::Internal("no endpoint to try".into())),
+        }
     }
 
     async fn resolve_at(
