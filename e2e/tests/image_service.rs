@@ -55,6 +55,7 @@ on_both_stores!(
     shared_layers_are_stored_once,
     metadata_survives_restarts,
     image_fs_info_reports_usage,
+    one_download_slot_still_pulls,
 );
 
 /// `127.0.0.1:PORT/repo:tag`, as the daemon records it.
@@ -954,4 +955,24 @@ async fn image_fs_info_reports_usage(store: Store) {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// With a single download slot, a layer never takes the slot its parent needs (the
+/// overlay store makes a child wait for its parent's files; a child holding the only slot
+/// would wait for a parent that cannot start).
+async fn one_download_slot_still_pulls(store: Store) {
+    let registry = Registry::start(RegistryOptions::default()).unwrap();
+    let image = images::multi_layer(ImageFormat::Oci(Compression::Zstd)).unwrap();
+    image.push(&registry, "multi", "1").await.unwrap();
+    let env = Env::start(store, "[images]\nmax_concurrent_downloads = 1\n").unwrap();
+    let mut c = env.client().await;
+    let id = tokio::time::timeout(
+        Duration::from_secs(20),
+        pull(&mut c, &tagged(&registry, "multi", "1"), None),
+    )
+    .await
+    .expect("the pull is stuck")
+    .unwrap();
+    assert_eq!(id, image.config_digest);
+    assert_eq!(env.store_listing().complete, sorted(chain_ids(&image)));
 }

@@ -149,15 +149,7 @@ impl Registries {
                 }
             }
         }
-        let answer = |mirror: bool| {
-            failures
-                .iter()
-                .position(|(f, e)| f.is_mirror == mirror && e.kind() != ErrorKind::Unavailable)
-        };
-        let pick = answer(false)
-            .or_else(|| answer(true))
-            .or(failures.len().checked_sub(1));
-        match pick {
+        match telling_failure(&failures) {
             Some(i) => Err(failures.swap_remove(i).1),
             None => Err(ImageError::Internal("no endpoint to try".into())),
         }
@@ -227,6 +219,19 @@ impl Registries {
         let access = exchange_identity_token(source, username, token).await?;
         Ok(auth.to_registry_auth(Some(&access)))
     }
+}
+
+/// Which of the endpoints' failures to report: the registry's own answer, else a
+/// mirror's answer, else the last failure to connect.
+fn telling_failure(failures: &[(Endpoint, ImageError)]) -> Option<usize> {
+    let answer = |mirror: bool| {
+        failures
+            .iter()
+            .position(|(f, e)| f.is_mirror == mirror && e.kind() != ErrorKind::Unavailable)
+    };
+    answer(false)
+        .or_else(|| answer(true))
+        .or(failures.len().checked_sub(1))
 }
 
 /// The OAuth2 refresh-token grant of the Docker token spec: the registry's `/v2/` challenge
@@ -410,4 +415,61 @@ fn full_chain(e: &(dyn std::error::Error + 'static)) -> String {
         cur = s.source();
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hosts::Scheme;
+
+    fn ep(host: &str, is_mirror: bool) -> Endpoint {
+        Endpoint {
+            host: host.into(),
+            scheme: Scheme::Https,
+            skip_verify: false,
+            ca_files: vec![],
+            is_mirror,
+        }
+    }
+
+    fn not_found(host: &str) -> ImageError {
+        ImageError::NotFound {
+            reference: "r".into(),
+            host: host.into(),
+            detail: String::new(),
+        }
+    }
+
+    fn unreachable(host: &str) -> ImageError {
+        ImageError::Unreachable {
+            reference: "r".into(),
+            host: host.into(),
+            detail: String::new(),
+        }
+    }
+
+    #[test]
+    fn the_registry_answer_wins_then_a_mirror_answer_then_the_last_failure() {
+        let f = vec![
+            (ep("m1", true), unreachable("m1")),
+            (ep("m2", true), not_found("m2")),
+            (ep("reg", false), not_found("reg")),
+        ];
+        assert_eq!(telling_failure(&f), Some(2));
+        let f = vec![
+            (ep("m1", true), not_found("m1")),
+            (ep("reg", false), unreachable("reg")),
+        ];
+        assert_eq!(
+            telling_failure(&f),
+            Some(0),
+            "a mirror's answer over a refused connection"
+        );
+        let f = vec![
+            (ep("reg", false), unreachable("reg")),
+            (ep("reg", false), unreachable("reg")),
+        ];
+        assert_eq!(telling_failure(&f), Some(1));
+        assert_eq!(telling_failure(&[]), None);
+    }
 }
