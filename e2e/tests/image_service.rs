@@ -181,15 +181,15 @@ async fn push_cases(registry: &Registry) -> Vec<Case> {
 }
 
 /// Every test image pulled by tag, inspected, pulled again by digest, found by every kind
-/// of filter, removed by ID (freeing its layers); then all of them at once, listed, and
-/// removed by tag.
+/// of filter, removed by ID or by digest (freeing its layers); then all of them at once,
+/// listed, and removed by tag.
 async fn every_image_by_tag_and_by_digest(store: Store) {
     let registry = Registry::start(RegistryOptions::default()).unwrap();
     let cases = push_cases(&registry).await;
     let env = Env::start(store, "").unwrap();
     let mut c = env.client().await;
 
-    for case in &cases {
+    for (n, case) in cases.iter().enumerate() {
         let what = case.repo;
         let image = &case.image;
         let tag = tagged(&registry, case.repo, "v1");
@@ -280,7 +280,9 @@ async fn every_image_by_tag_and_by_digest(store: Store) {
         let unknown = tagged(&registry, case.repo, "nope");
         assert!(list(&mut c, Some(&unknown)).await.is_empty(), "{what}");
 
-        remove(&mut c, &id).await.unwrap();
+        // By ID, or by the digest reference (which removes the whole image too).
+        let removal = if n % 2 == 0 { &id } else { &by_digest };
+        remove(&mut c, removal).await.unwrap();
         assert!(status(&mut c, &tag, false).await.0.is_none(), "{what}");
         assert!(list(&mut c, None).await.is_empty(), "{what}");
         let listing = env.store_listing();
@@ -534,7 +536,7 @@ async fn mirror_serves_a_name_that_resolves_nowhere(store: Store) {
 
 /// An htpasswd registry: without credentials, or with a wrong password, the pull fails as
 /// Unauthenticated with a message about authentication; with username and password, or
-/// the base64 `auth` field, it succeeds.
+/// the base64 `auth` field, it succeeds; so it does with credentials from the config file.
 async fn basic_auth_needs_credentials(store: Store) {
     let registry = Registry::start(RegistryOptions {
         basic_auth: Some(("alice".into(), "s3cret".into())),
@@ -542,7 +544,17 @@ async fn basic_auth_needs_credentials(store: Store) {
     .unwrap();
     let image = images::multi_layer(ImageFormat::Oci(Compression::Gzip)).unwrap();
     image.push(&registry, "private/img", "1").await.unwrap();
-    let env = Env::start(store, "").unwrap();
+    // Another name for the same registry, with credentials in the config file.
+    let env = Env::start(
+        store,
+        &format!(
+            "[registries.\"private.example.test\"]\nmirrors = [\"http://{}\"]\n\
+             [registries.\"private.example.test\".credentials]\n\
+             username = \"alice\"\npassword = \"s3cret\"\n",
+            registry.addr()
+        ),
+    )
+    .unwrap();
     let mut c = env.client().await;
     let name = tagged(&registry, "private/img", "1");
 
@@ -596,6 +608,18 @@ async fn basic_auth_needs_credentials(store: Store) {
             "one GET per successful pull"
         );
     }
+
+    // No credentials in the request: those of the config file are used.
+    let configured = "private.example.test/private/img:1";
+    assert_eq!(
+        pull(&mut c, configured, None).await.unwrap(),
+        image.config_digest
+    );
+    let got = status(&mut c, configured, false).await.0.unwrap();
+    assert_eq!(
+        sorted(got.repo_tags),
+        vec![name.clone(), configured.to_owned()]
+    );
 }
 
 /// Checks that a failed pull left nothing: no record, no work in progress, no spool file,
