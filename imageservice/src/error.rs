@@ -38,7 +38,7 @@ pub enum ImageError {
         host: String,
         detail: String,
     },
-    #[error("{reference}: {host} refused the credentials: {detail}")]
+    #[error("{reference}: authentication to {host} failed: {detail}")]
     Unauthorized {
         reference: String,
         host: String,
@@ -85,12 +85,10 @@ pub enum ImageError {
         blob: String,
         error: layerfs::StoreError,
     },
-    #[error("layer {blob}: {detail}")]
-    LayerShared {
-        blob: String,
-        detail: String,
-        kind: ErrorKind,
-    },
+    /// A failure of work shared by several requests (one pull, one layer), as each of them
+    /// sees it.
+    #[error("{}", .0.message)]
+    Shared(SharedError),
     #[error("layer store: {0}")]
     Store(layerfs::StoreError),
     #[error(transparent)]
@@ -99,6 +97,26 @@ pub enum ImageError {
     InUse(String),
     #[error("internal: {0}")]
     Internal(String),
+}
+
+/// A failure handed to every request waiting on the same work; the error itself is not
+/// `Clone`, so its message and class travel instead.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SharedError {
+    pub message: String,
+    pub kind: ErrorKind,
+}
+
+impl From<&ImageError> for SharedError {
+    fn from(e: &ImageError) -> Self {
+        match e {
+            ImageError::Shared(s) => s.clone(),
+            other => Self {
+                message: other.to_string(),
+                kind: other.kind(),
+            },
+        }
+    }
 }
 
 impl ImageError {
@@ -119,7 +137,7 @@ impl ImageError {
                 error: layerfs::StoreError::DigestMismatch { .. },
                 ..
             } => ErrorKind::DataLoss,
-            Self::LayerShared { kind, .. } => *kind,
+            Self::Shared(e) => e.kind,
             Self::InUse(_) => ErrorKind::InvalidArgument,
             Self::Registry { .. }
             | Self::Config { .. }

@@ -18,10 +18,11 @@ use futures::StreamExt;
 use futures::future::{BoxFuture, FutureExt, Shared};
 use layerfs::{Compression, Digest, LayerRequest, LayerStore};
 use oci_client::client::BlobResponse;
+use oci_client::errors::OciDistributionError;
 use tokio::io::AsyncWriteExt;
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{Semaphore, mpsc, oneshot};
 
-use crate::error::{ErrorKind, ImageError};
+use crate::error::{ErrorKind, ImageError, SharedError};
 use crate::manifest::Descriptor;
 use crate::metrics::PullMetrics;
 use crate::registry::{Source, classify};
@@ -39,29 +40,30 @@ pub struct LayerPlan {
     pub parent: Option<Digest>,
 }
 
-/// A failure shared with every pull waiting on the same layer.
-#[derive(Debug, Clone)]
-pub struct SharedError {
-    pub message: String,
-    pub kind: ErrorKind,
-}
-
-impl From<&ImageError> for SharedError {
-    fn from(e: &ImageError) -> Self {
-        Self {
-            message: e.to_string(),
-            kind: e.kind(),
-        }
-    }
-}
-
 type LayerFuture = Shared<BoxFuture<'static, Result<(), SharedError>>>;
+
+/// The work that brings one layer into the store, shared by every pull that wants it.
+#[derive(Clone)]
+struct LayerWork {
+    /// Resolves once the layer holds a download slot, was found in the store, or gave up.
+    /// A child takes a slot only after its parent has one: children holding every slot
+    /// while their parent waits for one would wait for each other (the overlay store makes
+    /// a child wait for its parent's files).
+    started: Shared<BoxFuture<'static, ()>>,
+    /// Resolves `true` once the store reads the layer (its application has begun there)
+    /// or found it present, `false` if the layer ended before that. On a store that
+    /// applies children in parallel, a child's application begins only after this: the
+    /// store then reports the parent's failure to the child instead of making it wait for
+    /// a parent nobody applies.
+    applying: Shared<BoxFuture<'static, bool>>,
+    done: LayerFuture,
+}
 
 pub struct LayerFetcher {
     store: Arc<dyn LayerStore>,
     spool_dir: PathBuf,
     downloads: Arc<Semaphore>,
-    inflight: Mutex<HashMap<Digest, LayerFuture>>,
+    inflight: Mutex<HashMap<Digest, LayerWork>>,
     metrics: PullMetrics,
 }
 
@@ -82,54 +84,66 @@ impl LayerFetcher {
     }
 
     /// Makes every layer of `plans` (in chain order) present in the store.
+    ///
+    /// Every layer settles before this returns, so a failed pull leaves no work behind in
+    /// the store (the layers above a failed one are stopped). The first failure in chain
+    /// order is reported: the layers above it failed because of it.
     pub async fn fetch_all(
         self: &Arc<Self>,
         source: &Source,
         plans: &[LayerPlan],
     ) -> Result<(), ImageError> {
-        let mut futures = Vec::with_capacity(plans.len());
-        let mut parent: Option<LayerFuture> = None;
+        let mut done = Vec::with_capacity(plans.len());
+        let mut parent: Option<LayerWork> = None;
         for plan in plans {
-            let fut = self.layer_future(source, plan, parent.take())?;
-            parent = Some(fut.clone());
-            futures.push((plan.desc.digest.clone(), fut));
+            let work = self.layer_work(source, plan, parent.take())?;
+            done.push(work.done.clone());
+            parent = Some(work);
         }
-        for (blob, fut) in futures {
-            fut.await.map_err(|e| ImageError::LayerShared {
-                blob,
-                detail: e.message,
-                kind: e.kind,
-            })?;
+        for result in futures::future::join_all(done).await {
+            result.map_err(ImageError::Shared)?;
         }
         Ok(())
     }
 
-    /// The one future that brings `plan` into the store, shared by every pull that wants it.
-    /// It runs as its own task so that a cancelled request does not abandon a download
-    /// other pulls are waiting for.
-    fn layer_future(
+    /// The one piece of work that brings `plan` into the store. It runs as its own task so
+    /// that a cancelled request does not abandon a download other pulls are waiting for.
+    fn layer_work(
         self: &Arc<Self>,
         source: &Source,
         plan: &LayerPlan,
-        parent: Option<LayerFuture>,
-    ) -> Result<LayerFuture, ImageError> {
+        parent: Option<LayerWork>,
+    ) -> Result<LayerWork, ImageError> {
         let mut inflight = self
             .inflight
             .lock()
             .map_err(|_| ImageError::Internal("layer map poisoned".into()))?;
-        if let Some(f) = inflight.get(&plan.chain_id) {
-            return Ok(f.clone());
+        if let Some(w) = inflight.get(&plan.chain_id) {
+            return Ok(w.clone());
         }
+        let (started_tx, started_rx) = oneshot::channel::<()>();
+        let started = async move {
+            // A dropped sender means the layer gave up before it started: also a start.
+            let _ = started_rx.await;
+        }
+        .boxed()
+        .shared();
+        let (applying_tx, applying_rx) = oneshot::channel::<()>();
+        let applying = async move { applying_rx.await.is_ok() }.boxed().shared();
         let this = self.clone();
         let (source, plan_owned) = (source.clone(), plan.clone());
+        let signals = Signals {
+            started: started_tx,
+            applying: applying_tx,
+        };
         let task = tokio::spawn(async move {
-            let result = this.bring(&source, &plan_owned, parent).await;
+            let result = this.bring(&source, &plan_owned, parent, signals).await;
             if let Ok(mut m) = this.inflight.lock() {
                 m.remove(&plan_owned.chain_id);
             }
             result.map_err(|e| SharedError::from(&e))
         });
-        let fut: LayerFuture = async move {
+        let done: LayerFuture = async move {
             task.await.unwrap_or_else(|e| {
                 Err(SharedError {
                     message: format!("layer task failed: {e}"),
@@ -139,15 +153,21 @@ impl LayerFetcher {
         }
         .boxed()
         .shared();
-        inflight.insert(plan.chain_id.clone(), fut.clone());
-        Ok(fut)
+        let work = LayerWork {
+            started,
+            applying,
+            done,
+        };
+        inflight.insert(plan.chain_id.clone(), work.clone());
+        Ok(work)
     }
 
     async fn bring(
         &self,
         source: &Source,
         plan: &LayerPlan,
-        parent: Option<LayerFuture>,
+        parent: Option<LayerWork>,
+        signals: Signals,
     ) -> Result<(), ImageError> {
         let store = self.store.clone();
         let chain = plan.chain_id.clone();
@@ -156,20 +176,21 @@ impl LayerFetcher {
             .map_err(|e| ImageError::Internal(format!("layer lookup task: {e}")))?
             .map_err(ImageError::Store)?;
         if present.is_some() {
+            let _ = signals.applying.send(());
             self.metrics.layers_reused.inc();
             return Ok(());
+        }
+        if let Some(p) = &parent {
+            p.started.clone().await;
         }
         let _permit = self
             .downloads
             .acquire()
             .await
             .map_err(|_| ImageError::Internal("download limiter closed".into()))?;
-        let wait_for = if self.store.parallel_apply() {
-            None
-        } else {
-            parent
-        };
-        self.download_and_apply(source, plan, wait_for).await?;
+        let _ = signals.started.send(());
+        self.download_and_apply(source, plan, parent, signals.applying)
+            .await?;
         self.metrics.layers_fetched.inc();
         Ok(())
     }
@@ -178,23 +199,44 @@ impl LayerFetcher {
         &self,
         source: &Source,
         plan: &LayerPlan,
-        mut parent: Option<LayerFuture>,
+        parent: Option<LayerWork>,
+        applying: oneshot::Sender<()>,
     ) -> Result<(), ImageError> {
+        let parent_failed = |e: SharedError| {
+            ImageError::Shared(SharedError {
+                message: format!(
+                    "layer {}: not applied because a layer below it failed: {}",
+                    plan.desc.digest, e.message
+                ),
+                kind: e.kind,
+            })
+        };
+        // What the application waits for: the complete parent on a store that applies a
+        // child on its parent, the beginning of the parent's application on one that
+        // applies in parallel (which then watches the parent, to stop the child when the
+        // parent fails).
+        let (mut gate, mut watch): (Option<BoxFuture<'static, Result<(), SharedError>>>, _) =
+            match parent {
+                None => (None, None),
+                Some(p) if self.store.parallel_apply() => {
+                    let done = p.done.clone();
+                    let gate =
+                        async move { if p.applying.await { Ok(()) } else { done.await } }.boxed();
+                    (Some(gate), Some(p.done))
+                }
+                Some(p) => (Some(p.done.boxed()), None),
+            };
         let mut blob = BlobStream::open(source, &plan.desc, self.metrics.clone()).await?;
         let mut spool: Option<Spool> = None;
         let mut downloaded_all = false;
 
-        // Until the parent is complete, the bytes wait in a spool file.
-        while let Some(p) = parent.as_mut() {
+        // Until then, the bytes wait in a spool file.
+        while let Some(g) = gate.as_mut() {
             tokio::select! {
                 biased;
-                done = p => {
-                    done.map_err(|e| ImageError::LayerShared {
-                        blob: plan.desc.digest.clone(),
-                        detail: format!("its parent layer failed: {}", e.message),
-                        kind: e.kind,
-                    })?;
-                    parent = None;
+                done = g => {
+                    done.map_err(parent_failed)?;
+                    gate = None;
                 }
                 chunk = blob.next(), if !downloaded_all => match chunk? {
                     Some(bytes) => {
@@ -231,13 +273,29 @@ impl LayerFetcher {
                 prefix,
                 rx,
                 current: Bytes::new(),
+                first_read: Some(applying),
             };
             store.apply_layer(&request, &mut reader)
         });
-        let mut download_error = None;
+        let mut failure = None;
         if !downloaded_all {
             loop {
-                match blob.next().await {
+                let chunk = tokio::select! {
+                    biased;
+                    done = settled(&mut watch) => {
+                        watch = None;
+                        match done {
+                            Ok(()) => continue,
+                            Err(e) => {
+                                let _ = tx.send(Err(std::io::Error::other("a layer below failed"))).await;
+                                failure = Some(parent_failed(e));
+                                break;
+                            }
+                        }
+                    }
+                    chunk = blob.next() => chunk,
+                };
+                match chunk {
                     Ok(Some(bytes)) => {
                         if tx.send(Ok(bytes)).await.is_err() {
                             break; // the store stopped reading: its error says why
@@ -246,7 +304,7 @@ impl LayerFetcher {
                     Ok(None) => break,
                     Err(e) => {
                         let _ = tx.send(Err(std::io::Error::other(e.to_string()))).await;
-                        download_error = Some(e);
+                        failure = Some(e);
                         break;
                     }
                 }
@@ -256,15 +314,60 @@ impl LayerFetcher {
         let applied = apply
             .await
             .map_err(|e| ImageError::Internal(format!("layer apply task: {e}")))?;
-        if let Some(e) = download_error {
+        if let Some(e) = failure {
             return Err(e);
         }
-        applied.map_err(|error| ImageError::Layer {
-            blob: plan.desc.digest.clone(),
-            error,
-        })?;
-        Ok(())
+        match applied {
+            Ok(_) => Ok(()),
+            Err(error) => Err(explain_apply_failure(source, plan, error).await),
+        }
     }
+}
+
+/// Resolves when the watched layer settles; never when there is none.
+async fn settled(layer: &mut Option<LayerFuture>) -> Result<(), SharedError> {
+    match layer {
+        Some(f) => f.await,
+        None => std::future::pending().await,
+    }
+}
+
+/// A layer that cannot be read may be a blob that is not what its digest says (a registry
+/// serving damaged content): the decompressor or the tar reader then fails before the
+/// digest can be compared. Fetching the blob again, verified, tells the two apart, so that
+/// the error names the real cause. This costs a second download, on failures only.
+async fn explain_apply_failure(
+    source: &Source,
+    plan: &LayerPlan,
+    error: layerfs::StoreError,
+) -> ImageError {
+    use layerfs::StoreError as S;
+    let blob = plan.desc.digest.clone();
+    if matches!(
+        error,
+        S::InvalidLayer { .. } | S::CompressionMismatch { .. } | S::UnsafeEntry { .. }
+    ) {
+        let check = source
+            .client
+            .pull_blob(&source.reference, blob.as_str(), tokio::io::sink())
+            .await;
+        match check {
+            Err(OciDistributionError::DigestError(d)) => {
+                return ImageError::BlobDigest {
+                    blob,
+                    host: source.host().to_string(),
+                    detail: format!(
+                        "content does not match its digest ({d}); reading it as a layer failed: {error}"
+                    ),
+                };
+            }
+            Ok(()) => {}
+            Err(e) => {
+                tracing::debug!(blob = %blob, error = %e, "could not fetch the blob again to check its digest");
+            }
+        }
+    }
+    ImageError::Layer { blob, error }
 }
 
 /// A blob download that resumes after a broken connection and never yields more bytes than
@@ -377,6 +480,12 @@ impl BlobStream {
     }
 }
 
+/// The signals a layer's work gives the layer above it.
+struct Signals {
+    started: oneshot::Sender<()>,
+    applying: oneshot::Sender<()>,
+}
+
 /// Bytes that arrived before the store could take them.
 struct Spool {
     path: PathBuf,
@@ -404,13 +513,24 @@ impl Spool {
             .map_err(|e| ImageError::Internal(format!("spool file {}: {e}", self.path.display())))
     }
 
-    /// The spool for reading; its name is gone at once, so nothing outlives the pull.
+    /// The spool for reading; its name is gone at once (on drop), so nothing outlives the
+    /// pull.
     async fn into_reader(mut self) -> Result<std::fs::File, ImageError> {
         let err = |e: std::io::Error| ImageError::Internal(format!("spool file: {e}"));
         self.file.flush().await.map_err(err)?;
-        let reader = std::fs::File::open(&self.path).map_err(err)?;
-        let _ = std::fs::remove_file(&self.path);
-        Ok(reader)
+        std::fs::File::open(&self.path).map_err(err)
+    }
+}
+
+/// A download that stops early (its parent failed, the registry broke off) leaves no
+/// spool file behind.
+impl Drop for Spool {
+    fn drop(&mut self) {
+        if let Err(e) = std::fs::remove_file(&self.path)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(path = %self.path.display(), error = %e, "cannot remove a spool file");
+        }
     }
 }
 
@@ -428,10 +548,15 @@ struct ChannelReader {
     prefix: Option<std::fs::File>,
     rx: mpsc::Receiver<std::io::Result<Bytes>>,
     current: Bytes,
+    /// Told when the store first reads: its application of the layer has begun.
+    first_read: Option<oneshot::Sender<()>>,
 }
 
 impl Read for ChannelReader {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if let Some(tx) = self.first_read.take() {
+            let _ = tx.send(());
+        }
         if let Some(f) = self.prefix.as_mut() {
             let n = f.read(buf)?;
             if n > 0 {
@@ -472,6 +597,7 @@ mod tests {
             prefix: Some(spool),
             rx,
             current: Bytes::new(),
+            first_read: None,
         };
         let mut out = String::new();
         r.read_to_string(&mut out).unwrap();
@@ -487,6 +613,7 @@ mod tests {
             prefix: None,
             rx,
             current: Bytes::new(),
+            first_read: None,
         };
         let mut out = Vec::new();
         let e = r.read_to_end(&mut out).unwrap_err();

@@ -11,7 +11,7 @@ use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference};
 
 use crate::auth::{Auth, parse_bearer_challenge};
-use crate::error::ImageError;
+use crate::error::{ErrorKind, ImageError};
 use crate::hosts::{Endpoint, RegistriesConfig, Scheme, endpoints};
 use crate::manifest::{self, Fetched, Manifest, Platform};
 use crate::reference::ImageRef;
@@ -112,10 +112,19 @@ impl Registries {
     }
 
     /// Finds the image at the first endpoint that has it: mirrors in order, then the registry.
+    ///
+    /// A host that answered (even "not found" or "unauthorized") is not tried again over
+    /// another protocol: its answer stands. When every endpoint fails, the registry's own
+    /// answer is reported, else a mirror's, else the last connection failure.
     pub async fn resolve(&self, image: &ImageRef, auth: &Auth) -> Result<Resolved, ImageError> {
-        let mut failures: Vec<String> = Vec::new();
-        let mut last: Option<ImageError> = None;
+        let mut failures: Vec<(Endpoint, ImageError)> = Vec::new();
         for ep in endpoints(&self.hosts, image.registry()) {
+            let answered = failures
+                .iter()
+                .any(|(f, e)| f.host == ep.host && e.kind() != ErrorKind::Unavailable);
+            if answered {
+                continue;
+            }
             let client = self.client(&ep, auth)?;
             let source = Source {
                 reference: image.to_oci(&ep.host),
@@ -125,19 +134,25 @@ impl Registries {
             match self.resolve_at(&source, image, auth).await {
                 Ok(resolved) => {
                     if !failures.is_empty() {
+                        let skipped: Vec<String> = failures
+                            .iter()
+                            .map(|(f, e)| format!("{}: {e}", f.url()))
+                            .collect();
                         tracing::info!(image = %image, served_by = %source.endpoint.url(),
-                            skipped = %failures.join("; "), "pulled from a later endpoint");
+                            skipped = %skipped.join("; "), "pulled from a later endpoint");
                     }
                     return Ok(resolved);
                 }
                 Err(e) => {
                     tracing::debug!(endpoint = %source.endpoint.url(), error = %e, "endpoint failed");
-                    failures.push(format!("{}: {e}", source.endpoint.url()));
-                    last = Some(e);
+                    failures.push((source.endpoint, e));
                 }
             }
         }
-        Err(last.unwrap_or_else(|| ImageError::Internal("no endpoint to try".into())))
+        match telling_failure(&failures) {
+            Some(i) => Err(failures.swap_remove(i).1),
+            None => Err(ImageError::Internal("no endpoint to try".into())),
+        }
     }
 
     async fn resolve_at(
@@ -204,6 +219,19 @@ impl Registries {
         let access = exchange_identity_token(source, username, token).await?;
         Ok(auth.to_registry_auth(Some(&access)))
     }
+}
+
+/// Which of the endpoints' failures to report: the registry's own answer, else a
+/// mirror's answer, else the last failure to connect.
+fn telling_failure(failures: &[(Endpoint, ImageError)]) -> Option<usize> {
+    let answer = |mirror: bool| {
+        failures
+            .iter()
+            .position(|(f, e)| f.is_mirror == mirror && e.kind() != ErrorKind::Unavailable)
+    };
+    answer(false)
+        .or_else(|| answer(true))
+        .or(failures.len().checked_sub(1))
 }
 
 /// The OAuth2 refresh-token grant of the Docker token spec: the registry's `/v2/` challenge
@@ -387,4 +415,61 @@ fn full_chain(e: &(dyn std::error::Error + 'static)) -> String {
         cur = s.source();
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hosts::Scheme;
+
+    fn ep(host: &str, is_mirror: bool) -> Endpoint {
+        Endpoint {
+            host: host.into(),
+            scheme: Scheme::Https,
+            skip_verify: false,
+            ca_files: vec![],
+            is_mirror,
+        }
+    }
+
+    fn not_found(host: &str) -> ImageError {
+        ImageError::NotFound {
+            reference: "r".into(),
+            host: host.into(),
+            detail: String::new(),
+        }
+    }
+
+    fn unreachable(host: &str) -> ImageError {
+        ImageError::Unreachable {
+            reference: "r".into(),
+            host: host.into(),
+            detail: String::new(),
+        }
+    }
+
+    #[test]
+    fn the_registry_answer_wins_then_a_mirror_answer_then_the_last_failure() {
+        let f = vec![
+            (ep("m1", true), unreachable("m1")),
+            (ep("m2", true), not_found("m2")),
+            (ep("reg", false), not_found("reg")),
+        ];
+        assert_eq!(telling_failure(&f), Some(2));
+        let f = vec![
+            (ep("m1", true), not_found("m1")),
+            (ep("reg", false), unreachable("reg")),
+        ];
+        assert_eq!(
+            telling_failure(&f),
+            Some(0),
+            "a mirror's answer over a refused connection"
+        );
+        let f = vec![
+            (ep("reg", false), unreachable("reg")),
+            (ep("reg", false), unreachable("reg")),
+        ];
+        assert_eq!(telling_failure(&f), Some(1));
+        assert_eq!(telling_failure(&[]), None);
+    }
 }

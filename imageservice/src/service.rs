@@ -9,9 +9,9 @@ use futures::future::{BoxFuture, FutureExt, Shared};
 use layerfs::{Compression, Digest, LayerStore, RemoveOutcome, Usage, chain_ids};
 
 use crate::auth::Credentials;
-use crate::error::{ErrorKind, ImageError};
+use crate::error::{ErrorKind, ImageError, SharedError};
 use crate::hosts::RegistriesConfig;
-use crate::layers::{LayerFetcher, LayerPlan, SharedError};
+use crate::layers::{LayerFetcher, LayerPlan};
 use crate::manifest::Platform;
 use crate::metrics::PullMetrics;
 use crate::record::{ImageCatalog, ImageIndex, ImageRecord, LayerRecord, Matched};
@@ -30,6 +30,7 @@ pub struct ImageServiceConfig {
 }
 
 type PullFuture = Shared<BoxFuture<'static, Result<ImageRecord, SharedError>>>;
+type ConfigFuture = Shared<BoxFuture<'static, Result<(serde_json::Value, u64), SharedError>>>;
 
 pub struct ImageService {
     registries: Registries,
@@ -38,6 +39,9 @@ pub struct ImageService {
     catalog: Arc<dyn ImageCatalog>,
     index: RwLock<ImageIndex>,
     pulls: Mutex<HashMap<String, PullFuture>>,
+    /// Config fetches by digest: pulls of one image under different names (a tag and a
+    /// digest) fetch its config once.
+    configs: Mutex<HashMap<String, ConfigFuture>>,
     /// Pulls hold it shared, removal and garbage collection exclusively, so that a layer a
     /// pull has just found present is not collected before its image is recorded.
     layer_lock: tokio::sync::RwLock<()>,
@@ -68,6 +72,7 @@ impl ImageService {
             catalog,
             index: RwLock::new(ImageIndex::new(records)),
             pulls: Mutex::new(HashMap::new()),
+            configs: Mutex::new(HashMap::new()),
             layer_lock: tokio::sync::RwLock::new(()),
             metrics,
         }))
@@ -160,20 +165,30 @@ impl ImageService {
                 }
             }
         };
-        fut.await.map_err(|e| ImageError::LayerShared {
-            blob: reference.to_string(),
-            detail: e.message,
-            kind: e.kind,
-        })
+        fut.await.map_err(ImageError::Shared)
     }
 
     async fn pull_now(
-        &self,
+        self: &Arc<Self>,
         image: &ImageRef,
         auth: &crate::auth::Auth,
     ) -> Result<ImageRecord, ImageError> {
         let _shared = self.layer_lock.read().await;
-        let resolved = self.registries.resolve(image, auth).await?;
+        let resolved = match self.registries.resolve(image, auth).await {
+            Err(ImageError::Unauthorized {
+                reference,
+                host,
+                detail,
+            }) if *auth == crate::auth::Auth::Anonymous => Err(ImageError::Unauthorized {
+                reference,
+                host,
+                detail: format!(
+                    "the pull carried no credentials and none are configured for {}: {detail}",
+                    image.registry()
+                ),
+            }),
+            other => other,
+        }?;
         let source = &resolved.source;
         let name = image.to_string();
 
@@ -188,23 +203,11 @@ impl ImageService {
                 ),
             });
         }
-        let mut config_bytes: Vec<u8> = Vec::with_capacity(config_desc.size.max(0) as usize);
-        source
-            .client
-            .pull_blob(
-                &source.reference,
-                config_desc.digest.as_str(),
-                &mut config_bytes,
-            )
-            .await
-            .map_err(|e| classify(&config_desc.digest, source.host(), e))?;
-        self.metrics.bytes_pulled.inc_by(config_bytes.len() as u64);
-        let config: serde_json::Value =
-            serde_json::from_slice(&config_bytes).map_err(|e| ImageError::Config {
-                reference: name.clone(),
-                digest: config_desc.digest.clone(),
-                detail: format!("not JSON: {e}"),
-            })?;
+        let _forget = ForgetConfig {
+            configs: &self.configs,
+            digest: &config_desc.digest,
+        };
+        let (config, config_size) = self.config(source, &name, config_desc).await?;
         let config_err = |detail: String| ImageError::Config {
             reference: name.clone(),
             digest: config_desc.digest.clone(),
@@ -256,7 +259,7 @@ impl ImageService {
             id: config_desc.digest.clone(),
             repo_tags: image.tagged().into_iter().collect(),
             repo_digests: vec![image.with_digest(&resolved.pulled_digest)],
-            size: resolved.manifest_bytes + config_bytes.len() as u64 + layer_bytes,
+            size: resolved.manifest_bytes + config_size + layer_bytes,
             layers: plans
                 .iter()
                 .map(|p| LayerRecord {
@@ -272,6 +275,76 @@ impl ImageService {
             pulled_at_ns: now_ns(),
         };
         self.record(record)
+    }
+
+    /// The config `desc` names: from the image's record when the image is known (a second
+    /// pull of it, under another tag or by digest, fetches only the manifest), else fetched
+    /// once however many pulls want it. A fetch stays shared until the pull that started
+    /// it ends ([`ForgetConfig`]), by which time the image is recorded; both are looked at
+    /// under one lock, so a pull in between sees one or the other.
+    async fn config(
+        self: &Arc<Self>,
+        source: &crate::registry::Source,
+        name: &str,
+        desc: &crate::manifest::Descriptor,
+    ) -> Result<(serde_json::Value, u64), ImageError> {
+        let fut = {
+            let mut configs = self
+                .configs
+                .lock()
+                .map_err(|_| ImageError::Internal("config map poisoned".into()))?;
+            if let Some(known) = self.read_index()?.get(&desc.digest) {
+                return Ok((known.config.clone(), desc.size.max(0) as u64));
+            }
+            match configs.get(&desc.digest) {
+                Some(f) => f.clone(),
+                None => {
+                    let this = self.clone();
+                    let (source, name, owned) = (source.clone(), name.to_string(), desc.clone());
+                    let task = tokio::spawn(async move {
+                        let desc = owned;
+                        this.fetch_config(&source, &name, &desc)
+                            .await
+                            .map_err(|e| SharedError::from(&e))
+                    });
+                    let f: ConfigFuture = async move {
+                        task.await.unwrap_or_else(|e| {
+                            Err(SharedError {
+                                message: format!("config fetch task failed: {e}"),
+                                kind: ErrorKind::Internal,
+                            })
+                        })
+                    }
+                    .boxed()
+                    .shared();
+                    configs.insert(desc.digest.clone(), f.clone());
+                    f
+                }
+            }
+        };
+        fut.await.map_err(ImageError::Shared)
+    }
+
+    /// Fetches and parses an image config (oci-client checks its digest).
+    async fn fetch_config(
+        &self,
+        source: &crate::registry::Source,
+        name: &str,
+        desc: &crate::manifest::Descriptor,
+    ) -> Result<(serde_json::Value, u64), ImageError> {
+        let mut bytes: Vec<u8> = Vec::with_capacity(desc.size.max(0) as usize);
+        source
+            .client
+            .pull_blob(&source.reference, desc.digest.as_str(), &mut bytes)
+            .await
+            .map_err(|e| classify(&desc.digest, source.host(), e))?;
+        self.metrics.bytes_pulled.inc_by(bytes.len() as u64);
+        let config = serde_json::from_slice(&bytes).map_err(|e| ImageError::Config {
+            reference: name.to_string(),
+            digest: desc.digest.clone(),
+            detail: format!("not JSON: {e}"),
+        })?;
+        Ok((config, bytes.len() as u64))
     }
 
     /// Stores `fresh`, merged with what is known of the same image, and moves its tags away
@@ -422,6 +495,20 @@ impl ImageService {
         })
         .await
         .map_err(|e| ImageError::Internal(format!("layer removal task: {e}")))?
+    }
+}
+
+/// Ends the sharing of a config fetch when the pull that may have started it ends.
+struct ForgetConfig<'a> {
+    configs: &'a Mutex<HashMap<String, ConfigFuture>>,
+    digest: &'a str,
+}
+
+impl Drop for ForgetConfig<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut m) = self.configs.lock() {
+            m.remove(self.digest);
+        }
     }
 }
 

@@ -4,13 +4,18 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::digest::Digest;
 use crate::error::StoreError;
 use crate::store::LayerInfo;
 
 type Outcome = Result<LayerInfo, StoreError>;
+
+/// How long a failed application is remembered: a child that asks for its parent after
+/// the parent failed gets that failure at once instead of waiting for a parent that
+/// nobody is applying any more.
+const FAILURE_MEMORY: Duration = Duration::from_secs(120);
 
 struct Flight {
     parent: Option<Digest>,
@@ -20,6 +25,17 @@ struct Flight {
 #[derive(Default)]
 struct State {
     flights: HashMap<Digest, Arc<Mutex<Flight>>>,
+    /// The last failed application of each chain ID, until it starts again or is old.
+    failed: HashMap<Digest, (Instant, StoreError)>,
+}
+
+impl State {
+    fn recent_failure(&self, chain_id: &Digest) -> Option<StoreError> {
+        self.failed
+            .get(chain_id)
+            .filter(|(at, _)| at.elapsed() < FAILURE_MEMORY)
+            .map(|(_, e)| e.clone())
+    }
 }
 
 /// The registry of applications in progress.
@@ -70,6 +86,7 @@ impl Inflight {
             parent: parent.cloned(),
             result: None,
         }));
+        state.failed.remove(chain_id);
         state.flights.insert(chain_id.clone(), flight.clone());
         drop(state);
         self.changed.notify_all();
@@ -91,14 +108,19 @@ impl Inflight {
         }
     }
 
-    /// If `chain_id` is being applied, waits for the result. Otherwise waits until some
-    /// application starts or ends, at most `max`, and reports [`Waited::NotInFlight`]: the
-    /// caller looks at the store again and decides whether to keep waiting.
+    /// If `chain_id` is being applied, waits for the result; if its last application
+    /// failed (recently, and nothing began it again since), reports that failure.
+    /// Otherwise waits until some application starts or ends, at most `max`, and reports
+    /// [`Waited::NotInFlight`]: the caller looks at the store again and decides whether to
+    /// keep waiting.
     pub(crate) fn wait(&self, chain_id: &Digest, max: Duration) -> Waited {
         let state = lock(&self.state);
         if let Some(flight) = state.flights.get(chain_id).cloned() {
             drop(state);
             return Waited::Finished(self.wait_flight(&flight));
+        }
+        if let Some(e) = state.recent_failure(chain_id) {
+            return Waited::Finished(Err(e));
         }
         if max.is_zero() {
             return Waited::NotInFlight;
@@ -134,13 +156,22 @@ impl Inflight {
 impl Leader<'_> {
     /// Publishes the result to waiters and ends the flight.
     pub(crate) fn finish(mut self, result: Outcome) -> Outcome {
-        self.complete(result.clone());
+        self.complete(result.clone(), true);
         result
     }
 
-    fn complete(&mut self, result: Outcome) {
+    /// `remember`: keep a failure for children that ask after the flight ended.
+    fn complete(&mut self, result: Outcome, remember: bool) {
         self.finished = true;
         let mut state = lock(&self.inflight.state);
+        state
+            .failed
+            .retain(|_, (at, _)| at.elapsed() < FAILURE_MEMORY);
+        if let (Err(e), true) = (&result, remember) {
+            state
+                .failed
+                .insert(self.chain_id.clone(), (Instant::now(), e.clone()));
+        }
         lock(&self.flight).result = Some(result);
         state.flights.remove(&self.chain_id);
         drop(state);
@@ -151,10 +182,13 @@ impl Leader<'_> {
 impl Drop for Leader<'_> {
     fn drop(&mut self) {
         if !self.finished {
-            self.complete(Err(StoreError::Corrupt(format!(
-                "application of layer {} ended without a result",
-                self.chain_id
-            ))));
+            self.complete(
+                Err(StoreError::Corrupt(format!(
+                    "application of layer {} ended without a result",
+                    self.chain_id
+                ))),
+                false,
+            );
         }
     }
 }
@@ -225,6 +259,31 @@ mod tests {
                 }
             }
         });
+    }
+
+    #[test]
+    fn a_failure_is_reported_to_those_who_ask_after_it() {
+        let inflight = Inflight::default();
+        let d = Digest::of_bytes(b"failed");
+        let Role::Leader(leader) = inflight.begin(&d, None) else {
+            panic!()
+        };
+        let _ = leader.finish(Err(StoreError::InvalidRequest("broken".into())));
+        let started = Instant::now();
+        match inflight.wait(&d, Duration::from_secs(5)) {
+            Waited::Finished(Err(StoreError::InvalidRequest(m))) => assert_eq!(m, "broken"),
+            _ => panic!("expected the remembered failure"),
+        }
+        assert!(started.elapsed() < Duration::from_secs(1));
+        // A new application forgets it.
+        let Role::Leader(leader) = inflight.begin(&d, None) else {
+            panic!()
+        };
+        leader.finish(Ok(info(&d))).unwrap();
+        assert!(matches!(
+            inflight.wait(&d, Duration::ZERO),
+            Waited::NotInFlight
+        ));
     }
 
     #[test]

@@ -397,7 +397,8 @@ impl ZfsStore {
             &snapshot,
         ])?;
         let dest = self.layer_name(&req.chain_id);
-        cmd::run(&["rename", &tmp, &dest])?;
+        // zfs-fuse may still be finishing the unmount above: the dataset is briefly busy.
+        cmd::run_retry_busy(&["rename", &tmp, &dest])?;
         guard.disarm();
         let _ = std::fs::remove_dir(&mountpoint);
         let listing = cmd::get(
