@@ -172,27 +172,17 @@ impl ZfsStore {
             if listing.contains_key(&name) {
                 continue;
             }
-            // xattr=sa keeps xattrs in the inode (OpenZFS); zfs-fuse only knows on/off.
-            let with_sa = cmd::run(&[
-                "create",
-                "-o",
-                "canmount=off",
-                "-o",
-                "mountpoint=none",
-                "-o",
-                "xattr=sa",
-                &name,
-            ]);
-            if let Err(e) = with_sa {
-                tracing::debug!(error = %e, "xattr=sa refused; creating without it");
-                cmd::run(&[
-                    "create",
-                    "-o",
-                    "canmount=off",
-                    "-o",
-                    "mountpoint=none",
-                    &name,
-                ])?;
+            // OpenZFS: xattrs in the inode and POSIX ACLs, as Proxmox sets them for CT
+            // volumes; zfs-fuse only knows xattr=on|off and no acltype.
+            let base = ["create", "-o", "canmount=off", "-o", "mountpoint=none"];
+            let tuned = [
+                &base[..],
+                &["-o", "xattr=sa", "-o", "acltype=posixacl", &name],
+            ]
+            .concat();
+            if let Err(e) = cmd::run(&tuned) {
+                tracing::debug!(error = %e, "xattr=sa/acltype=posixacl refused; creating without them");
+                cmd::run(&[&base[..], &[name.as_str()]].concat())?;
             }
         }
         Ok(())
@@ -303,11 +293,35 @@ impl ZfsStore {
         }))
     }
 
-    /// Waits for a parent being applied in this process; errors if it is not there.
-    fn require_parent(&self, parent: &Digest, child: &Digest) -> Result<(), StoreError> {
-        if self.layer(parent)?.is_some() {
-            return Ok(());
+    /// Returns the layer if it exists; otherwise checks the parent and applies it. One
+    /// `zfs get` answers both questions.
+    fn apply_checked(
+        &self,
+        req: &LayerRequest,
+        reader: &mut dyn Read,
+    ) -> Result<LayerInfo, StoreError> {
+        let mut targets = vec![
+            self.layer_name(&req.chain_id),
+            self.snapshot_name(&req.chain_id),
+        ];
+        if let Some(parent) = &req.parent {
+            targets.extend([self.layer_name(parent), self.snapshot_name(parent)]);
         }
+        let targets: Vec<&str> = targets.iter().map(String::as_str).collect();
+        let listing = cmd::get(&["used", DIFF_PROP, PARENT_PROP], &targets, None)?;
+        if let Some(info) = self.info_from(&listing, &req.chain_id)? {
+            return Ok(info);
+        }
+        if let Some(parent) = &req.parent
+            && self.info_from(&listing, parent)?.is_none()
+        {
+            self.wait_for_parent(parent, &req.chain_id)?;
+        }
+        self.apply_new(req, reader)
+    }
+
+    /// Waits for a parent being applied in this process; errors if it is not.
+    fn wait_for_parent(&self, parent: &Digest, child: &Digest) -> Result<(), StoreError> {
         match self.inflight.wait(parent, std::time::Duration::ZERO) {
             Waited::Finished(Ok(_)) => Ok(()),
             Waited::Finished(Err(e)) => Err(StoreError::ParentFailed {
@@ -327,9 +341,6 @@ impl ZfsStore {
         req: &LayerRequest,
         reader: &mut dyn Read,
     ) -> Result<LayerInfo, StoreError> {
-        if let Some(parent) = &req.parent {
-            self.require_parent(parent, &req.chain_id)?;
-        }
         let short = files::unique_name(&req.chain_id.hex()[..12]);
         let tmp = format!("{}/{short}", self.child("tmp"));
         let mountpoint = self.mount_root.join("tmp").join(&short);
@@ -522,11 +533,7 @@ impl LayerStore for ZfsStore {
             Role::Follower(result) => return result,
             Role::Leader(leader) => leader,
         };
-        let result = match self.layer(&req.chain_id) {
-            Ok(Some(info)) => Ok(info),
-            Ok(None) => self.apply_new(req, reader),
-            Err(e) => Err(e),
-        };
+        let result = self.apply_checked(req, reader);
         leader.finish(result)
     }
 
