@@ -579,8 +579,9 @@ impl LayerStore for ZfsStore {
         }
         args.extend(origin.iter().cloned());
         args.push(name.clone());
-        cmd::run(&args.iter().map(String::as_str).collect::<Vec<_>>())?;
         let done = (|| {
+            // A clone made but not mounted (a non-empty target, say) fails here too.
+            cmd::run(&args.iter().map(String::as_str).collect::<Vec<_>>())?;
             check_mounted(target)?;
             if top.is_none() {
                 let (uid, gid) = self.opts.id_shift.map(|s| s.root()).unwrap_or((0, 0));
