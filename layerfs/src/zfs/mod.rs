@@ -24,6 +24,7 @@ use std::os::fd::AsFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use nix::sys::stat::Mode;
 use nix::unistd::{Gid, Uid};
@@ -247,7 +248,7 @@ impl ZfsStore {
             &name,
         ])?;
         let result = (|| {
-            check_mounted(&mountpoint)?;
+            ensure_mounted(&name, &mountpoint)?;
             let fd = sys::open_dir(&mountpoint)
                 .map_err(|e| StoreError::io_at("opening", &mountpoint, e))?;
             Ok::<_, StoreError>(sys::fset_xattr(
@@ -375,7 +376,7 @@ impl ZfsStore {
         cmd::run(&args.iter().map(String::as_str).collect::<Vec<_>>())?;
 
         let applied = {
-            check_mounted(&mountpoint)?;
+            ensure_mounted(&tmp, &mountpoint)?;
             let root = sys::open_dir(&mountpoint)
                 .map_err(|e| StoreError::io_at("opening", &mountpoint, e))?;
             if req.parent.is_none() {
@@ -455,19 +456,50 @@ impl ZfsStore {
     }
 }
 
-/// Fails unless `path` is a mount point (its device differs from its parent's): writing
-/// a layer into a directory whose dataset did not mount would fill the host's disk.
-fn check_mounted(path: &Path) -> Result<(), StoreError> {
-    let md = std::fs::metadata(path).map_err(|e| StoreError::io_at("stat", path, e))?;
+/// Whether `path` is a mount point (its device differs from its parent's).
+fn is_mounted(path: &Path) -> Result<bool, StoreError> {
+    let md = match std::fs::metadata(path) {
+        Ok(md) => md,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(StoreError::io_at("stat", path, e)),
+    };
     let parent = path.parent().unwrap_or(Path::new("/"));
     let pmd = std::fs::metadata(parent).map_err(|e| StoreError::io_at("stat", parent, e))?;
-    if md.dev() == pmd.dev() {
-        return Err(StoreError::Corrupt(format!(
-            "{} is not mounted",
-            path.display()
-        )));
+    Ok(md.dev() != pmd.dev())
+}
+
+/// Makes sure `dataset` is mounted at `path` before anything is written there: writing
+/// into the directory of a dataset that did not mount would fill the host's disk. zfs-fuse
+/// may finish a mount after `zfs create`/`clone` returned, so this waits a little, then
+/// asks for the mount explicitly.
+fn ensure_mounted(dataset: &str, path: &Path) -> Result<(), StoreError> {
+    let wait = |limit: Duration| -> Result<bool, StoreError> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if is_mounted(path)? {
+                return Ok(true);
+            }
+            if Instant::now() >= deadline {
+                return Ok(false);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    if wait(Duration::from_secs(2))? {
+        return Ok(());
     }
-    Ok(())
+    match cmd::run_retry_busy(&["mount", dataset]) {
+        Ok(_) => {}
+        Err(StoreError::Zfs { stderr, .. }) if stderr.contains("already mounted") => {}
+        Err(e) => return Err(e),
+    }
+    if wait(Duration::from_secs(5))? {
+        return Ok(());
+    }
+    Err(StoreError::Zfs {
+        command: format!("zfs mount {dataset}"),
+        stderr: format!("{} is still not a mount point", path.display()),
+    })
 }
 
 struct DestroyOnDrop<'a> {
@@ -582,7 +614,7 @@ impl LayerStore for ZfsStore {
         let done = (|| {
             // A clone made but not mounted (a non-empty target, say) fails here too.
             cmd::run(&args.iter().map(String::as_str).collect::<Vec<_>>())?;
-            check_mounted(target)?;
+            ensure_mounted(&name, target)?;
             if top.is_none() {
                 let (uid, gid) = self.opts.id_shift.map(|s| s.root()).unwrap_or((0, 0));
                 std::os::unix::fs::chown(target, Some(uid), Some(gid))
