@@ -39,7 +39,60 @@ pub struct Config {
     pub log_level: LogLevel,
     /// The cgroup driver the kubelet is told to use (RuntimeConfig).
     pub cgroup_driver: CgroupDriver,
+    /// The static podinit binary; unset means: next to the pvecri executable, then
+    /// /usr/local/lib/pvecri/podinit, then /usr/lib/pvecri/podinit.
+    pub podinit_path: Option<PathBuf>,
+    pub storage: StorageConfig,
+    pub pod_host: pve::PodHostConfig,
     pub cni: CniConfig,
+    pub images: ImagesConfig,
+    /// `[registries."NAME"]`: mirrors, plain HTTP, CAs and credentials per registry.
+    pub registries: imageservice::hosts::RegistriesConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    pub driver: StorageDriver,
+    pub zfs: ZfsConfig,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum StorageDriver {
+    #[default]
+    Overlay,
+    Zfs,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ZfsConfig {
+    /// The parent dataset of the layer store; created if missing (its pool must exist).
+    pub dataset: String,
+}
+
+impl Default for ZfsConfig {
+    fn default() -> Self {
+        Self {
+            dataset: "rpool/pvecri".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ImagesConfig {
+    /// Layers downloaded at once, across all pulls.
+    pub max_concurrent_downloads: usize,
+}
+
+impl Default for ImagesConfig {
+    fn default() -> Self {
+        Self {
+            max_concurrent_downloads: 4,
+        }
+    }
 }
 
 impl Default for Config {
@@ -49,7 +102,12 @@ impl Default for Config {
             state_dir: PathBuf::from("/var/lib/pvecri"),
             log_level: LogLevel::Info,
             cgroup_driver: CgroupDriver::Cgroupfs,
+            podinit_path: None,
+            storage: StorageConfig::default(),
+            pod_host: pve::PodHostConfig::default(),
             cni: CniConfig::default(),
+            images: ImagesConfig::default(),
+            registries: Default::default(),
         }
     }
 }
@@ -142,11 +200,46 @@ log_level = "info"
 # kubelet's --cgroup-driver.
 cgroup_driver = "cgroupfs"
 
+# The static podinit binary that runs as PID 1 of every pod CT. Unset: next to the pvecri
+# executable, then /usr/local/lib/pvecri/podinit, then /usr/lib/pvecri/podinit.
+# podinit_path = "/usr/local/lib/pvecri/podinit"
+
+[storage]
+# "overlay" (a directory per layer under state_dir) or "zfs" (a dataset per layer).
+driver = "overlay"
+
+[storage.zfs]
+# Parent dataset of the layer store, used when driver = "zfs". Keep it out of any Proxmox
+# storage's dataset so that Proxmox never takes its children for guest volumes.
+dataset = "rpool/pvecri"
+
+[pod_host]
+# "lxc" (plain LXC under state_dir/lxc) or "pve" (Proxmox CTs; not in this build yet).
+driver = "lxc"
+
 [cni]
 # Network configurations; the first file in lexical order is used.
 conf_dir = "/etc/cni/net.d"
 # Where plugin executables are looked for, in order.
 bin_dirs = ["/opt/cni/bin", "/usr/lib/cni"]
+
+[images]
+# Layers downloaded at once, across all pulls.
+max_concurrent_downloads = 4
+
+# Registry hosts, per registry name. A registry on a loopback address is reached over plain
+# HTTP without configuration. Examples:
+#
+# [registries."registry.k8s.io"]
+# mirrors = ["http://127.0.0.1:5000"]     # tried in order before the registry itself
+#
+# [registries."myregistry.example:5000"]
+# insecure = true                          # plain HTTP, or TLS without verification
+# ca_files = ["/etc/pvecri/certs/my-ca.pem"]
+#
+# [registries."private.example".credentials]   # keep this file mode 0600 then
+# username = "robot"
+# password = "..."
 "#;
 
 impl Config {
@@ -194,7 +287,69 @@ impl Config {
         for (i, dir) in self.cni.bin_dirs.iter().enumerate() {
             require_absolute(&format!("cni.bin_dirs[{i}]"), dir)?;
         }
+        if let Some(p) = &self.podinit_path {
+            require_absolute("podinit_path", p)?;
+        }
+        validate_dataset(&self.storage.zfs.dataset)?;
+        if self.images.max_concurrent_downloads == 0 {
+            return Err(ConfigError::Invalid {
+                key: "images.max_concurrent_downloads".into(),
+                value: "0".into(),
+                reason: "must be at least 1".into(),
+            });
+        }
+        imageservice::hosts::validate(&self.registries).map_err(|e| ConfigError::Invalid {
+            key: format!("registries.\"{}\".{}", e.registry, e.key),
+            value: format!("{:?}", e.value),
+            reason: e.reason,
+        })?;
         Ok(())
+    }
+
+    /// The config with registry secrets blanked, for Status' verbose info and logs.
+    pub fn redacted(&self) -> Self {
+        let mut c = self.clone();
+        for reg in c.registries.values_mut() {
+            if let Some(creds) = reg.credentials.as_mut() {
+                for secret in [
+                    &mut creds.password,
+                    &mut creds.auth,
+                    &mut creds.identity_token,
+                    &mut creds.registry_token,
+                ] {
+                    if !secret.is_empty() {
+                        *secret = "<redacted>".into();
+                    }
+                }
+            }
+        }
+        c
+    }
+
+    /// Whether the file holds registry secrets.
+    pub fn has_credentials(&self) -> bool {
+        self.registries.values().any(|r| r.credentials.is_some())
+    }
+}
+
+/// A ZFS dataset name: pool/child..., no snapshot part, no leading or doubled slash.
+fn validate_dataset(name: &str) -> Result<(), ConfigError> {
+    let ok = !name.is_empty()
+        && !name.starts_with('/')
+        && !name.ends_with('/')
+        && name.split('/').all(|c| {
+            !c.is_empty()
+                && c.chars()
+                    .all(|ch| ch.is_ascii_alphanumeric() || matches!(ch, '_' | '-' | '.' | ':'))
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err(ConfigError::Invalid {
+            key: "storage.zfs.dataset".into(),
+            value: format!("{name:?}"),
+            reason: "not a ZFS dataset name (pool/child, letters, digits, _-.:)".into(),
+        })
     }
 }
 
@@ -285,6 +440,40 @@ mod tests {
     fn relative_paths_are_refused() {
         let e = parse("state_dir = \"var/lib\"\n").unwrap_err().to_string();
         assert!(e.contains("state_dir") && e.contains("var/lib"), "{e}");
+    }
+
+    #[test]
+    fn sections_parse_and_validate() {
+        let c = parse(
+            "[storage]\ndriver = \"zfs\"\n[storage.zfs]\ndataset = \"tank/pvecri\"\n\
+             [registries.\"registry.k8s.io\"]\nmirrors = [\"http://127.0.0.1:5000\"]\n\
+             [registries.\"r.example\".credentials]\nusername = \"u\"\npassword = \"hunter2\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.storage.driver, StorageDriver::Zfs);
+        assert_eq!(c.storage.zfs.dataset, "tank/pvecri");
+        assert_eq!(
+            c.registries["registry.k8s.io"].mirrors,
+            ["http://127.0.0.1:5000"]
+        );
+        assert!(c.has_credentials());
+        let shown = serde_json::to_string(&c.redacted()).unwrap();
+        assert!(!shown.contains("hunter2"), "{shown}");
+        let e = parse("[storage.zfs]\ndataset = \"/bad\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("storage.zfs.dataset") && e.contains("/bad"),
+            "{e}"
+        );
+        let e = parse("[registries.\"r.io\"]\nmirrors = [\"ftp://x\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("mirrors[0]") && e.contains("ftp://x"), "{e}");
+        let e = parse("[pod_host]\ndriver = \"vmware\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("pod_host.driver") && e.contains("vmware"), "{e}");
     }
 
     #[test]

@@ -1,14 +1,20 @@
-//! The daemon's shared state and its start-up: the state directory, its lock, the metadata
-//! store.
+//! The daemon's shared state and its start-up: the state directory and its lock, the
+//! metadata store, the layer store, the image service, the pod host, reconciliation.
 
 use std::fs::File;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
+use imageservice::manifest::Platform;
+use imageservice::metrics::PullMetrics;
+use imageservice::service::{ImageService, ImageServiceConfig};
 use nix::fcntl::{Flock, FlockArg};
 
-use crate::config::Config;
+use crate::catalog::MetadataCatalog;
+use crate::config::{CgroupDriver, Config, StorageDriver};
 use crate::metadata::{MetadataError, MetadataStore};
+use crate::runtime::{Runtime, RuntimeParts};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
@@ -22,37 +28,170 @@ pub enum StartupError {
     StateDirInUse(PathBuf),
     #[error(transparent)]
     Metadata(#[from] MetadataError),
+    #[error("layer store: {0}")]
+    Store(String),
+    #[error("image service: {0}")]
+    Images(String),
+    #[error("pod host: {0}")]
+    PodHost(String),
+    #[error("metrics: {0}")]
+    Metrics(String),
+    #[error("reconciling with what exists: {0}")]
+    Reconcile(String),
 }
 
 /// What every RPC handler shares.
-#[derive(Debug)]
 pub struct Daemon {
     pub config: Config,
-    pub metadata: MetadataStore,
+    pub metadata: Arc<MetadataStore>,
+    pub images: Arc<ImageService>,
+    pub runtime: Runtime,
+    pub metrics: prometheus::Registry,
     /// Held for the daemon's lifetime: two daemons on one state directory would corrupt it.
     _lock: Flock<File>,
 }
 
 impl Daemon {
-    pub fn open(config: Config) -> Result<Self, StartupError> {
+    pub async fn start(config: Config) -> Result<Self, StartupError> {
         let state_dir = config.state_dir.clone();
-        let io = |op| {
-            let path = state_dir.clone();
-            move |error| StartupError::StateDir { path, op, error }
-        };
         std::fs::DirBuilder::new()
             .recursive(true)
-            .mode(0o700)
+            // Traversable (not readable) by others: an unprivileged pod CT's root (uid 100000)
+            // must reach its pod directory below it.
+            .mode(0o711)
             .create(&state_dir)
-            .map_err(io("create"))?;
+            .map_err(|error| StartupError::StateDir {
+                path: state_dir.clone(),
+                op: "create",
+                error,
+            })?;
         let lock = lock_state_dir(&state_dir)?;
-        let metadata = MetadataStore::open(&state_dir.join("metadata.db"))?;
+        let metadata = Arc::new(MetadataStore::open(&state_dir.join("metadata.db"))?);
+
+        let store_config = match config.storage.driver {
+            StorageDriver::Overlay => layerfs::StoreConfig::Overlay {
+                root: state_dir.join("overlay"),
+            },
+            StorageDriver::Zfs => layerfs::StoreConfig::Zfs {
+                dataset: config.storage.zfs.dataset.clone(),
+                mount_root: state_dir.join("zfs"),
+            },
+        };
+        let store = tokio::task::spawn_blocking(move || layerfs::open_store(&store_config))
+            .await
+            .map_err(|e| StartupError::Store(e.to_string()))?
+            .map_err(|e| StartupError::Store(e.to_string()))?;
+
+        let registry = prometheus::Registry::new_custom(None, None)
+            .map_err(|e| StartupError::Metrics(e.to_string()))?;
+        let pull_metrics = PullMetrics::new().map_err(|e| StartupError::Metrics(e.to_string()))?;
+        pull_metrics
+            .register(&registry)
+            .map_err(|e| StartupError::Metrics(e.to_string()))?;
+        let images = ImageService::new(
+            ImageServiceConfig {
+                registries: config.registries.clone(),
+                spool_dir: state_dir.join("spool"),
+                max_concurrent_downloads: config.images.max_concurrent_downloads,
+                platform: Platform::node(),
+            },
+            store,
+            Arc::new(MetadataCatalog(metadata.clone())),
+            pull_metrics,
+        )
+        .map_err(|e| StartupError::Images(e.to_string()))?;
+
+        let pod_host = pve::build(&config.pod_host, &state_dir)
+            .map_err(|e| StartupError::PodHost(e.to_string()))?;
+        let podinit = find_podinit(config.podinit_path.as_deref());
+        match &podinit {
+            Some(p) => tracing::info!(podinit = %p.display(), "podinit found"),
+            None => tracing::error!("podinit not found: pods cannot start; set podinit_path"),
+        }
+        let runtime = Runtime::new(RuntimeParts {
+            metadata: metadata.clone(),
+            pod_host,
+            images: images.clone(),
+            cni_bin_dirs: config.cni.bin_dirs.clone(),
+            cni_conf_dir: config.cni.conf_dir.clone(),
+            cgroup_driver: match config.cgroup_driver {
+                CgroupDriver::Cgroupfs => pve::CgroupDriver::Cgroupfs,
+                CgroupDriver::Systemd => pve::CgroupDriver::Systemd,
+            },
+            podinit,
+            state_dir: state_dir.clone(),
+        })
+        .map_err(|e| StartupError::Reconcile(e.to_string()))?;
+        let reconciled = runtime
+            .reconcile()
+            .await
+            .map_err(|e| StartupError::Reconcile(e.to_string()))?;
+        tracing::info!(?reconciled, "reconciled");
+        if let Err(e) = images.collect_garbage().await {
+            tracing::warn!(error = %e, "collecting unused layers at start");
+        }
         Ok(Self {
             config,
             metadata,
+            images,
+            runtime,
+            metrics: registry,
             _lock: lock,
         })
     }
+}
+
+/// The configured podinit, else one next to our executable, else the install locations.
+/// Only a statically linked one will do: the CT's root holds no libraries.
+fn find_podinit(configured: Option<&Path>) -> Option<PathBuf> {
+    if let Some(p) = configured {
+        if !p.is_file() {
+            return None;
+        }
+        if !is_static_elf(p) {
+            tracing::error!(podinit = %p.display(), "podinit is dynamically linked; build it with scripts/build-podinit");
+            return None;
+        }
+        return Some(p.to_path_buf());
+    }
+    let beside = std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(|d| d.join("podinit")));
+    beside
+        .into_iter()
+        .chain([
+            PathBuf::from("/usr/local/lib/pvecri/podinit"),
+            PathBuf::from("/usr/lib/pvecri/podinit"),
+        ])
+        .find(|p| p.is_file() && is_static_elf(p))
+}
+
+/// An ELF executable without a program interpreter (PT_INTERP) needs no dynamic loader.
+fn is_static_elf(path: &Path) -> bool {
+    use std::io::{Read, Seek, SeekFrom};
+    const PT_INTERP: u32 = 3;
+    let Ok(mut f) = File::open(path) else {
+        return false;
+    };
+    let mut hdr = [0u8; 64];
+    if f.read_exact(&mut hdr).is_err() || &hdr[..4] != b"\x7fELF" || hdr[4] != 2 || hdr[5] != 1 {
+        return false; // not a 64-bit little-endian ELF
+    }
+    let u16_at = |b: &[u8], o: usize| u16::from_le_bytes([b[o], b[o + 1]]);
+    let phoff = u64::from_le_bytes([
+        hdr[32], hdr[33], hdr[34], hdr[35], hdr[36], hdr[37], hdr[38], hdr[39],
+    ]);
+    let phentsize = usize::from(u16_at(&hdr, 54));
+    let phnum = usize::from(u16_at(&hdr, 56));
+    if phentsize < 4 || phnum > 256 || f.seek(SeekFrom::Start(phoff)).is_err() {
+        return false;
+    }
+    let mut ph = vec![0u8; phentsize * phnum];
+    if f.read_exact(&mut ph).is_err() {
+        return false;
+    }
+    !ph.chunks(phentsize)
+        .any(|p| u32::from_le_bytes([p[0], p[1], p[2], p[3]]) == PT_INTERP)
 }
 
 fn lock_state_dir(state_dir: &Path) -> Result<Flock<File>, StartupError> {
@@ -87,14 +226,22 @@ mod tests {
     #[test]
     fn second_daemon_on_one_state_dir_is_refused() {
         let dir = tempfile::tempdir().unwrap();
-        let config = Config {
-            state_dir: dir.path().join("state"),
-            ..Config::default()
-        };
-        let _first = Daemon::open(config.clone()).unwrap();
+        std::fs::create_dir_all(dir.path()).unwrap();
+        let _first = lock_state_dir(dir.path()).unwrap();
         assert!(matches!(
-            Daemon::open(config),
+            lock_state_dir(dir.path()),
             Err(StartupError::StateDirInUse(_))
         ));
+    }
+
+    #[test]
+    fn configured_podinit_must_exist_and_be_static() {
+        assert_eq!(find_podinit(Some(Path::new("/nonexistent/podinit"))), None);
+        let f = tempfile::NamedTempFile::new().unwrap();
+        assert_eq!(find_podinit(Some(f.path())), None, "not an ELF");
+        // Debian's busybox-static is static; /bin/ls is not.
+        assert!(is_static_elf(Path::new("/bin/busybox")));
+        assert!(!is_static_elf(Path::new("/bin/ls")));
+        assert_eq!(find_podinit(Some(Path::new("/bin/ls"))), None);
     }
 }

@@ -1,8 +1,10 @@
 //! pvecri, the daemon: a Kubernetes CRI runtime for Proxmox VE nodes, serving gRPC on a
 //! Unix socket.
 
+pub mod catalog;
 pub mod cni;
 pub mod config;
 pub mod daemon;
 pub mod metadata;
+pub mod runtime;
 pub mod server;

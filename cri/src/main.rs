@@ -95,8 +95,13 @@ fn load_config(args: &ServeArgs) -> anyhow::Result<Config> {
 }
 
 fn init_logging(level: LogLevel) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level.as_str()));
+    // The HTTP and gRPC stacks are chatty at debug; they stay at warn unless RUST_LOG asks.
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(format!(
+            "{},h2=warn,hyper=warn,hyper_util=warn,tower=warn,tonic=warn,rustls=warn,reqwest=warn",
+            level.as_str()
+        ))
+    });
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -114,7 +119,14 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     runtime.block_on(async move {
         let socket_path = config.socket.clone();
         let listener = server::socket::bind(&socket_path)?;
-        let daemon = match Daemon::open(config) {
+        if config.has_credentials() {
+            warn_if_readable(
+                args.config
+                    .as_deref()
+                    .unwrap_or(std::path::Path::new(DEFAULT_CONFIG_PATH)),
+            );
+        }
+        let daemon = match Daemon::start(config).await {
             Ok(daemon) => Arc::new(daemon),
             Err(e) => {
                 let _ = std::fs::remove_file(&socket_path);
@@ -126,6 +138,16 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         tracing::info!("stopped");
         Ok(())
     })
+}
+
+/// Registry secrets in a file others can read are worth a warning, not a refusal.
+fn warn_if_readable(path: &std::path::Path) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(meta) = std::fs::metadata(path)
+        && meta.permissions().mode() & 0o077 != 0
+    {
+        tracing::warn!(config = %path.display(), "the config holds registry credentials but is readable by others; chmod 0600 it");
+    }
 }
 
 /// Completes on the first SIGTERM or SIGINT.

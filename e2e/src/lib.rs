@@ -7,6 +7,7 @@ pub mod daemon;
 pub mod images;
 pub mod lock;
 pub mod mounts;
+pub mod proxy;
 pub mod registry;
 pub mod tree;
 pub mod zfs;

@@ -87,6 +87,10 @@ impl Registry {
         self.port
     }
 
+    pub fn socket_addr(&self) -> std::net::SocketAddr {
+        ([127, 0, 0, 1], self.port).into()
+    }
+
     /// The registry's filesystem storage root (`docker/registry/v2/...` below it).
     pub fn storage_dir(&self) -> PathBuf {
         self.dir.path().join("storage")
@@ -140,10 +144,7 @@ impl Registry {
 
     /// An oci-client that speaks plain HTTP to this registry.
     pub fn client(&self) -> Client {
-        Client::new(ClientConfig {
-            protocol: ClientProtocol::HttpsExcept(vec![self.addr()]),
-            ..ClientConfig::default()
-        })
+        plain_http_client(&[self.addr()])
     }
 
     /// `127.0.0.1:PORT/<repo>:<tag>`.
@@ -159,6 +160,15 @@ impl Drop for Registry {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// An oci-client that speaks plain HTTP to the given `host:port`s (a registry, or a
+/// [`crate::proxy::FaultProxy`] in front of one) and HTTPS elsewhere.
+pub fn plain_http_client(addrs: &[String]) -> Client {
+    Client::new(ClientConfig {
+        protocol: ClientProtocol::HttpsExcept(addrs.to_vec()),
+        ..ClientConfig::default()
+    })
 }
 
 fn free_port() -> anyhow::Result<u16> {

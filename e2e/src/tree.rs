@@ -641,4 +641,17 @@ mod tests {
         assert!(!diffs.iter().any(|d| d.contains("extra")), "{diffs:?}");
         assert!(ensure_same(&expected, &expected, &CompareOptions::default()).is_ok());
     }
+
+    proptest::proptest! {
+        /// Whatever the raw name, a normalized path stays inside the root.
+        #[test]
+        fn normalized_paths_stay_inside(raw in "[a./]{0,12}|[^\\x00]{0,40}") {
+            if let Some(p) = normalize_path(&raw) {
+                proptest::prop_assert!(!p.starts_with('/'));
+                proptest::prop_assert!(p.split('/').all(|c| !c.is_empty() && c != "." && c != ".."), "{p}");
+            } else {
+                proptest::prop_assert!(raw.split('/').any(|c| c == "..") || raw.split('/').all(|c| c.is_empty() || c == "."));
+            }
+        }
+    }
 }

@@ -56,21 +56,22 @@ pub fn ensure_zfs_fuse() -> anyhow::Result<()> {
                 .parent()
                 .unwrap_or(Path::new("/run")),
         )?;
+        // A file, not a pipe: the daemonized child may keep the descriptor open for good.
+        let log_path = Path::new(ZFS_FUSE_PIDFILE).with_file_name("zfs-fuse.log");
+        let log = std::fs::File::create(&log_path)
+            .with_context(|| format!("cannot create {}", log_path.display()))?;
         let mut cmd = Command::new(ZFS_FUSE);
         cmd.args(["--pidfile", ZFS_FUSE_PIDFILE])
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
+            .stdout(log.try_clone()?)
+            .stderr(log)
             // Its own process group, so that a test runner killing the test's group spares it.
             .process_group(0);
         // zfs-fuse forks into the background; the foreground process exits at once.
-        let out = output(&mut cmd)?;
-        if !out.status.success() {
-            bail!(
-                "zfs-fuse failed to start ({}): {}",
-                out.status,
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
+        let status = cmd.status().context("cannot run zfs-fuse")?;
+        if !status.success() {
+            let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+            bail!("zfs-fuse failed to start ({status}): {}", log.trim());
         }
     }
     let deadline = Instant::now() + ZFS_FUSE_START_TIMEOUT;

@@ -129,3 +129,64 @@ async fn basic_auth_refuses_anonymous_and_wrong_password() {
         "no 401 in the access log"
     );
 }
+
+#[tokio::test]
+async fn fault_proxy_throttles_and_cuts_downloads() {
+    use e2e::proxy::FaultProxy;
+    use e2e::registry::plain_http_client;
+
+    let registry = Registry::start(RegistryOptions::default()).unwrap();
+    // Incompressible, so that nothing on the way shrinks it.
+    let data: Vec<u8> = (0..4 << 20).map(|_| rand::random::<u8>()).collect();
+    let layer = ImageLayer::oci_v1(data.clone(), None);
+    let digest = layer.sha256_digest();
+    let direct = registry.reference("big", "v1").unwrap();
+    registry
+        .client()
+        .push(
+            &direct,
+            &[layer],
+            Config::oci_v1(b"{}".to_vec(), None),
+            &RegistryAuth::Anonymous,
+            None,
+        )
+        .await
+        .unwrap();
+
+    let proxy = FaultProxy::start(registry.socket_addr()).unwrap();
+    let via_proxy: oci_client::Reference = format!("{}/big:v1", proxy.addr()).parse().unwrap();
+    let client = plain_http_client(&[proxy.addr()]);
+
+    proxy.set_bytes_per_sec(4 << 20);
+    let start = std::time::Instant::now();
+    let mut out = Vec::new();
+    client
+        .pull_blob(&via_proxy, digest.as_str(), &mut out)
+        .await
+        .unwrap();
+    let took = start.elapsed();
+    assert_eq!(out, data);
+    assert!(
+        took >= std::time::Duration::from_millis(800),
+        "4 MiB at 4 MiB/s took only {took:?}"
+    );
+    assert!(proxy.bytes_forwarded() >= 4 << 20);
+
+    proxy.set_bytes_per_sec(0);
+    proxy.set_cut_after(1 << 20);
+    let before = proxy.bytes_forwarded();
+    let mut out = Vec::new();
+    let cut = plain_http_client(&[proxy.addr()])
+        .pull_blob(&via_proxy, digest.as_str(), &mut out)
+        .await;
+    assert!(cut.is_err(), "a download cut after 1 MiB succeeded");
+    assert!(proxy.bytes_forwarded() - before <= 1 << 20);
+
+    proxy.set_cut_after(0);
+    let mut out = Vec::new();
+    plain_http_client(&[proxy.addr()])
+        .pull_blob(&via_proxy, digest.as_str(), &mut out)
+        .await
+        .unwrap();
+    assert_eq!(out.len(), data.len());
+}

@@ -110,6 +110,23 @@ impl Credentials {
 }
 
 impl Auth {
+    /// A digest of the credentials, to key caches without keeping the secret itself.
+    pub fn fingerprint(&self) -> [u8; 32] {
+        use sha2::{Digest as _, Sha256};
+        let mut h = Sha256::new();
+        let parts: [&str; 3] = match self {
+            Self::Anonymous => ["anonymous", "", ""],
+            Self::Basic { username, password } => ["basic", username, password],
+            Self::Bearer(t) => ["bearer", t, ""],
+            Self::IdentityToken { username, token } => ["identity", username, token],
+        };
+        for p in parts {
+            h.update(p.as_bytes());
+            h.update([0]);
+        }
+        h.finalize().into()
+    }
+
     /// The oci-client form; an identity token must have been exchanged first.
     pub fn to_registry_auth(&self, exchanged: Option<&str>) -> RegistryAuth {
         match (self, exchanged) {

@@ -113,6 +113,15 @@ impl ImageCatalog for MemoryCatalog {
     }
 }
 
+/// How a query found its image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Matched {
+    Id,
+    Digest,
+    /// The normalised `registry/repository:tag`.
+    Tag(String),
+}
+
 /// The in-memory view of all records, with CRI's lookup rules.
 #[derive(Debug, Default, Clone)]
 pub struct ImageIndex {
@@ -145,21 +154,32 @@ impl ImageIndex {
     /// Finds an image by full ID (with or without `sha256:`), by reference (tag or digest,
     /// normalised), or by a unique ID prefix.
     pub fn resolve(&self, query: &str) -> Option<&ImageRecord> {
+        self.resolve_how(query).map(|(r, _)| r)
+    }
+
+    /// Like [`Self::resolve`], also saying what matched.
+    pub fn resolve_how(&self, query: &str) -> Option<(&ImageRecord, Matched)> {
         let hex = query.strip_prefix("sha256:").unwrap_or(query);
         if hex.len() == 64
             && let Some(r) = self.by_id.get(&format!("sha256:{hex}"))
         {
-            return Some(r);
+            return Some((r, Matched::Id));
         }
         if let Ok(r) = ImageRef::parse(query) {
             let found = match r.digest() {
                 Some(d) => {
                     let want = r.with_digest(d);
-                    self.by_id.values().find(|i| i.repo_digests.contains(&want))
+                    self.by_id
+                        .values()
+                        .find(|i| i.repo_digests.contains(&want))
+                        .map(|i| (i, Matched::Digest))
                 }
-                None => r
-                    .tagged()
-                    .and_then(|t| self.by_id.values().find(|i| i.repo_tags.contains(&t))),
+                None => r.tagged().and_then(|t| {
+                    self.by_id
+                        .values()
+                        .find(|i| i.repo_tags.contains(&t))
+                        .map(|i| (i, Matched::Tag(t)))
+                }),
             };
             if found.is_some() {
                 return found;
@@ -172,7 +192,7 @@ impl ImageIndex {
                 .filter(|i| i.id.trim_start_matches("sha256:").starts_with(hex));
             let first = hits.next();
             if hits.next().is_none() {
-                return first;
+                return first.map(|r| (r, Matched::Id));
             }
         }
         None

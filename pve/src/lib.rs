@@ -1,1 +1,81 @@
-//! pvecri's pod host: where a pod's CT is defined and started (drivers lxc and pve).
+//! pvecri's pod host: where a pod's CT is defined and started.
+//!
+//! The daemon asks a [`PodHost`] for one CT per pod, whose init is podinit, and learns the
+//! init's PID and network namespace (for CNI). Nothing outside this crate knows how a CT is
+//! defined or started. Drivers:
+//! * [`lxc::LxcDriver`] (`driver = "lxc"`, the embedded default): plain LXC under pvecri's
+//!   own lxcpath, driven with `lxc-start` and, for everything else, `/proc` and pidfds.
+//! * `pve` (Proxmox VE, a later issue): CT configs under `/etc/pve/lxc` and the PVE API. The
+//!   interface is shaped for it too: ids stay the pod sandbox ids (the driver maps them to
+//!   vmids and finds them again through tags/descriptions built from `name`, `namespace` and
+//!   `labels`), and every call may take as long as an API task.
+//!
+//! What podinit can rely on inside a pod CT (both drivers):
+//! * it runs as PID 1 of a new PID namespace, as `/sbin/podinit --pod-dir /pvecri`, with the
+//!   pod directory at `/pvecri` (host mounts made under it later appear; its own mounts stay
+//!   inside) and its stdout/stderr in the CT's console log;
+//! * the CT has its own network (only `lo`, up, unless host network), IPC, UTS (the pod's
+//!   hostname), mount and cgroup namespaces; a pod-wide tmpfs at `/dev/shm`;
+//! * its cgroup is the root of its cgroup namespace and mounted writable at `/sys/fs/cgroup`
+//!   (one mount per hierarchy on cgroup v1): it makes one child cgroup per container. On
+//!   cgroup v2 it must move itself into a leaf child before enabling controllers for its
+//!   children (no internal processes);
+//! * full capabilities, no seccomp, no AppArmor confinement, all devices allowed: podinit
+//!   applies each container's restrictions itself;
+//! * stop sends SIGTERM once, then SIGKILL after the timeout. A PID 1 drops signals it has no
+//!   handler for, so podinit must install its SIGTERM handler before it signals readiness
+//!   (its API socket); a stop that comes earlier waits out the timeout.
+
+pub mod cgroup;
+pub mod config;
+pub mod error;
+pub mod lxc;
+pub mod mountinfo;
+pub mod oom;
+pub mod pod_dir;
+pub mod process;
+pub mod reach;
+pub mod spec;
+pub mod subid;
+pub mod sysctl;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+pub use config::{DriverKind, PodHostConfig, build};
+pub use error::PodHostError;
+pub use spec::{
+    CgroupDriver, CtInfo, CtRuntime, CtStatus, NetworkMode, PodResources, PodSpec,
+    UNPRIVILEGED_ID_BASE, UNPRIVILEGED_ID_COUNT,
+};
+
+/// Where pods' CTs are defined and run.
+///
+/// Ids are pod sandbox ids. Every method may be called again after a failure or a daemon
+/// restart: `stop` and `destroy` are idempotent, `start` of a running CT returns its runtime.
+#[async_trait]
+pub trait PodHost: Send + Sync {
+    /// `"lxc"` or `"pve"`.
+    fn driver(&self) -> &'static str;
+
+    /// Defines the CT (not started). [`PodHostError::AlreadyExists`] if the id is taken.
+    async fn create(&self, spec: &PodSpec) -> Result<(), PodHostError>;
+
+    /// Starts the CT; returns once its init runs and its PID is known.
+    async fn start(&self, id: &str) -> Result<CtRuntime, PodHostError>;
+
+    /// Sends the CT's init its halt signal (SIGTERM), waits up to `timeout` for it to exit,
+    /// then kills it; returns once the CT is down. A zero timeout kills at once. Succeeds for a
+    /// CT that is stopped or unknown.
+    async fn stop(&self, id: &str, timeout: Duration) -> Result<(), PodHostError>;
+
+    /// Kills the CT if it runs and removes its definition and cgroups. Succeeds for a CT that
+    /// is already gone.
+    async fn destroy(&self, id: &str) -> Result<(), PodHostError>;
+
+    async fn status(&self, id: &str) -> Result<CtStatus, PodHostError>;
+
+    /// The CTs this host manages, running or not, also those created before a daemon restart.
+    async fn list(&self) -> Result<Vec<CtInfo>, PodHostError>;
+}

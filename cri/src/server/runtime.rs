@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use k8s_cri::v1::runtime_service_server::RuntimeService;
 use k8s_cri::v1::*;
@@ -12,6 +13,9 @@ use tonic::{Request, Response, Status};
 use crate::cni;
 use crate::config::CgroupDriver as ConfigCgroupDriver;
 use crate::daemon::Daemon;
+use crate::runtime::records::{ContainerRecord, PodRecord};
+use crate::runtime::{Runtime, labels_match};
+use podinit::api::ContainerState as PiState;
 
 /// The kubelet's CRI API version this runtime speaks.
 const KUBELET_API_VERSION: &str = "0.1.0";
@@ -27,12 +31,24 @@ impl RuntimeApi {
         Self { daemon }
     }
 
+    fn rt(&self) -> Result<&Runtime, Status> {
+        Ok(&self.daemon.runtime)
+    }
+
     fn status_response(&self, verbose: bool) -> Result<StatusResponse, Status> {
-        let runtime_ready = RuntimeCondition {
-            r#type: "RuntimeReady".into(),
-            status: true,
-            reason: String::new(),
-            message: String::new(),
+        let runtime_ready = match &self.daemon.runtime.podinit {
+            Some(_) => RuntimeCondition {
+                r#type: "RuntimeReady".into(),
+                status: true,
+                reason: String::new(),
+                message: String::new(),
+            },
+            None => RuntimeCondition {
+                r#type: "RuntimeReady".into(),
+                status: false,
+                reason: "PodinitNotFound".into(),
+                message: "the podinit binary was not found; set podinit_path in the config".into(),
+            },
         };
         let network_ready = match cni::config::load_network(&self.daemon.config.cni.conf_dir) {
             Ok(_) => RuntimeCondition {
@@ -50,7 +66,7 @@ impl RuntimeApi {
         };
         let mut info = HashMap::new();
         if verbose {
-            let config = serde_json::to_string(&self.daemon.config)
+            let config = serde_json::to_string(&self.daemon.config.redacted())
                 .map_err(|e| Status::internal(format!("encoding the config: {e}")))?;
             info.insert("config".to_string(), config);
         }
@@ -133,6 +149,250 @@ runtime_service! {
             }))
         }
 
+        async fn run_pod_sandbox(
+            &self,
+            request: Request<RunPodSandboxRequest>,
+        ) -> Result<Response<RunPodSandboxResponse>, Status> {
+            let req = request.into_inner();
+            let config = req
+                .config
+                .ok_or_else(|| Status::invalid_argument("RunPodSandbox without a config"))?;
+            let id = self.rt()?.run_pod_sandbox(config, req.runtime_handler).await?;
+            Ok(Response::new(RunPodSandboxResponse { pod_sandbox_id: id }))
+        }
+
+        async fn stop_pod_sandbox(
+            &self,
+            request: Request<StopPodSandboxRequest>,
+        ) -> Result<Response<StopPodSandboxResponse>, Status> {
+            self.rt()?.stop_pod_sandbox(&request.into_inner().pod_sandbox_id).await?;
+            Ok(Response::new(StopPodSandboxResponse {}))
+        }
+
+        async fn remove_pod_sandbox(
+            &self,
+            request: Request<RemovePodSandboxRequest>,
+        ) -> Result<Response<RemovePodSandboxResponse>, Status> {
+            self.rt()?.remove_pod_sandbox(&request.into_inner().pod_sandbox_id).await?;
+            Ok(Response::new(RemovePodSandboxResponse {}))
+        }
+
+        async fn pod_sandbox_status(
+            &self,
+            request: Request<PodSandboxStatusRequest>,
+        ) -> Result<Response<PodSandboxStatusResponse>, Status> {
+            let req = request.into_inner();
+            let rt = self.rt()?;
+            let pod = rt.find_pod(&req.pod_sandbox_id)?;
+            let state = rt.pod_state(&pod).await;
+            let mut info = HashMap::new();
+            if req.verbose {
+                let verbose = serde_json::json!({
+                    "pod_dir": rt.pod_dir(&pod.id),
+                    "pod_host": rt.pod_host.driver(),
+                    "init_pid": pod.init_pid,
+                    "host_network": pod.host_network,
+                    "ips": pod.ips,
+                    "config": pod.config,
+                });
+                info.insert("info".to_string(), verbose.to_string());
+            }
+            Ok(Response::new(PodSandboxStatusResponse {
+                status: Some(pod_status(&pod, state)),
+                info,
+                containers_statuses: vec![],
+                timestamp: crate::runtime::now_ns(),
+            }))
+        }
+
+        async fn list_pod_sandbox(
+            &self,
+            request: Request<ListPodSandboxRequest>,
+        ) -> Result<Response<ListPodSandboxResponse>, Status> {
+            let filter = request.into_inner().filter.unwrap_or_default();
+            let rt = self.rt()?;
+            let mut items = Vec::new();
+            for pod in rt.pods()? {
+                if pod.state == crate::runtime::records::PodState::Creating {
+                    continue;
+                }
+                if !filter.id.is_empty() && !pod.id.starts_with(&filter.id) {
+                    continue;
+                }
+                if !labels_match(&filter.label_selector, &pod.config.labels) {
+                    continue;
+                }
+                let state = rt.pod_state(&pod).await;
+                if let Some(want) = &filter.state
+                    && want.state != state as i32
+                {
+                    continue;
+                }
+                let m = pod.config.metadata.clone();
+                items.push(PodSandbox {
+                    id: pod.id.clone(),
+                    metadata: m,
+                    state: state as i32,
+                    created_at: pod.created_at_ns,
+                    labels: pod.config.labels.clone(),
+                    annotations: pod.config.annotations.clone(),
+                    runtime_handler: pod.runtime_handler.clone(),
+                });
+            }
+            Ok(Response::new(ListPodSandboxResponse { items }))
+        }
+
+        async fn create_container(
+            &self,
+            request: Request<CreateContainerRequest>,
+        ) -> Result<Response<CreateContainerResponse>, Status> {
+            let req = request.into_inner();
+            let config = req
+                .config
+                .ok_or_else(|| Status::invalid_argument("CreateContainer without a config"))?;
+            let id = self
+                .rt()?
+                .create_container(&req.pod_sandbox_id, config, req.sandbox_config)
+                .await?;
+            Ok(Response::new(CreateContainerResponse { container_id: id }))
+        }
+
+        async fn start_container(
+            &self,
+            request: Request<StartContainerRequest>,
+        ) -> Result<Response<StartContainerResponse>, Status> {
+            self.rt()?.start_container(&request.into_inner().container_id).await?;
+            Ok(Response::new(StartContainerResponse {}))
+        }
+
+        async fn stop_container(
+            &self,
+            request: Request<StopContainerRequest>,
+        ) -> Result<Response<StopContainerResponse>, Status> {
+            let req = request.into_inner();
+            let timeout = Duration::from_secs(u64::try_from(req.timeout).unwrap_or(0));
+            self.rt()?.stop_container(&req.container_id, timeout).await?;
+            Ok(Response::new(StopContainerResponse {}))
+        }
+
+        async fn remove_container(
+            &self,
+            request: Request<RemoveContainerRequest>,
+        ) -> Result<Response<RemoveContainerResponse>, Status> {
+            self.rt()?.remove_container(&request.into_inner().container_id).await?;
+            Ok(Response::new(RemoveContainerResponse {}))
+        }
+
+        async fn list_containers(
+            &self,
+            request: Request<ListContainersRequest>,
+        ) -> Result<Response<ListContainersResponse>, Status> {
+            let filter = request.into_inner().filter.unwrap_or_default();
+            let rt = self.rt()?;
+            let mut containers = Vec::new();
+            for c in rt.containers()? {
+                if c.creating
+                    || (!filter.id.is_empty() && !c.id.starts_with(&filter.id))
+                    || (!filter.pod_sandbox_id.is_empty() && !c.pod_id.starts_with(&filter.pod_sandbox_id))
+                    || !labels_match(&filter.label_selector, &c.config.labels)
+                {
+                    continue;
+                }
+                let st = rt.observed_status(&c).await;
+                let state = cri_state(st.state);
+                if let Some(want) = &filter.state
+                    && want.state != state as i32
+                {
+                    continue;
+                }
+                containers.push(Container {
+                    id: c.id.clone(),
+                    pod_sandbox_id: c.pod_id.clone(),
+                    metadata: c.config.metadata.clone(),
+                    image: c.config.image.clone(),
+                    image_ref: c.image_ref.clone(),
+                    state: state as i32,
+                    created_at: c.created_at_ns,
+                    labels: c.config.labels.clone(),
+                    annotations: c.config.annotations.clone(),
+                    image_id: c.image_id.clone(),
+                });
+            }
+            Ok(Response::new(ListContainersResponse { containers }))
+        }
+
+        async fn container_status(
+            &self,
+            request: Request<ContainerStatusRequest>,
+        ) -> Result<Response<ContainerStatusResponse>, Status> {
+            let req = request.into_inner();
+            let rt = self.rt()?;
+            let c = rt.find_container(&req.container_id)?;
+            let st = rt.observed_status(&c).await;
+            let mut info = HashMap::new();
+            if req.verbose {
+                let verbose = serde_json::json!({
+                    "pod_sandbox_id": c.pod_id,
+                    "pid": st.pid,
+                    "bundle": rt.ctr_dir(&c.pod_id, &c.id),
+                    "mounts": c.mounts,
+                    "start_error": st.start_error,
+                    "lost": st.lost,
+                });
+                info.insert("info".to_string(), verbose.to_string());
+            }
+            Ok(Response::new(ContainerStatusResponse {
+                status: Some(container_status(&c, &st)),
+                info,
+            }))
+        }
+
+        async fn exec_sync(
+            &self,
+            request: Request<ExecSyncRequest>,
+        ) -> Result<Response<ExecSyncResponse>, Status> {
+            let req = request.into_inner();
+            let timeout = Duration::from_secs(u64::try_from(req.timeout).unwrap_or(0));
+            let r = self.rt()?.exec_sync(&req.container_id, req.cmd.clone(), timeout).await?;
+            if r.timed_out {
+                // The kubelet reads DeadlineExceeded as a probe timeout.
+                return Err(Status::deadline_exceeded(format!(
+                    "command {:?} timed out after {}s",
+                    req.cmd.join(" "),
+                    req.timeout
+                )));
+            }
+            Ok(Response::new(ExecSyncResponse {
+                stdout: r.stdout,
+                stderr: r.stderr,
+                exit_code: r.exit_code,
+            }))
+        }
+
+        async fn reopen_container_log(
+            &self,
+            request: Request<ReopenContainerLogRequest>,
+        ) -> Result<Response<ReopenContainerLogResponse>, Status> {
+            self.rt()?.reopen_container_log(&request.into_inner().container_id).await?;
+            Ok(Response::new(ReopenContainerLogResponse {}))
+        }
+
+        async fn update_runtime_config(
+            &self,
+            request: Request<UpdateRuntimeConfigRequest>,
+        ) -> Result<Response<UpdateRuntimeConfigResponse>, Status> {
+            // The only field is the node's pod CIDR, for runtimes that template their CNI
+            // config from it; pvecri uses the CNI config as written (as CRI-O does).
+            let cidr = request
+                .into_inner()
+                .runtime_config
+                .and_then(|c| c.network_config)
+                .map(|n| n.pod_cidr)
+                .unwrap_or_default();
+            tracing::info!(pod_cidr = %cidr, "runtime config update from the kubelet (no change needed)");
+            Ok(Response::new(UpdateRuntimeConfigResponse {}))
+        }
+
         type GetContainerEventsStream = EventStream;
 
         async fn get_container_events(
@@ -145,20 +405,7 @@ runtime_service! {
         }
     }
     not_built_yet {
-        run_pod_sandbox(RunPodSandboxRequest) -> RunPodSandboxResponse;
-        stop_pod_sandbox(StopPodSandboxRequest) -> StopPodSandboxResponse;
-        remove_pod_sandbox(RemovePodSandboxRequest) -> RemovePodSandboxResponse;
-        pod_sandbox_status(PodSandboxStatusRequest) -> PodSandboxStatusResponse;
-        list_pod_sandbox(ListPodSandboxRequest) -> ListPodSandboxResponse;
-        create_container(CreateContainerRequest) -> CreateContainerResponse;
-        start_container(StartContainerRequest) -> StartContainerResponse;
-        stop_container(StopContainerRequest) -> StopContainerResponse;
-        remove_container(RemoveContainerRequest) -> RemoveContainerResponse;
-        list_containers(ListContainersRequest) -> ListContainersResponse;
-        container_status(ContainerStatusRequest) -> ContainerStatusResponse;
         update_container_resources(UpdateContainerResourcesRequest) -> UpdateContainerResourcesResponse;
-        reopen_container_log(ReopenContainerLogRequest) -> ReopenContainerLogResponse;
-        exec_sync(ExecSyncRequest) -> ExecSyncResponse;
         exec(ExecRequest) -> ExecResponse;
         attach(AttachRequest) -> AttachResponse;
         port_forward(PortForwardRequest) -> PortForwardResponse;
@@ -166,9 +413,101 @@ runtime_service! {
         list_container_stats(ListContainerStatsRequest) -> ListContainerStatsResponse;
         pod_sandbox_stats(PodSandboxStatsRequest) -> PodSandboxStatsResponse;
         list_pod_sandbox_stats(ListPodSandboxStatsRequest) -> ListPodSandboxStatsResponse;
-        update_runtime_config(UpdateRuntimeConfigRequest) -> UpdateRuntimeConfigResponse;
         checkpoint_container(CheckpointContainerRequest) -> CheckpointContainerResponse;
         list_metric_descriptors(ListMetricDescriptorsRequest) -> ListMetricDescriptorsResponse;
         list_pod_sandbox_metrics(ListPodSandboxMetricsRequest) -> ListPodSandboxMetricsResponse;
+    }
+}
+
+fn cri_state(s: PiState) -> ContainerState {
+    match s {
+        PiState::Created => ContainerState::ContainerCreated,
+        PiState::Running => ContainerState::ContainerRunning,
+        PiState::Exited => ContainerState::ContainerExited,
+    }
+}
+
+fn pod_status(pod: &PodRecord, state: PodSandboxState) -> PodSandboxStatus {
+    let ns = pod
+        .config
+        .linux
+        .as_ref()
+        .and_then(|l| l.security_context.as_ref())
+        .and_then(|s| s.namespace_options.clone());
+    PodSandboxStatus {
+        id: pod.id.clone(),
+        metadata: pod.config.metadata.clone(),
+        state: state as i32,
+        created_at: pod.created_at_ns,
+        network: Some(PodSandboxNetworkStatus {
+            ip: pod.ips.first().cloned().unwrap_or_default(),
+            additional_ips: pod
+                .ips
+                .iter()
+                .skip(1)
+                .map(|ip| PodIp { ip: ip.clone() })
+                .collect(),
+        }),
+        linux: Some(LinuxPodSandboxStatus {
+            namespaces: Some(Namespace { options: ns }),
+        }),
+        labels: pod.config.labels.clone(),
+        annotations: pod.config.annotations.clone(),
+        runtime_handler: pod.runtime_handler.clone(),
+    }
+}
+
+/// CRI's reasons: `Completed` for exit 0, `OOMKilled`, else `Error`.
+fn container_status(c: &ContainerRecord, st: &podinit::api::ContainerStatus) -> ContainerStatus {
+    let state = cri_state(st.state);
+    let exit_code = st.exit_code.unwrap_or(0);
+    let (reason, message) = if state == ContainerState::ContainerExited {
+        let reason = if st.oom_killed {
+            "OOMKilled"
+        } else if exit_code == 0 {
+            "Completed"
+        } else {
+            "Error"
+        };
+        let message = if let Some(e) = &st.start_error {
+            e.clone()
+        } else if st.lost {
+            "the pod's CT stopped; the exit status is unknown".to_string()
+        } else {
+            String::new()
+        };
+        (reason.to_string(), message)
+    } else {
+        (String::new(), String::new())
+    };
+    ContainerStatus {
+        id: c.id.clone(),
+        metadata: c.config.metadata.clone(),
+        state: state as i32,
+        created_at: c.created_at_ns,
+        started_at: st.started_ns,
+        finished_at: st.finished_ns,
+        exit_code,
+        image: c.config.image.clone(),
+        image_ref: c.image_ref.clone(),
+        reason,
+        message,
+        labels: c.config.labels.clone(),
+        annotations: c.config.annotations.clone(),
+        mounts: c
+            .mounts
+            .iter()
+            .map(|m| Mount {
+                container_path: m.container_path.clone(),
+                host_path: m.host_path.clone(),
+                readonly: m.readonly,
+                propagation: m.propagation,
+                ..Default::default()
+            })
+            .collect(),
+        log_path: c.log_path.clone(),
+        resources: None,
+        image_id: c.image_id.clone(),
+        user: None,
     }
 }

@@ -830,4 +830,27 @@ mod tests {
         let raw = TestLayer::from_tar(&tar, Compression::Zstd).unwrap();
         assert_eq!(raw.diff_id, diff_id);
     }
+
+    proptest::proptest! {
+        /// Any name and link target, short or long, reads back byte for byte, with its owner
+        /// and mtime, whatever the tar crate's safe setters would think of it. (No NUL, which
+        /// tar cannot hold, and no newline: tar-rs 0.4.46 splits PAX records at newlines
+        /// rather than by their length, so it cannot read such long names back.)
+        #[test]
+        fn any_raw_name_round_trips(
+            name in "[^\\x00\\n]{1,300}",
+            target in "[^\\x00\\n]{1,300}",
+            uid in 0u64..10_000_000,
+            mtime in 0u64..0o77777777777,
+        ) {
+            let mut b = LayerBuilder::new();
+            b.file(&name, "x", 0o644).owner(uid, uid).mtime(mtime).symlink("l", &target);
+            let entries = read_back(&b.tar_bytes().unwrap());
+            proptest::prop_assert_eq!(entries.len(), 2);
+            proptest::prop_assert_eq!(&entries[0].path, &name);
+            proptest::prop_assert_eq!(entries[0].uid, uid);
+            proptest::prop_assert_eq!(entries[0].mtime, mtime);
+            proptest::prop_assert_eq!(entries[1].link.as_deref(), Some(target.as_str()));
+        }
+    }
 }

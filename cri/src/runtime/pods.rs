@@ -1,0 +1,483 @@
+//! Pod sandboxes: RunPodSandbox, StopPodSandbox, RemovePodSandbox, their status and list.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use k8s_cri::v1::{NamespaceMode, PodSandboxConfig, PodSandboxState, Protocol};
+use pve::{CtStatus, NetworkMode, PodResources, PodSpec};
+
+use super::error::{Result, RuntimeError};
+use super::records::{PodRecord, PodState};
+use super::{Runtime, ids, now_ns, podfiles, remove_tree};
+use crate::cni::config::load_network;
+use crate::cni::invoke::{Attachment, PortMapping};
+use crate::metadata::Table;
+
+/// How long podinit may take to answer after the CT started.
+const PODINIT_READY_TIMEOUT: Duration = Duration::from_secs(15);
+/// The grace a pod CT gets to stop before it is killed.
+const CT_STOP_TIMEOUT: Duration = Duration::from_secs(10);
+/// Tries of CNI DEL on stop before the error goes back to the kubelet (which retries).
+const CNI_DEL_TRIES: u32 = 3;
+
+fn host_network(config: &PodSandboxConfig) -> bool {
+    config
+        .linux
+        .as_ref()
+        .and_then(|l| l.security_context.as_ref())
+        .and_then(|s| s.namespace_options.as_ref())
+        .is_some_and(|n| n.network() == NamespaceMode::Node)
+}
+
+fn validate(config: &PodSandboxConfig) -> Result<()> {
+    let m = config
+        .metadata
+        .as_ref()
+        .ok_or_else(|| RuntimeError::invalid("pod sandbox config has no metadata"))?;
+    if m.name.is_empty() || m.namespace.is_empty() || m.uid.is_empty() {
+        return Err(RuntimeError::invalid(
+            "pod sandbox metadata needs a name, a namespace and a uid",
+        ));
+    }
+    let ns = config
+        .linux
+        .as_ref()
+        .and_then(|l| l.security_context.as_ref())
+        .and_then(|s| s.namespace_options.as_ref());
+    if let Some(ns) = ns {
+        if ns.pid() == NamespaceMode::Node {
+            return Err(RuntimeError::invalid(
+                "host PID namespace (hostPID) is not supported: a pod runs in its own CT",
+            ));
+        }
+        if ns.ipc() == NamespaceMode::Node {
+            return Err(RuntimeError::invalid(
+                "host IPC namespace (hostIPC) is not supported: a pod runs in its own CT",
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn pod_spec(rt: &Runtime, id: &str, config: &PodSandboxConfig, podinit: &Path) -> PodSpec {
+    let m = config.metadata.clone().unwrap_or_default();
+    let linux = config.linux.clone().unwrap_or_default();
+    let sc = linux.security_context.clone().unwrap_or_default();
+    let userns_pod = sc
+        .namespace_options
+        .as_ref()
+        .and_then(|n| n.userns_options.as_ref())
+        .is_some_and(|u| u.mode() == NamespaceMode::Pod);
+    let res = linux.resources.clone().unwrap_or_default();
+    let hostname = if config.hostname.is_empty() {
+        m.name.clone()
+    } else {
+        config.hostname.clone()
+    };
+    PodSpec {
+        id: id.to_string(),
+        name: format!("{}/{}", m.namespace, m.name),
+        namespace: m.namespace.clone(),
+        hostname,
+        pod_dir: rt.pod_dir(id),
+        podinit: podinit.to_path_buf(),
+        network: if host_network(config) {
+            NetworkMode::Host
+        } else {
+            NetworkMode::Isolated
+        },
+        cgroup_parent: Some(linux.cgroup_parent.clone()).filter(|p| !p.is_empty()),
+        cgroup_driver: rt.cgroup_driver,
+        oom_score_adj: None,
+        resources: PodResources {
+            cpu_period: (res.cpu_period > 0).then_some(res.cpu_period as u64),
+            cpu_quota: (res.cpu_quota > 0).then_some(res.cpu_quota),
+            cpu_shares: (res.cpu_shares > 0).then_some(res.cpu_shares as u64),
+            memory_limit_bytes: (res.memory_limit_in_bytes > 0)
+                .then_some(res.memory_limit_in_bytes as u64),
+        },
+        sysctls: linux
+            .sysctls
+            .clone()
+            .into_iter()
+            .collect::<BTreeMap<_, _>>(),
+        privileged: !userns_pod,
+        labels: config.labels.clone().into_iter().collect(),
+    }
+}
+
+fn port_mappings(config: &PodSandboxConfig) -> Vec<PortMapping> {
+    config
+        .port_mappings
+        .iter()
+        .filter(|p| p.host_port > 0)
+        .map(|p| PortMapping {
+            host_port: p.host_port,
+            container_port: p.container_port,
+            protocol: match p.protocol() {
+                Protocol::Tcp => "tcp",
+                Protocol::Udp => "udp",
+                Protocol::Sctp => "sctp",
+            }
+            .to_string(),
+            host_ip: p.host_ip.clone(),
+        })
+        .collect()
+}
+
+fn cni_args(id: &str, config: &PodSandboxConfig) -> Vec<(String, String)> {
+    let m = config.metadata.clone().unwrap_or_default();
+    vec![
+        ("IgnoreUnknown".into(), "1".into()),
+        ("K8S_POD_NAMESPACE".into(), m.namespace),
+        ("K8S_POD_NAME".into(), m.name),
+        ("K8S_POD_INFRA_CONTAINER_ID".into(), id.to_string()),
+        ("K8S_POD_UID".into(), m.uid),
+    ]
+}
+
+impl Runtime {
+    pub async fn run_pod_sandbox(
+        &self,
+        config: PodSandboxConfig,
+        runtime_handler: String,
+    ) -> Result<String> {
+        validate(&config)?;
+        if !runtime_handler.is_empty() {
+            return Err(RuntimeError::invalid(format!(
+                "unknown runtime handler {runtime_handler:?}; pvecri has only the default handler"
+            )));
+        }
+        let podinit = self.podinit.clone().ok_or_else(|| {
+            RuntimeError::precondition("podinit binary not found; set podinit_path in the config")
+        })?;
+        let host_net = host_network(&config);
+        let network = if host_net {
+            None
+        } else {
+            Some(load_network(&self.cni_conf_dir).map_err(|e| {
+                RuntimeError::precondition(format!("network plugin not ready: {e}"))
+            })?)
+        };
+        let id = ids::new_id();
+        let mut record = PodRecord {
+            id: id.clone(),
+            config: config.clone(),
+            state: PodState::Creating,
+            created_at_ns: now_ns(),
+            ips: vec![],
+            host_network: host_net,
+            runtime_handler,
+            init_pid: None,
+        };
+        let key = PodRecord::key(&config);
+        // Reserves the name: a concurrent or repeated RunPodSandbox with this metadata fails here.
+        self.metadata
+            .put(Table::Pods, &id, Some(&key), &record)
+            .map_err(|e| match RuntimeError::from(e) {
+                e if e.code == tonic::Code::AlreadyExists => RuntimeError::already_exists(format!(
+                    "pod sandbox {} already exists",
+                    record.name()
+                )),
+                e => e,
+            })?;
+        let lock = self.pod_lock(&id);
+        let _guard = lock.write().await;
+        let started = Instant::now();
+        match self.bring_up(&mut record, &podinit, network.as_ref()).await {
+            Ok(()) => {
+                record.state = PodState::Ready;
+                self.metadata.put(Table::Pods, &id, Some(&key), &record)?;
+                tracing::info!(pod = %record.name(), id = %id, ms = started.elapsed().as_millis() as u64, "pod sandbox ready");
+                Ok(id)
+            }
+            Err(e) => {
+                tracing::warn!(pod = %record.name(), error = %e, "pod sandbox failed; tearing down");
+                self.tear_down(&record).await;
+                let _ = self.metadata.delete(Table::Pods, &id);
+                Err(e)
+            }
+        }
+    }
+
+    async fn bring_up(
+        &self,
+        record: &mut PodRecord,
+        podinit: &Path,
+        network: Option<&crate::cni::config::NetworkConfigList>,
+    ) -> Result<()> {
+        let id = record.id.clone();
+        let spec = pod_spec(self, &id, &record.config, podinit);
+        let pod_dir = spec.pod_dir.clone();
+        let config = record.config.clone();
+        let hostname = spec.hostname.clone();
+        let host_net = record.host_network;
+        Self::blocking(move || {
+            std::fs::create_dir_all(pod_dir.join(podinit::api::CTRS_DIR)).map_err(|e| {
+                RuntimeError::internal(format!("creating {}: {e}", pod_dir.display()))
+            })?;
+            podfiles::write(&pod_dir, &hostname, config.dns_config.as_ref(), host_net)
+                .map_err(|e| RuntimeError::internal(format!("writing pod files: {e}")))
+            // The pod host makes the directory a shared mount, so that what the daemon mounts
+            // under it later reaches the CT.
+        })
+        .await?;
+        self.pod_host
+            .create(&spec)
+            .await
+            .map_err(|e| RuntimeError::from(e).context("creating the pod CT"))?;
+        let ct = self
+            .pod_host
+            .start(&id)
+            .await
+            .map_err(|e| RuntimeError::from(e).context("starting the pod CT"))?;
+        record.init_pid = Some(ct.init_pid);
+        self.wait_for_podinit(&id).await?;
+        if let Some(net) = network {
+            let att = Attachment {
+                container_id: id.clone(),
+                netns: ct.netns_path.clone(),
+                ifname: "eth0".into(),
+                args: cni_args(&id, &record.config),
+                port_mappings: port_mappings(&record.config),
+            };
+            let added =
+                self.cni.add(net, &att).await.map_err(|e| {
+                    RuntimeError::internal(format!("setting up the pod network: {e}"))
+                })?;
+            record.ips = added.ips;
+        }
+        Ok(())
+    }
+
+    async fn wait_for_podinit(&self, id: &str) -> Result<()> {
+        let deadline = Instant::now() + PODINIT_READY_TIMEOUT;
+        let socket = self.pod_dir(id).join(podinit::api::SOCKET_NAME);
+        loop {
+            let last = match self.podinit(id, |c| c.info()).await {
+                Ok(_) => return Ok(()),
+                Err(e) => e,
+            };
+            if Instant::now() >= deadline {
+                return Err(RuntimeError::internal(format!(
+                    "podinit did not answer on {} within {}s: {last}",
+                    socket.display(),
+                    PODINIT_READY_TIMEOUT.as_secs()
+                )));
+            }
+            if matches!(
+                self.pod_host.status(id).await,
+                Ok(CtStatus::Stopped | CtStatus::NotFound)
+            ) {
+                return Err(RuntimeError::internal(
+                    "the pod CT stopped while podinit was starting",
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Undoes whatever of a pod exists: network, CT, directory. Errors are logged: this
+    /// runs on failure paths and on removal, and must not stop half way.
+    pub(crate) async fn tear_down(&self, record: &PodRecord) {
+        if let Err(e) = self.cni.del(&record.id, None).await {
+            tracing::warn!(pod = %record.id, error = %e, "CNI DEL while tearing down");
+        }
+        if let Err(e) = self.pod_host.destroy(&record.id).await {
+            tracing::warn!(pod = %record.id, error = %e, "destroying the pod CT");
+        }
+        let dir = self.pod_dir(&record.id);
+        // After destroy: until then the pod directory is a mount point of the pod host's.
+        let _ = Self::blocking(move || {
+            remove_tree(&dir);
+            Ok(())
+        })
+        .await;
+    }
+
+    /// Stops every container, detaches the network and stops the CT. Succeeds for a pod
+    /// already stopped or gone.
+    pub async fn stop_pod_sandbox(&self, query: &str) -> Result<()> {
+        let record = match self.find_pod(query) {
+            Ok(r) => r,
+            Err(e) if e.code == tonic::Code::NotFound => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        let lock = self.pod_lock(&record.id);
+        let _guard = lock.write().await;
+        self.stop_pod_locked(record).await
+    }
+
+    async fn stop_pod_locked(&self, mut record: PodRecord) -> Result<()> {
+        let id = record.id.clone();
+        let ct = self
+            .pod_host
+            .status(&id)
+            .await
+            .unwrap_or(CtStatus::NotFound);
+        if let CtStatus::Running { .. } = ct {
+            // The kubelet stops containers first; anything still running goes now, as
+            // containerd does on StopPodSandbox.
+            let ctrs: Vec<String> = self
+                .containers()?
+                .into_iter()
+                .filter(|c| c.pod_id == id)
+                .map(|c| c.id)
+                .collect();
+            for cid in ctrs {
+                if let Err(e) = self.kill_container_now(&id, &cid).await {
+                    tracing::warn!(container = %cid, error = %e, "stopping container with its pod");
+                }
+            }
+        }
+        let netns = match ct {
+            CtStatus::Running { init_pid } => {
+                Some(PathBuf::from(format!("/proc/{init_pid}/ns/net")))
+            }
+            _ => None,
+        };
+        let mut last_err = None;
+        for attempt in 1..=CNI_DEL_TRIES {
+            match self.cni.del(&id, netns.as_deref()).await {
+                Ok(()) => {
+                    last_err = None;
+                    break;
+                }
+                Err(e) => {
+                    tracing::warn!(pod = %id, attempt, error = %e, "CNI DEL failed");
+                    last_err = Some(e);
+                    tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt))).await;
+                }
+            }
+        }
+        if let Some(e) = last_err {
+            return Err(RuntimeError::internal(format!(
+                "tearing down the pod network: {e}"
+            )));
+        }
+        self.pod_host
+            .stop(&id, CT_STOP_TIMEOUT)
+            .await
+            .map_err(|e| RuntimeError::from(e).context("stopping the pod CT"))?;
+        if record.state != PodState::NotReady || record.init_pid.is_some() {
+            record.state = PodState::NotReady;
+            record.init_pid = None;
+            let key = PodRecord::key(&record.config);
+            self.metadata.put(Table::Pods, &id, Some(&key), &record)?;
+        }
+        tracing::info!(pod = %record.name(), id = %id, "pod sandbox stopped");
+        Ok(())
+    }
+
+    /// Removes the pod and its containers. Succeeds for a pod already gone. A network
+    /// teardown that keeps failing does not keep the pod forever: its CT and namespace are
+    /// gone after removal, which is what the network plugin would have cleaned.
+    pub async fn remove_pod_sandbox(&self, query: &str) -> Result<()> {
+        let record = match self.find_pod(query) {
+            Ok(r) => r,
+            Err(e) if e.code == tonic::Code::NotFound => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        let lock = self.pod_lock(&record.id);
+        let _guard = lock.write().await;
+        let id = record.id.clone();
+        if let Err(e) = self.stop_pod_locked(record.clone()).await {
+            tracing::warn!(pod = %id, error = %e, "stop before removal failed; removing anyway");
+        }
+        let ctrs: Vec<_> = self
+            .containers()?
+            .into_iter()
+            .filter(|c| c.pod_id == id)
+            .collect();
+        for c in ctrs {
+            self.remove_container_files(&c).await;
+            self.metadata.delete(Table::Containers, &c.id)?;
+            self.forget_ctr_lock(&c.id);
+        }
+        self.tear_down(&record).await;
+        self.metadata.delete(Table::Pods, &id)?;
+        self.forget_pod_lock(&id);
+        tracing::info!(pod = %record.name(), id = %id, "pod sandbox removed");
+        Ok(())
+    }
+
+    /// The state the kubelet sees: Ready only while the CT runs.
+    pub async fn pod_state(&self, record: &PodRecord) -> PodSandboxState {
+        if record.state != PodState::Ready {
+            return PodSandboxState::SandboxNotready;
+        }
+        match self.pod_host.status(&record.id).await {
+            Ok(CtStatus::Running { .. }) => PodSandboxState::SandboxReady,
+            _ => PodSandboxState::SandboxNotready,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_cri::v1::{
+        LinuxPodSandboxConfig, LinuxSandboxSecurityContext, NamespaceOption, PodSandboxMetadata,
+    };
+
+    fn config(pid: NamespaceMode) -> PodSandboxConfig {
+        PodSandboxConfig {
+            metadata: Some(PodSandboxMetadata {
+                name: "p".into(),
+                namespace: "ns".into(),
+                uid: "u".into(),
+                attempt: 0,
+            }),
+            linux: Some(LinuxPodSandboxConfig {
+                security_context: Some(LinuxSandboxSecurityContext {
+                    namespace_options: Some(NamespaceOption {
+                        pid: pid as i32,
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn validation() {
+        assert!(validate(&config(NamespaceMode::Pod)).is_ok());
+        assert_eq!(
+            validate(&config(NamespaceMode::Node)).unwrap_err().code,
+            tonic::Code::InvalidArgument
+        );
+        assert_eq!(
+            validate(&PodSandboxConfig::default()).unwrap_err().code,
+            tonic::Code::InvalidArgument
+        );
+    }
+
+    #[test]
+    fn port_mappings_and_cni_args() {
+        let mut c = config(NamespaceMode::Pod);
+        c.port_mappings = vec![
+            k8s_cri::v1::PortMapping {
+                protocol: Protocol::Udp as i32,
+                container_port: 53,
+                host_port: 5353,
+                host_ip: String::new(),
+            },
+            k8s_cri::v1::PortMapping {
+                protocol: Protocol::Tcp as i32,
+                container_port: 80,
+                host_port: 0,
+                host_ip: String::new(),
+            },
+        ];
+        let pm = port_mappings(&c);
+        assert_eq!(pm.len(), 1, "a mapping without host port is not forwarded");
+        assert_eq!((pm[0].host_port, pm[0].protocol.as_str()), (5353, "udp"));
+        let args = cni_args("abc", &c);
+        assert!(args.contains(&("K8S_POD_NAME".into(), "p".into())));
+        assert!(args.contains(&("K8S_POD_INFRA_CONTAINER_ID".into(), "abc".into())));
+    }
+}

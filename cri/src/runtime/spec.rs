@@ -1,0 +1,713 @@
+//! The OCI runtime spec of a container: the CRI ContainerConfig merged with the image
+//! config, as the kubelet and containerd define the merge. podinit runs it.
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use k8s_cri::v1::{ContainerConfig, MountPropagation, NamespaceMode};
+use oci_spec::runtime::{
+    Capability, LinuxBuilder, LinuxCapabilities, LinuxCpu, LinuxMemory, LinuxNamespace,
+    LinuxNamespaceType, LinuxResources, Mount, Process, Root, Spec, User,
+};
+
+/// Where the pod directory appears inside the CT.
+pub const POD_DIR_IN_CT: &str = "/pvecri";
+const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// containerd's default capability set for unprivileged containers.
+const DEFAULT_CAPS: &[&str] = &[
+    "CHOWN",
+    "DAC_OVERRIDE",
+    "FSETID",
+    "FOWNER",
+    "MKNOD",
+    "NET_RAW",
+    "SETGID",
+    "SETUID",
+    "SETFCAP",
+    "SETPCAP",
+    "NET_BIND_SERVICE",
+    "SYS_CHROOT",
+    "KILL",
+    "AUDIT_WRITE",
+];
+
+/// Paths hidden from unprivileged containers when the kubelet sends none (containerd's).
+const DEFAULT_MASKED: &[&str] = &[
+    "/proc/asound",
+    "/proc/acpi",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/sys/firmware",
+    "/sys/devices/virtual/powercap",
+];
+const DEFAULT_READONLY: &[&str] = &[
+    "/proc/bus",
+    "/proc/fs",
+    "/proc/irq",
+    "/proc/sys",
+    "/proc/sysrq-trigger",
+];
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SpecError {
+    #[error("container has no command: neither the request nor the image gives one")]
+    NoCommand,
+    #[error("unknown capability {0:?}")]
+    Capability(String),
+    #[error("{0}")]
+    Unsupported(String),
+    #[error("mount {path}: {reason}")]
+    Mount { path: String, reason: String },
+}
+
+/// The user the process runs as, already resolved against the image's /etc/passwd.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ResolvedUser {
+    pub uid: u32,
+    pub gid: u32,
+    pub additional_gids: Vec<u32>,
+}
+
+/// A CRI mount whose host path the daemon has bound at `ctrs/<id>/mounts/<index>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StagedMount {
+    pub index: usize,
+    pub container_path: String,
+    pub readonly: bool,
+    pub propagation: MountPropagation,
+}
+
+pub struct SpecInput<'a> {
+    pub container_id: &'a str,
+    pub config: &'a ContainerConfig,
+    /// The image configuration document (`{"config": {...}, "rootfs": ...}`).
+    pub image_config: &'a serde_json::Value,
+    pub hostname: &'a str,
+    pub user: ResolvedUser,
+    pub mounts: Vec<StagedMount>,
+    /// Which of the pod's files (`hosts`, `resolv.conf`, `hostname`) the pod directory holds.
+    pub pod_files: &'a [&'a str],
+}
+
+/// The image config's `config` object.
+fn image_field<'a>(image: &'a serde_json::Value, key: &str) -> Option<&'a serde_json::Value> {
+    image.get("config").and_then(|c| c.get(key))
+}
+
+fn string_list(v: Option<&serde_json::Value>) -> Vec<String> {
+    v.and_then(|v| v.as_array())
+        .map(|a| {
+            a.iter()
+                .filter_map(|s| s.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Kubernetes' rule: `command` replaces the image's Entrypoint (and drops its Cmd), `args`
+/// replaces Cmd.
+pub fn process_args(
+    config: &ContainerConfig,
+    image: &serde_json::Value,
+) -> Result<Vec<String>, SpecError> {
+    let entrypoint = string_list(image_field(image, "Entrypoint"));
+    let cmd = string_list(image_field(image, "Cmd"));
+    let mut out = if config.command.is_empty() {
+        entrypoint
+    } else {
+        config.command.clone()
+    };
+    if !config.args.is_empty() {
+        out.extend(config.args.iter().cloned());
+    } else if config.command.is_empty() {
+        out.extend(cmd);
+    }
+    if out.is_empty() {
+        return Err(SpecError::NoCommand);
+    }
+    Ok(out)
+}
+
+/// Image env first, the request's overriding by key; PATH defaulted when the image has none.
+pub fn process_env(
+    config: &ContainerConfig,
+    image: &serde_json::Value,
+    hostname: &str,
+) -> Vec<String> {
+    let mut env: Vec<(String, String)> = vec![("HOSTNAME".into(), hostname.into())];
+    let mut set = |k: &str, v: &str| match env.iter_mut().find(|(key, _)| key == k) {
+        Some(entry) => entry.1 = v.to_string(),
+        None => env.push((k.to_string(), v.to_string())),
+    };
+    for e in string_list(image_field(image, "Env")) {
+        let (k, v) = e.split_once('=').unwrap_or((e.as_str(), ""));
+        set(k, v);
+    }
+    for kv in &config.envs {
+        set(&kv.key, &kv.value);
+    }
+    if !env.iter().any(|(k, _)| k == "PATH") {
+        let (k, v) = DEFAULT_PATH.split_once('=').unwrap_or(("PATH", ""));
+        env.push((k.to_string(), v.to_string()));
+    }
+    env.into_iter().map(|(k, v)| format!("{k}={v}")).collect()
+}
+
+fn parse_cap(name: &str) -> Result<Capability, SpecError> {
+    let upper = name.trim().to_ascii_uppercase();
+    let bare = upper.strip_prefix("CAP_").unwrap_or(&upper);
+    Capability::from_str(bare).map_err(|_| SpecError::Capability(name.to_string()))
+}
+
+/// Every capability of Linux 5.9 and later, the set a privileged container gets.
+const ALL_CAPS: &[&str] = &[
+    "CHOWN",
+    "DAC_OVERRIDE",
+    "DAC_READ_SEARCH",
+    "FOWNER",
+    "FSETID",
+    "KILL",
+    "SETGID",
+    "SETUID",
+    "SETPCAP",
+    "LINUX_IMMUTABLE",
+    "NET_BIND_SERVICE",
+    "NET_BROADCAST",
+    "NET_ADMIN",
+    "NET_RAW",
+    "IPC_LOCK",
+    "IPC_OWNER",
+    "SYS_MODULE",
+    "SYS_RAWIO",
+    "SYS_CHROOT",
+    "SYS_PTRACE",
+    "SYS_PACCT",
+    "SYS_ADMIN",
+    "SYS_BOOT",
+    "SYS_NICE",
+    "SYS_RESOURCE",
+    "SYS_TIME",
+    "SYS_TTY_CONFIG",
+    "MKNOD",
+    "LEASE",
+    "AUDIT_WRITE",
+    "AUDIT_CONTROL",
+    "SETFCAP",
+    "MAC_OVERRIDE",
+    "MAC_ADMIN",
+    "SYSLOG",
+    "WAKE_ALARM",
+    "BLOCK_SUSPEND",
+    "AUDIT_READ",
+    "PERFMON",
+    "BPF",
+    "CHECKPOINT_RESTORE",
+];
+
+fn all_caps() -> HashSet<Capability> {
+    ALL_CAPS.iter().filter_map(|c| parse_cap(c).ok()).collect()
+}
+
+/// The capability set: containerd's defaults, plus adds, minus drops (`ALL` in either).
+pub fn capabilities(config: &ContainerConfig) -> Result<HashSet<Capability>, SpecError> {
+    let sc = config
+        .linux
+        .as_ref()
+        .and_then(|l| l.security_context.as_ref());
+    if sc.is_some_and(|s| s.privileged) {
+        return Ok(all_caps());
+    }
+    let mut caps: HashSet<Capability> = DEFAULT_CAPS
+        .iter()
+        .map(|c| parse_cap(c))
+        .collect::<Result<_, _>>()?;
+    if let Some(c) = sc.and_then(|s| s.capabilities.as_ref()) {
+        if c.add_capabilities
+            .iter()
+            .any(|a| a.eq_ignore_ascii_case("ALL"))
+        {
+            caps = all_caps();
+        } else {
+            for a in &c.add_capabilities {
+                caps.insert(parse_cap(a)?);
+            }
+        }
+        if c.drop_capabilities
+            .iter()
+            .any(|d| d.eq_ignore_ascii_case("ALL"))
+        {
+            caps.clear();
+            for a in c
+                .add_capabilities
+                .iter()
+                .filter(|a| !a.eq_ignore_ascii_case("ALL"))
+            {
+                caps.insert(parse_cap(a)?);
+            }
+        } else {
+            for d in &c.drop_capabilities {
+                caps.remove(&parse_cap(d)?);
+            }
+        }
+    }
+    Ok(caps)
+}
+
+fn mount(destination: &str, typ: &str, source: &str, options: &[&str]) -> Mount {
+    let mut m = Mount::default();
+    m.set_destination(PathBuf::from(destination));
+    m.set_typ(Some(typ.to_string()));
+    m.set_source(Some(PathBuf::from(source)));
+    m.set_options(Some(options.iter().map(|s| s.to_string()).collect()));
+    m
+}
+
+fn default_mounts(privileged: bool) -> Vec<Mount> {
+    let sys_mode = if privileged { "rw" } else { "ro" };
+    vec![
+        mount("/proc", "proc", "proc", &["nosuid", "noexec", "nodev"]),
+        mount(
+            "/dev",
+            "tmpfs",
+            "tmpfs",
+            &["nosuid", "strictatime", "mode=755", "size=65536k"],
+        ),
+        mount(
+            "/dev/pts",
+            "devpts",
+            "devpts",
+            &[
+                "nosuid",
+                "noexec",
+                "newinstance",
+                "ptmxmode=0666",
+                "mode=0620",
+                "gid=5",
+            ],
+        ),
+        mount(
+            "/dev/mqueue",
+            "mqueue",
+            "mqueue",
+            &["nosuid", "noexec", "nodev"],
+        ),
+        mount(
+            "/sys",
+            "sysfs",
+            "sysfs",
+            &["nosuid", "noexec", "nodev", sys_mode],
+        ),
+        // The pod shares one /dev/shm, as it shares one IPC namespace: the CT's.
+        mount(
+            "/dev/shm",
+            "bind",
+            "/dev/shm",
+            &["rbind", "nosuid", "noexec", "nodev"],
+        ),
+    ]
+}
+
+fn propagation_option(p: MountPropagation) -> &'static str {
+    match p {
+        MountPropagation::PropagationPrivate => "rprivate",
+        MountPropagation::PropagationHostToContainer => "rslave",
+        MountPropagation::PropagationBidirectional => "rshared",
+    }
+}
+
+pub fn build(input: SpecInput<'_>) -> Result<Spec, SpecError> {
+    let config = input.config;
+    let linux_cfg = config.linux.as_ref();
+    let sc = linux_cfg.and_then(|l| l.security_context.as_ref());
+    let privileged = sc.is_some_and(|s| s.privileged);
+
+    let mut process = Process::default();
+    process.set_args(Some(process_args(config, input.image_config)?));
+    process.set_env(Some(process_env(
+        config,
+        input.image_config,
+        input.hostname,
+    )));
+    let cwd = if !config.working_dir.is_empty() {
+        config.working_dir.clone()
+    } else {
+        image_field(input.image_config, "WorkingDir")
+            .and_then(|v| v.as_str())
+            .filter(|s| !s.is_empty())
+            .unwrap_or("/")
+            .to_string()
+    };
+    if !cwd.starts_with('/') {
+        return Err(SpecError::Unsupported(format!(
+            "working directory {cwd:?} is not absolute"
+        )));
+    }
+    process.set_cwd(PathBuf::from(cwd));
+    let mut user = User::default();
+    user.set_uid(input.user.uid);
+    user.set_gid(input.user.gid);
+    if !input.user.additional_gids.is_empty() {
+        user.set_additional_gids(Some(input.user.additional_gids.clone()));
+    }
+    process.set_user(user);
+    process.set_terminal(Some(config.tty));
+    let caps = capabilities(config)?;
+    let mut lc = LinuxCapabilities::default();
+    lc.set_bounding(Some(caps.clone()));
+    lc.set_effective(Some(caps.clone()));
+    lc.set_permitted(Some(caps.clone()));
+    lc.set_inheritable(Some(HashSet::new()));
+    lc.set_ambient(Some(HashSet::new()));
+    process.set_capabilities(Some(lc));
+    process.set_no_new_privileges(Some(sc.is_some_and(|s| s.no_new_privs)));
+    let resources = linux_cfg.and_then(|l| l.resources.as_ref());
+    if let Some(r) = resources.filter(|r| r.oom_score_adj != 0) {
+        process.set_oom_score_adj(Some(i32::try_from(r.oom_score_adj).unwrap_or(1000)));
+    }
+    process.set_rlimits(None);
+    process.set_apparmor_profile(None);
+    process.set_selinux_label(None);
+
+    let mut root = Root::default();
+    root.set_path(PathBuf::from(format!(
+        "{POD_DIR_IN_CT}/ctrs/{}/rootfs",
+        input.container_id
+    )));
+    root.set_readonly(Some(sc.is_some_and(|s| s.readonly_rootfs)));
+
+    let mut mounts = default_mounts(privileged);
+    let user_destinations: HashSet<&str> = input
+        .mounts
+        .iter()
+        .map(|m| m.container_path.as_str())
+        .collect();
+    for file in input.pod_files {
+        let dest = format!("/etc/{file}");
+        if !user_destinations.contains(dest.as_str()) {
+            mounts.push(mount(
+                &dest,
+                "bind",
+                &format!("{POD_DIR_IN_CT}/etc/{file}"),
+                &[
+                    "rbind",
+                    "rprivate",
+                    if *file == "resolv.conf" || *file == "hostname" {
+                        "ro"
+                    } else {
+                        "rw"
+                    },
+                ],
+            ));
+        }
+    }
+    for m in &input.mounts {
+        if !m.container_path.starts_with('/') {
+            return Err(SpecError::Mount {
+                path: m.container_path.clone(),
+                reason: "container path must be absolute".into(),
+            });
+        }
+        let mut options = vec!["rbind", propagation_option(m.propagation)];
+        options.push(if m.readonly { "ro" } else { "rw" });
+        mounts.push(mount(
+            &m.container_path,
+            "bind",
+            &format!(
+                "{POD_DIR_IN_CT}/ctrs/{}/mounts/{}",
+                input.container_id, m.index
+            ),
+            &options,
+        ));
+    }
+
+    let pid_mode = sc
+        .and_then(|s| s.namespace_options.as_ref())
+        .map(|n| n.pid())
+        .unwrap_or(NamespaceMode::Container);
+    let mut namespaces = vec![ns(LinuxNamespaceType::Mount)];
+    match pid_mode {
+        NamespaceMode::Container => namespaces.push(ns(LinuxNamespaceType::Pid)),
+        NamespaceMode::Pod => {}
+        NamespaceMode::Node => {
+            return Err(SpecError::Unsupported(
+                "host PID namespace (hostPID) is not supported: containers run inside the pod's CT"
+                    .into(),
+            ));
+        }
+        NamespaceMode::Target => {
+            return Err(SpecError::Unsupported(
+                "targeting another container's PID namespace is not supported".into(),
+            ));
+        }
+    }
+
+    let mut res = LinuxResources::default();
+    if let Some(r) = resources {
+        if r.memory_limit_in_bytes > 0 {
+            let mut m = LinuxMemory::default();
+            m.set_limit(Some(r.memory_limit_in_bytes));
+            res.set_memory(Some(m));
+        }
+        let mut cpu = LinuxCpu::default();
+        let mut any_cpu = false;
+        if r.cpu_shares > 0 {
+            cpu.set_shares(Some(r.cpu_shares as u64));
+            any_cpu = true;
+        }
+        if r.cpu_quota > 0 {
+            cpu.set_quota(Some(r.cpu_quota));
+            any_cpu = true;
+        }
+        if r.cpu_period > 0 {
+            cpu.set_period(Some(r.cpu_period as u64));
+            any_cpu = true;
+        }
+        if any_cpu {
+            res.set_cpu(Some(cpu));
+        }
+    }
+
+    let (masked, readonly): (Vec<String>, Vec<String>) = if privileged {
+        (vec![], vec![])
+    } else {
+        let masked = sc.map(|s| s.masked_paths.clone()).filter(|v| !v.is_empty());
+        let readonly = sc
+            .map(|s| s.readonly_paths.clone())
+            .filter(|v| !v.is_empty());
+        (
+            masked.unwrap_or_else(|| DEFAULT_MASKED.iter().map(|s| s.to_string()).collect()),
+            readonly.unwrap_or_else(|| DEFAULT_READONLY.iter().map(|s| s.to_string()).collect()),
+        )
+    };
+
+    let linux = LinuxBuilder::default()
+        .namespaces(namespaces)
+        .resources(res)
+        .masked_paths(masked)
+        .readonly_paths(readonly)
+        .build()
+        .map_err(|e| SpecError::Unsupported(format!("building the linux section: {e}")))?;
+
+    let mut spec = Spec::default();
+    spec.set_version("1.2.0".into());
+    spec.set_hostname(Some(input.hostname.to_string()));
+    spec.set_process(Some(process));
+    spec.set_root(Some(root));
+    spec.set_mounts(Some(mounts));
+    spec.set_linux(Some(linux));
+    spec.set_hooks(None);
+    let annotations: HashMap<String, String> = config.annotations.clone().into_iter().collect();
+    spec.set_annotations(Some(annotations));
+    Ok(spec)
+}
+
+fn ns(typ: LinuxNamespaceType) -> LinuxNamespace {
+    let mut n = LinuxNamespace::default();
+    n.set_typ(typ);
+    n.set_path(None);
+    n
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_cri::v1::{
+        Capability as CriCaps, KeyValue, LinuxContainerConfig, LinuxContainerSecurityContext,
+    };
+    use serde_json::json;
+
+    fn image() -> serde_json::Value {
+        json!({"config": {"Entrypoint": ["/entry"], "Cmd": ["a", "b"], "Env": ["PATH=/bin", "A=1"],
+                          "WorkingDir": "/work", "User": "1000"}})
+    }
+
+    #[test]
+    fn command_and_args_merge_as_kubernetes_defines() {
+        let img = image();
+        let mut c = ContainerConfig::default();
+        assert_eq!(process_args(&c, &img).unwrap(), ["/entry", "a", "b"]);
+        c.args = vec!["x".into()];
+        assert_eq!(process_args(&c, &img).unwrap(), ["/entry", "x"]);
+        c.command = vec!["/cmd".into()];
+        assert_eq!(process_args(&c, &img).unwrap(), ["/cmd", "x"]);
+        c.args.clear();
+        assert_eq!(process_args(&c, &img).unwrap(), ["/cmd"]);
+        assert_eq!(
+            process_args(&ContainerConfig::default(), &json!({})),
+            Err(SpecError::NoCommand)
+        );
+    }
+
+    #[test]
+    fn env_overrides_by_key_and_defaults_path() {
+        let c = ContainerConfig {
+            envs: vec![
+                KeyValue {
+                    key: "A".into(),
+                    value: "2".into(),
+                },
+                KeyValue {
+                    key: "B".into(),
+                    value: "x=y".into(),
+                },
+            ],
+            ..Default::default()
+        };
+        assert_eq!(
+            process_env(&c, &image(), "h"),
+            ["HOSTNAME=h", "PATH=/bin", "A=2", "B=x=y"]
+        );
+        let env = process_env(&ContainerConfig::default(), &json!({}), "h");
+        assert!(env.iter().any(|e| e.starts_with("PATH=/usr/local/sbin")));
+    }
+
+    fn with_caps(add: &[&str], drop: &[&str], privileged: bool) -> ContainerConfig {
+        ContainerConfig {
+            linux: Some(LinuxContainerConfig {
+                security_context: Some(LinuxContainerSecurityContext {
+                    privileged,
+                    capabilities: Some(CriCaps {
+                        add_capabilities: add.iter().map(|s| s.to_string()).collect(),
+                        drop_capabilities: drop.iter().map(|s| s.to_string()).collect(),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn capability_sets() {
+        let caps = capabilities(&with_caps(
+            &["NET_ADMIN", "CAP_SYS_TIME"],
+            &["MKNOD"],
+            false,
+        ))
+        .unwrap();
+        assert!(caps.contains(&Capability::NetAdmin) && caps.contains(&Capability::SysTime));
+        assert!(!caps.contains(&Capability::Mknod));
+        assert!(caps.contains(&Capability::Chown));
+        let caps = capabilities(&with_caps(&["NET_BIND_SERVICE"], &["ALL"], false)).unwrap();
+        assert_eq!(caps, HashSet::from([Capability::NetBindService]));
+        assert!(
+            capabilities(&with_caps(&[], &["ALL"], true))
+                .unwrap()
+                .contains(&Capability::SysAdmin)
+        );
+        assert_eq!(
+            capabilities(&with_caps(&["BOGUS"], &[], false)),
+            Err(SpecError::Capability("BOGUS".into()))
+        );
+    }
+
+    #[test]
+    fn spec_has_root_mounts_and_pod_files() {
+        let c = ContainerConfig {
+            working_dir: String::new(),
+            ..Default::default()
+        };
+        let spec = build(SpecInput {
+            container_id: "cid",
+            config: &c,
+            image_config: &image(),
+            hostname: "pod1",
+            user: ResolvedUser {
+                uid: 1000,
+                gid: 1000,
+                additional_gids: vec![],
+            },
+            mounts: vec![StagedMount {
+                index: 0,
+                container_path: "/etc/hosts".into(),
+                readonly: true,
+                propagation: MountPropagation::PropagationHostToContainer,
+            }],
+            pod_files: &["hosts", "resolv.conf", "hostname"],
+        })
+        .unwrap();
+        assert_eq!(
+            spec.root().as_ref().unwrap().path(),
+            &PathBuf::from("/pvecri/ctrs/cid/rootfs")
+        );
+        let process = spec.process().as_ref().unwrap();
+        assert_eq!(process.cwd(), &PathBuf::from("/work"));
+        assert_eq!(process.user().uid(), 1000);
+        let mounts = spec.mounts().as_ref().unwrap();
+        let dests: Vec<String> = mounts
+            .iter()
+            .map(|m| m.destination().display().to_string())
+            .collect();
+        assert_eq!(
+            dests.iter().filter(|d| *d == "/etc/hosts").count(),
+            1,
+            "the kubelet's /etc/hosts wins"
+        );
+        let hosts = mounts
+            .iter()
+            .find(|m| m.destination() == &PathBuf::from("/etc/hosts"))
+            .unwrap();
+        assert_eq!(
+            hosts.source().as_ref().unwrap(),
+            &PathBuf::from("/pvecri/ctrs/cid/mounts/0")
+        );
+        assert_eq!(
+            hosts.options().as_ref().unwrap(),
+            &["rbind", "rslave", "ro"]
+        );
+        assert!(dests.contains(&"/etc/resolv.conf".to_string()));
+        let linux = spec.linux().as_ref().unwrap();
+        let ns: Vec<LinuxNamespaceType> = linux
+            .namespaces()
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|n| n.typ())
+            .collect();
+        assert_eq!(ns, [LinuxNamespaceType::Mount, LinuxNamespaceType::Pid]);
+        assert!(
+            linux
+                .masked_paths()
+                .as_ref()
+                .unwrap()
+                .contains(&"/proc/kcore".to_string())
+        );
+    }
+
+    #[test]
+    fn host_pid_is_refused() {
+        let c = ContainerConfig {
+            linux: Some(LinuxContainerConfig {
+                security_context: Some(LinuxContainerSecurityContext {
+                    namespace_options: Some(k8s_cri::v1::NamespaceOption {
+                        pid: NamespaceMode::Node as i32,
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let e = build(SpecInput {
+            container_id: "c",
+            config: &c,
+            image_config: &image(),
+            hostname: "h",
+            user: ResolvedUser::default(),
+            mounts: vec![],
+            pod_files: &[],
+        })
+        .unwrap_err();
+        assert!(matches!(e, SpecError::Unsupported(_)), "{e}");
+    }
+}

@@ -1,0 +1,510 @@
+//! Where a pod CT's cgroup goes, and the cgroup keys that carry its limits.
+//!
+//! Paths here are relative to the root of every hierarchy (LXC, running as root, creates the
+//! CT's cgroup at the same relative path in each hierarchy: cgroup v1 controllers, the named
+//! `systemd` hierarchy and the unified one).
+//!
+//! * cgroupfs driver: the kubelet's parent `/kubepods/burstable/pod<uid>` becomes
+//!   `kubepods/burstable/pod<uid>/<pod id>` (containerd puts the sandbox at
+//!   `<parent>/<sandbox id>` the same way).
+//! * systemd driver: `kubepods-burstable-pod<uid>.slice` is expanded as systemd (and runc's
+//!   `ExpandSlice`) does, to
+//!   `kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod<uid>.slice`, and the CT
+//!   gets `pvecri-<pod id>.scope` in it (containerd: `cri-containerd-<id>.scope`). The scope is
+//!   created by LXC directly, not registered with systemd, like Proxmox's own CTs.
+//!
+//! LXC's monitor process (one per CT) is kept out of the pod's cgroup, under
+//! [`MONITOR_ROOT`]`/<pod id>`, so that it is not billed to the pod and survives it.
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+use crate::mountinfo;
+use crate::spec::{CgroupDriver, PodResources};
+
+/// Parent of the LXC monitors' cgroups; also where LXC parks a monitor while it removes the
+/// CT's cgroups (`lxc.cgroup.dir.monitor.pivot`).
+pub const MONITOR_ROOT: &str = "pvecri-monitor";
+/// Parent used when the kubelet gives none, per driver.
+pub const DEFAULT_CGROUPFS_PARENT: &str = "pvecri";
+pub const DEFAULT_SYSTEMD_PARENT: &str = "system.slice";
+
+#[derive(Debug, thiserror::Error)]
+pub enum CgroupError {
+    #[error("cgroup parent `{parent}`: {reason}")]
+    BadParent { parent: String, reason: String },
+    #[error("no cgroup hierarchy is mounted under /sys/fs/cgroup")]
+    NoHierarchy,
+    #[error("reading /proc/self/mountinfo: {0}")]
+    Mountinfo(#[source] io::Error),
+    #[error("removing cgroup {path}: {source}")]
+    Remove {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// How the host mounts cgroups.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layout {
+    /// cgroup v1 only.
+    Legacy,
+    /// v1 controllers plus an (empty) unified hierarchy, e.g. `/sys/fs/cgroup/unified`.
+    Hybrid,
+    /// cgroup v2 only (Proxmox VE 7 and later).
+    Unified,
+}
+
+/// The mounted hierarchies: where to find (and clean up) a CT's cgroup directories.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hierarchies {
+    pub layout: Layout,
+    /// Mount points of every hierarchy (v1 and v2) under `/sys/fs/cgroup`.
+    pub roots: Vec<PathBuf>,
+}
+
+impl Hierarchies {
+    /// Reads the calling process's mount table.
+    pub fn detect() -> Result<Self, CgroupError> {
+        let text =
+            std::fs::read_to_string("/proc/self/mountinfo").map_err(CgroupError::Mountinfo)?;
+        Self::from_mountinfo(&text)
+    }
+
+    pub fn from_mountinfo(text: &str) -> Result<Self, CgroupError> {
+        let mut roots: Vec<PathBuf> = Vec::new();
+        let (mut v1, mut v2, mut v2_at_top) = (false, false, false);
+        for mount in mountinfo::parse(text) {
+            let is_v1 = mount.fs_type == "cgroup";
+            let is_v2 = mount.fs_type == "cgroup2";
+            if !(is_v1 || is_v2) || !mount.mount_point.starts_with("/sys/fs/cgroup") {
+                continue;
+            }
+            v1 |= is_v1;
+            v2 |= is_v2;
+            v2_at_top |= is_v2 && mount.mount_point == "/sys/fs/cgroup";
+            let point = PathBuf::from(&mount.mount_point);
+            if !roots.contains(&point) {
+                roots.push(point);
+            }
+        }
+        let layout = match (v1, v2) {
+            (false, false) => return Err(CgroupError::NoHierarchy),
+            (true, false) => Layout::Legacy,
+            (false, true) => Layout::Unified,
+            (true, true) if v2_at_top => Layout::Unified,
+            (true, true) => Layout::Hybrid,
+        };
+        Ok(Self { layout, roots })
+    }
+}
+
+/// The cgroup paths LXC is told about for one CT (`lxc.cgroup.dir.*`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct CtCgroups {
+    /// The CT's own cgroup: podinit's root, where it makes one child per container.
+    pub container: String,
+    /// The LXC monitor's cgroup.
+    pub monitor: String,
+    /// Where LXC moves the monitor before removing `monitor`.
+    pub monitor_pivot: String,
+}
+
+impl CtCgroups {
+    pub fn new(driver: CgroupDriver, parent: Option<&str>, id: &str) -> Result<Self, CgroupError> {
+        let parent = parent_path(driver, parent)?;
+        let leaf = match driver {
+            CgroupDriver::Cgroupfs => id.to_string(),
+            CgroupDriver::Systemd => format!("pvecri-{id}.scope"),
+        };
+        let container = if parent.is_empty() {
+            leaf
+        } else {
+            format!("{parent}/{leaf}")
+        };
+        Ok(Self {
+            container,
+            monitor: format!("{MONITOR_ROOT}/{id}"),
+            monitor_pivot: MONITOR_ROOT.to_string(),
+        })
+    }
+}
+
+/// The kubelet's cgroup parent as a path relative to the hierarchy roots (no leading `/`;
+/// empty for the root itself).
+pub fn parent_path(driver: CgroupDriver, parent: Option<&str>) -> Result<String, CgroupError> {
+    let parent = parent.map(str::trim).filter(|p| !p.is_empty());
+    match driver {
+        CgroupDriver::Cgroupfs => cgroupfs_path(parent.unwrap_or(DEFAULT_CGROUPFS_PARENT)),
+        CgroupDriver::Systemd => expand_slice(parent.unwrap_or(DEFAULT_SYSTEMD_PARENT)),
+    }
+}
+
+fn bad(parent: &str, reason: &str) -> CgroupError {
+    CgroupError::BadParent {
+        parent: parent.to_string(),
+        reason: reason.to_string(),
+    }
+}
+
+fn cgroupfs_path(parent: &str) -> Result<String, CgroupError> {
+    let relative = parent.trim_start_matches('/').trim_end_matches('/');
+    if relative.is_empty() {
+        return Ok(String::new());
+    }
+    for part in relative.split('/') {
+        if part.is_empty() || part == "." || part == ".." {
+            return Err(bad(parent, "path parts must not be empty, `.` or `..`"));
+        }
+        if part.chars().any(|c| c.is_control() || c.is_whitespace()) {
+            return Err(bad(
+                parent,
+                "must not contain whitespace or control characters",
+            ));
+        }
+    }
+    Ok(relative.to_string())
+}
+
+/// systemd's slice naming: `a-b-c.slice` lives in `a.slice/a-b.slice/a-b-c.slice`; `-.slice`
+/// is the root.
+pub fn expand_slice(slice: &str) -> Result<String, CgroupError> {
+    const SUFFIX: &str = ".slice";
+    let Some(name) = slice.strip_suffix(SUFFIX) else {
+        return Err(bad(
+            slice,
+            "a systemd cgroup parent must be a `.slice` unit name",
+        ));
+    };
+    if name.is_empty() {
+        return Err(bad(slice, "empty slice name"));
+    }
+    if slice.contains('/') {
+        return Err(bad(slice, "a slice name must not contain `/`"));
+    }
+    if slice.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return Err(bad(
+            slice,
+            "must not contain whitespace or control characters",
+        ));
+    }
+    if name == "-" {
+        return Ok(String::new());
+    }
+    let mut path = Vec::new();
+    let mut prefix = String::new();
+    for part in name.split('-') {
+        if part.is_empty() {
+            return Err(bad(slice, "slice name parts between `-` must not be empty"));
+        }
+        path.push(format!("{prefix}{part}{SUFFIX}"));
+        prefix.push_str(part);
+        prefix.push('-');
+    }
+    Ok(path.join("/"))
+}
+
+/// LXC config keys for the pod-level limits, for the host's layout (LXC ignores `cgroup2` keys
+/// on v1 controllers and would fail on keys for controllers the unified hierarchy lacks).
+pub fn resource_keys(layout: Layout, resources: &PodResources) -> Vec<(String, String)> {
+    let mut keys = Vec::new();
+    let quota = resources.cpu_quota.filter(|q| *q > 0);
+    let shares = resources.cpu_shares.filter(|s| *s > 0);
+    match layout {
+        Layout::Legacy | Layout::Hybrid => {
+            if let Some(shares) = shares {
+                keys.push(("lxc.cgroup.cpu.shares".into(), shares.to_string()));
+            }
+            if let Some(quota) = quota {
+                let period = resources.cpu_period.unwrap_or(100_000);
+                keys.push(("lxc.cgroup.cpu.cfs_period_us".into(), period.to_string()));
+                keys.push(("lxc.cgroup.cpu.cfs_quota_us".into(), quota.to_string()));
+            }
+            if let Some(memory) = resources.memory_limit_bytes {
+                keys.push((
+                    "lxc.cgroup.memory.limit_in_bytes".into(),
+                    memory.to_string(),
+                ));
+            }
+        }
+        Layout::Unified => {
+            if let Some(shares) = shares {
+                keys.push((
+                    "lxc.cgroup2.cpu.weight".into(),
+                    shares_to_weight(shares).to_string(),
+                ));
+            }
+            if let Some(quota) = quota {
+                let period = resources.cpu_period.unwrap_or(100_000);
+                keys.push(("lxc.cgroup2.cpu.max".into(), format!("{quota} {period}")));
+            }
+            if let Some(memory) = resources.memory_limit_bytes {
+                keys.push(("lxc.cgroup2.memory.max".into(), memory.to_string()));
+            }
+        }
+    }
+    keys
+}
+
+/// runc's mapping of v1 `cpu.shares` [2, 262144] onto v2 `cpu.weight` [1, 10000].
+pub fn shares_to_weight(shares: u64) -> u64 {
+    let shares = shares.clamp(2, 262_144);
+    1 + ((shares - 2) * 9999) / 262_142
+}
+
+/// Removes `relative` and everything below it in every hierarchy; missing directories are
+/// fine. A cgroup that still holds processes makes this fail (`EBUSY`), which is the point:
+/// it must not be reused while something lives in it.
+pub fn remove_everywhere(roots: &[PathBuf], relative: &str) -> Result<(), CgroupError> {
+    if relative.is_empty() {
+        return Ok(());
+    }
+    for root in roots {
+        remove_tree(&root.join(relative))?;
+    }
+    Ok(())
+}
+
+fn remove_tree(dir: &Path) -> Result<(), CgroupError> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(source) => {
+            return Err(CgroupError::Remove {
+                path: dir.to_path_buf(),
+                source,
+            });
+        }
+    };
+    for entry in entries.flatten() {
+        // Only sub-cgroups are directories; the control files cannot (and need not) go.
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            remove_tree(&entry.path())?;
+        }
+    }
+    match std::fs::remove_dir(dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(CgroupError::Remove {
+            path: dir.to_path_buf(),
+            source,
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const ID: &str = crate::spec::tests::ID;
+
+    #[test]
+    fn cgroupfs_parent_gets_the_ct_below_it() {
+        let c = CtCgroups::new(
+            CgroupDriver::Cgroupfs,
+            Some("/kubepods/burstable/pod1234"),
+            ID,
+        )
+        .unwrap();
+        assert_eq!(c.container, format!("kubepods/burstable/pod1234/{ID}"));
+        assert_eq!(c.monitor, format!("pvecri-monitor/{ID}"));
+        assert_eq!(c.monitor_pivot, "pvecri-monitor");
+    }
+
+    #[test]
+    fn cgroupfs_parent_forms() {
+        assert_eq!(
+            parent_path(CgroupDriver::Cgroupfs, Some("kubepods/")).unwrap(),
+            "kubepods"
+        );
+        assert_eq!(parent_path(CgroupDriver::Cgroupfs, Some("/")).unwrap(), "");
+        assert_eq!(parent_path(CgroupDriver::Cgroupfs, None).unwrap(), "pvecri");
+        assert_eq!(
+            parent_path(CgroupDriver::Cgroupfs, Some("")).unwrap(),
+            "pvecri"
+        );
+        for bad in ["/kubepods/../etc", "/a//b", "/a/./b", "/a b"] {
+            assert!(
+                parent_path(CgroupDriver::Cgroupfs, Some(bad)).is_err(),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn systemd_slices_expand_like_systemd() {
+        assert_eq!(
+            expand_slice("kubepods-burstable-pod1234.slice").unwrap(),
+            "kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1234.slice"
+        );
+        assert_eq!(expand_slice("kubepods.slice").unwrap(), "kubepods.slice");
+        assert_eq!(expand_slice("-.slice").unwrap(), "");
+        for bad in [
+            "kubepods",
+            ".slice",
+            "a--b.slice",
+            "-a.slice",
+            "a-.slice",
+            "a/b.slice",
+        ] {
+            assert!(expand_slice(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn systemd_ct_is_a_scope_in_the_slice() {
+        let c = CtCgroups::new(
+            CgroupDriver::Systemd,
+            Some("kubepods-besteffort-pod9.slice"),
+            ID,
+        )
+        .unwrap();
+        assert_eq!(
+            c.container,
+            format!(
+                "kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod9.slice/pvecri-{ID}.scope"
+            )
+        );
+        let root = CtCgroups::new(CgroupDriver::Systemd, Some("-.slice"), ID).unwrap();
+        assert_eq!(root.container, format!("pvecri-{ID}.scope"));
+        let default = CtCgroups::new(CgroupDriver::Systemd, None, ID).unwrap();
+        assert_eq!(default.container, format!("system.slice/pvecri-{ID}.scope"));
+    }
+
+    const HYBRID: &str = "\
+27 1 254:0 / / rw,relatime - ext4 /dev/vda rw
+28 27 0:26 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755
+29 28 0:29 / /sys/fs/cgroup/cpu rw,relatime - cgroup cgroup rw,cpu
+30 28 0:32 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory
+31 28 0:37 / /sys/fs/cgroup/systemd rw,relatime - cgroup cgroup rw,name=systemd
+32 28 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw
+";
+    const UNIFIED: &str = "\
+27 1 254:0 / / rw,relatime shared:1 - ext4 /dev/vda rw
+28 27 0:26 / /sys/fs/cgroup rw,nosuid shared:4 - cgroup2 cgroup2 rw,nsdelegate
+";
+
+    #[test]
+    fn layouts_are_told_apart() {
+        let h = Hierarchies::from_mountinfo(HYBRID).unwrap();
+        assert_eq!(h.layout, Layout::Hybrid);
+        assert_eq!(
+            h.roots,
+            ["cpu", "memory", "systemd", "unified"]
+                .map(|c| PathBuf::from("/sys/fs/cgroup").join(c))
+        );
+        let u = Hierarchies::from_mountinfo(UNIFIED).unwrap();
+        assert_eq!(u.layout, Layout::Unified);
+        assert_eq!(u.roots, [PathBuf::from("/sys/fs/cgroup")]);
+        let legacy: String = HYBRID
+            .lines()
+            .filter(|l| !l.contains("cgroup2"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        assert_eq!(
+            Hierarchies::from_mountinfo(&legacy).unwrap().layout,
+            Layout::Legacy
+        );
+        assert!(matches!(
+            Hierarchies::from_mountinfo("27 1 254:0 / / rw - ext4 /dev/vda rw"),
+            Err(CgroupError::NoHierarchy)
+        ));
+    }
+
+    #[test]
+    fn this_machine_has_a_layout() {
+        let h = Hierarchies::detect().unwrap();
+        assert!(!h.roots.is_empty());
+    }
+
+    #[test]
+    fn limits_on_v1() {
+        let r = PodResources {
+            cpu_period: None,
+            cpu_quota: Some(50_000),
+            cpu_shares: Some(512),
+            memory_limit_bytes: Some(256 << 20),
+        };
+        assert_eq!(
+            resource_keys(Layout::Hybrid, &r),
+            [
+                ("lxc.cgroup.cpu.shares", "512"),
+                ("lxc.cgroup.cpu.cfs_period_us", "100000"),
+                ("lxc.cgroup.cpu.cfs_quota_us", "50000"),
+                ("lxc.cgroup.memory.limit_in_bytes", "268435456"),
+            ]
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+        );
+    }
+
+    #[test]
+    fn limits_on_v2() {
+        let r = PodResources {
+            cpu_period: Some(200_000),
+            cpu_quota: Some(50_000),
+            cpu_shares: Some(1024),
+            memory_limit_bytes: Some(1 << 30),
+        };
+        assert_eq!(
+            resource_keys(Layout::Unified, &r),
+            [
+                ("lxc.cgroup2.cpu.weight", "39"),
+                ("lxc.cgroup2.cpu.max", "50000 200000"),
+                ("lxc.cgroup2.memory.max", "1073741824"),
+            ]
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+        );
+    }
+
+    #[test]
+    fn no_limits_no_keys() {
+        let unlimited = PodResources {
+            cpu_quota: Some(-1),
+            cpu_shares: Some(0),
+            ..PodResources::default()
+        };
+        assert!(resource_keys(Layout::Unified, &unlimited).is_empty());
+        assert!(resource_keys(Layout::Legacy, &PodResources::default()).is_empty());
+    }
+
+    #[test]
+    fn shares_map_onto_weights_like_runc() {
+        assert_eq!(shares_to_weight(2), 1);
+        assert_eq!(shares_to_weight(1024), 39);
+        assert_eq!(shares_to_weight(262_144), 10_000);
+        assert_eq!(shares_to_weight(1), 1);
+    }
+
+    #[test]
+    fn removing_a_tree_takes_children_first_and_tolerates_absence() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().to_path_buf();
+        std::fs::create_dir_all(root.join("a/b/c")).unwrap();
+        std::fs::create_dir_all(root.join("a/d")).unwrap();
+        remove_everywhere(std::slice::from_ref(&root), "a").unwrap();
+        assert!(!root.join("a").exists());
+        remove_everywhere(std::slice::from_ref(&root), "a").unwrap();
+    }
+
+    proptest! {
+        #[test]
+        fn expanded_slices_stay_relative_and_clean(name in "[a-z0-9-]{0,20}") {
+            if let Ok(path) = expand_slice(&format!("{name}.slice")) {
+                prop_assert!(!path.starts_with('/'));
+                prop_assert!(path.split('/').all(|p| p.is_empty() || p.ends_with(".slice")));
+                prop_assert!(!path.contains("//"));
+            }
+        }
+
+        #[test]
+        fn cgroupfs_paths_never_escape(parent in "\\PC{0,40}") {
+            if let Ok(path) = parent_path(CgroupDriver::Cgroupfs, Some(&parent)) {
+                prop_assert!(!path.starts_with('/'));
+                prop_assert!(path.split('/').all(|p| p != ".." && p != "."));
+                prop_assert!(!path.contains(char::is_whitespace));
+            }
+        }
+    }
+}
