@@ -286,7 +286,12 @@ impl<'a> Unpacker<'a> {
             ));
         };
         let dir = Rc::new(dir);
-        self.cache = Some((literal, dir.clone()));
+        // Only a path of real directories stays valid until something is removed (which
+        // clears the cache); one through symlinks can change meaning when a later entry
+        // shadows a link.
+        if dir.real == literal {
+            self.cache = Some((literal, dir.clone()));
+        }
         Ok(dir)
     }
 
@@ -1261,15 +1266,18 @@ impl<'a> Unpacker<'a> {
         } else {
             Some(self.dir(dir_components, entry, Need::Create, "opaque")?)
         };
-        // The root, named or reached through a symlink.
-        if dir.as_ref().is_none_or(|d| d.real.as_os_str().is_empty())
-            && let LayerMode::Overlay(state) = &mut self.mode
-        {
-            state.root_opaque = true;
-            if let Some(view) = &state.view {
-                view.set_root_opaque();
+        // The root, named or reached through a symlink: from here on lower layers are out
+        // of view, and what was copied up from them goes.
+        if dir.as_ref().is_none_or(|d| d.real.as_os_str().is_empty()) && self.is_overlay() {
+            if let LayerMode::Overlay(state) = &mut self.mode {
+                state.root_opaque = true;
+                if let Some(view) = &state.view {
+                    view.set_root_opaque();
+                }
             }
-            return Ok(());
+            self.invalidate();
+            let root = self.open_root()?;
+            return self.prune(root.as_fd(), Path::new(""), entry);
         }
         let dir = match dir {
             Some(d) => d,
