@@ -3,9 +3,10 @@
 //!
 //! Run as root: `cargo bench -p e2e --bench layerfs_apply`
 //!
-//! The layer is a few hundred MB of files from /usr (the e2e `large` image's files, in one
-//! layer), compressed once with gzip (level 6) and once with zstd (level 3), cached under
-//! /var/tmp/pvecri-bench. Each measurement extracts into a fresh directory, store or
+//! Two workloads from /usr: `big-files`, a few hundred MB (the e2e `large` image's files,
+//! in one layer), and `small-files`, 40,000 entries of files under 64 KiB, directories and
+//! symlinks. Each is compressed once with gzip (level 6) and once with zstd (level 3),
+//! cached under /var/tmp/pvecri-bench. Each measurement extracts into a fresh directory, store or
 //! dataset; nothing is deleted until the end (deleting a big tree slows later file
 //! creation on this kind of disk). MB/s are uncompressed bytes (10^6) per second of wall
 //! time. Store applications include verifying both digests; the overlay store also flushes
@@ -35,6 +36,9 @@ use serde::{Deserialize, Serialize};
 
 const BENCH_DIR: &str = "/var/tmp/pvecri-bench";
 
+/// Builds a workload's layer.
+type MakeLayer = fn() -> anyhow::Result<LayerBuilder>;
+
 #[derive(Serialize, Deserialize, Clone)]
 struct Blob {
     path: PathBuf,
@@ -59,9 +63,13 @@ fn blob_of(layer: &TestLayer, path: &Path) -> Blob {
     }
 }
 
-/// The layer blobs, built on first use.
-fn blobs(dir: &Path) -> anyhow::Result<Blobs> {
-    let index = dir.join("blobs.json");
+/// The layer blobs of a workload, built on first use.
+fn blobs(
+    dir: &Path,
+    name: &str,
+    make: impl FnOnce() -> anyhow::Result<LayerBuilder>,
+) -> anyhow::Result<Blobs> {
+    let index = dir.join(format!("{name}.json"));
     if let Ok(text) = std::fs::read(&index) {
         let blobs: Blobs = serde_json::from_slice(&text)?;
         if [&blobs.gzip, &blobs.zstd]
@@ -71,23 +79,68 @@ fn blobs(dir: &Path) -> anyhow::Result<Blobs> {
             return Ok(blobs);
         }
     }
-    println!("building the benchmark layer from /usr (once)...");
+    println!("building the {name} benchmark layer from /usr (once)...");
+    let one = make()?;
+    let files = one.entries().len();
+    let (gz_path, zst_path) = (
+        dir.join(format!("{name}.tar.gz")),
+        dir.join(format!("{name}.tar.zst")),
+    );
+    let gz = one.finish_to_file(TestCompression::Gzip, &gz_path)?;
+    let zst = one.finish_to_file(TestCompression::Zstd, &zst_path)?;
+    let blobs = Blobs {
+        files,
+        gzip: blob_of(&gz, &gz_path),
+        zstd: blob_of(&zst, &zst_path),
+    };
+    std::fs::write(&index, serde_json::to_vec_pretty(&blobs)?)?;
+    Ok(blobs)
+}
+
+/// Big files: the e2e `large` image's files from /usr in one layer.
+fn big_files() -> anyhow::Result<LayerBuilder> {
     let mut one = LayerBuilder::new();
     for builder in plan_large_layers()? {
         for entry in builder.entries() {
             one.entry(entry.clone());
         }
     }
-    let files = one.entries().len();
-    let gz = one.finish_to_file(TestCompression::Gzip, &dir.join("layer.tar.gz"))?;
-    let zst = one.finish_to_file(TestCompression::Zstd, &dir.join("layer.tar.zst"))?;
-    let blobs = Blobs {
-        files,
-        gzip: blob_of(&gz, &dir.join("layer.tar.gz")),
-        zstd: blob_of(&zst, &dir.join("layer.tar.zst")),
-    };
-    std::fs::write(&index, serde_json::to_vec_pretty(&blobs)?)?;
-    Ok(blobs)
+    Ok(one)
+}
+
+/// Many small files: directories, symlinks and files under 64 KiB from /usr/share and
+/// /usr/lib, walked in sorted order, up to `SMALL_ENTRIES` entries.
+fn small_files() -> anyhow::Result<LayerBuilder> {
+    use std::os::unix::fs::MetadataExt;
+    const SMALL_ENTRIES: usize = 40_000;
+    let mut b = LayerBuilder::new();
+    let mut stack: Vec<PathBuf> = vec![PathBuf::from("/usr/lib"), PathBuf::from("/usr/share")];
+    b.dir("usr", 0o755);
+    while let Some(dir) = stack.pop() {
+        if b.entries().len() >= SMALL_ENTRIES {
+            break;
+        }
+        let rel = dir.strip_prefix("/")?.to_string_lossy().into_owned();
+        b.dir(&rel, std::fs::metadata(&dir)?.mode() & 0o7777);
+        let mut children: Vec<PathBuf> = std::fs::read_dir(&dir)?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .collect();
+        children.sort();
+        let mut subdirs = Vec::new();
+        for child in children {
+            let md = std::fs::symlink_metadata(&child)?;
+            let rel = child.strip_prefix("/")?.to_string_lossy().into_owned();
+            if md.is_dir() {
+                subdirs.push(child);
+            } else if md.file_type().is_symlink() {
+                b.symlink(&rel, &std::fs::read_link(&child)?.to_string_lossy());
+            } else if md.is_file() && md.len() < 64 * 1024 && std::fs::File::open(&child).is_ok() {
+                b.file_from_path(&rel, &child, md.mode() & 0o7777)?;
+            }
+        }
+        stack.extend(subdirs.into_iter().rev());
+    }
+    Ok(b)
 }
 
 /// Size of the uncompressed tar stream.
@@ -148,11 +201,57 @@ fn main() -> anyhow::Result<()> {
     }
     let base = Path::new(BENCH_DIR);
     std::fs::create_dir_all(base)?;
-    let blobs = blobs(base)?;
-    let bytes = uncompressed_size(&blobs.gzip)?;
     let runs = tempfile::Builder::new().prefix("run-").tempdir_in(base)?;
     let pool = TestPool::shared()?;
     let mut scratch = Vec::new();
+    let mut tables = Vec::new();
+    let workloads: [(&str, MakeLayer); 2] =
+        [("big-files", big_files), ("small-files", small_files)];
+    for (name, make) in workloads {
+        let blobs = blobs(base, name, make)?;
+        let r = runs.path().join(name);
+        std::fs::create_dir_all(&r)?;
+        let rows = workload(&blobs, &r, &pool, &mut scratch)?;
+        tables.push((name, blobs, rows));
+    }
+
+    if let Some(n) = std::env::var("LAYERFS_BENCH_LIST")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+    {
+        list_bench(&pool, runs.path(), n)?;
+    }
+
+    for (name, blobs, (bytes, rows)) in &tables {
+        println!(
+            "\n{name}: {} entries, {:.1} MB uncompressed, gzip {:.1} MB, zstd {:.1} MB\n\n| measurement | s | MB/s (uncompressed) |\n|---|---|---|",
+            blobs.files,
+            *bytes as f64 / 1e6,
+            blobs.gzip.size as f64 / 1e6,
+            blobs.zstd.size as f64 / 1e6
+        );
+        for row in rows {
+            println!(
+                "| {} | {:.2} | {:.1} |",
+                row.label.split_whitespace().collect::<Vec<_>>().join(" "),
+                row.seconds,
+                *bytes as f64 / 1e6 / row.seconds
+            );
+        }
+    }
+    drop(scratch);
+    println!("cleaning up {}", runs.path().display());
+    Ok(())
+}
+
+/// Every measurement of one workload, each into a fresh directory, store or dataset.
+fn workload(
+    blobs: &Blobs,
+    r: &Path,
+    pool: &TestPool,
+    scratch: &mut Vec<e2e::zfs::ScratchDataset>,
+) -> anyhow::Result<(u64, Vec<Row>)> {
+    let bytes = uncompressed_size(&blobs.gzip)?;
     let mut rows: Vec<Row> = Vec::new();
     let mut record = |label: &str, d: Duration| {
         println!(
@@ -165,19 +264,10 @@ fn main() -> anyhow::Result<()> {
             seconds: d.as_secs_f64(),
         });
     };
-    println!(
-        "layer: {} entries, {:.1} MB uncompressed, gzip {:.1} MB, zstd {:.1} MB",
-        blobs.files,
-        bytes as f64 / 1e6,
-        blobs.gzip.size as f64 / 1e6,
-        blobs.zstd.size as f64 / 1e6
-    );
-    let r = runs.path();
     // Warm the page cache for the blobs so that the first run does not pay for reading them.
     for b in [&blobs.gzip, &blobs.zstd] {
         std::io::copy(&mut std::fs::File::open(&b.path)?, &mut std::io::sink())?;
     }
-
     let (d, ()) = time(|| tar_extract(&["-xzf"], &blobs.gzip.path, &r.join("tar-gz")))?;
     record("tar -xzf            (ext4)", d);
     let (d, ()) = time(|| {
@@ -266,26 +356,7 @@ fn main() -> anyhow::Result<()> {
         record(label, d);
         scratch.push(ds);
     }
-
-    if let Some(n) = std::env::var("LAYERFS_BENCH_LIST")
-        .ok()
-        .and_then(|v| v.parse::<usize>().ok())
-    {
-        list_bench(&pool, r, n)?;
-    }
-
-    println!("\n| measurement | s | MB/s (uncompressed) |\n|---|---|---|");
-    for row in &rows {
-        println!(
-            "| {} | {:.2} | {:.1} |",
-            row.label.split_whitespace().collect::<Vec<_>>().join(" "),
-            row.seconds,
-            bytes as f64 / 1e6 / row.seconds
-        );
-    }
-    drop(scratch);
-    println!("cleaning up {}", r.display());
-    Ok(())
+    Ok((bytes, rows))
 }
 
 /// Times `layers()` of a zfs store holding `n` small layers (one chain).

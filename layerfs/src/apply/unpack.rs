@@ -705,6 +705,26 @@ impl<'a> Unpacker<'a> {
         })
     }
 
+    /// Creates a non-directory with `create`, clearing the way first only if something is
+    /// in it (one system call for the common case of a new name).
+    fn create_non_dir<T>(
+        &mut self,
+        parent: &Dir,
+        name: &OsStr,
+        entry: &str,
+        what: &str,
+        create: impl Fn() -> nix::Result<T>,
+    ) -> Result<T, StoreError> {
+        match create() {
+            Ok(v) => Ok(v),
+            Err(Errno::EEXIST) => {
+                self.slot(parent, name, false, entry)?;
+                create().map_err(|e| sys_err(what, entry, e))
+            }
+            Err(e) => Err(sys_err(what, entry, e)),
+        }
+    }
+
     // ---- entries -------------------------------------------------------------------
 
     fn root_entry<R: Read>(
@@ -801,14 +821,19 @@ impl<'a> Unpacker<'a> {
         data: &mut tar::Entry<'_, R>,
         entry: &str,
     ) -> Result<(), StoreError> {
-        self.slot(parent, name, false, entry)?;
-        let fd = openat(
-            parent.fd.as_fd(),
-            name,
-            OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-            Mode::from_bits_truncate(0o600),
-        )
-        .map_err(|e| sys_err("creating file", entry, e))?;
+        let create = || {
+            openat(
+                parent.fd.as_fd(),
+                name,
+                OFlag::O_WRONLY
+                    | OFlag::O_CREAT
+                    | OFlag::O_EXCL
+                    | OFlag::O_NOFOLLOW
+                    | OFlag::O_CLOEXEC,
+                Mode::from_bits_truncate(0o600),
+            )
+        };
+        let fd = self.create_non_dir(parent, name, entry, "creating file", create)?;
         let mut file = File::from(fd);
         loop {
             let n = match data.read(&mut self.buf) {
@@ -845,9 +870,8 @@ impl<'a> Unpacker<'a> {
         meta: &Meta,
         entry: &str,
     ) -> Result<(), StoreError> {
-        self.slot(parent, name, false, entry)?;
-        symlinkat(OsStr::from_bytes(target), parent.fd.as_fd(), name)
-            .map_err(|e| sys_err("creating symlink", entry, e))?;
+        let create = || symlinkat(OsStr::from_bytes(target), parent.fd.as_fd(), name);
+        self.create_non_dir(parent, name, entry, "creating symlink", create)?;
         meta.apply_at(
             parent.fd.as_fd(),
             name,
@@ -876,15 +900,16 @@ impl<'a> Unpacker<'a> {
                 "a character device 0:0 cannot be stored in an overlay layer (overlayfs reads it as a whiteout)",
             ));
         }
-        self.slot(parent, name, false, entry)?;
-        mknodat(
-            parent.fd.as_fd(),
-            name,
-            kind,
-            Mode::from_bits_truncate(0o600),
-            dev,
-        )
-        .map_err(|e| sys_err("creating device node", entry, e))?;
+        let create = || {
+            mknodat(
+                parent.fd.as_fd(),
+                name,
+                kind,
+                Mode::from_bits_truncate(0o600),
+                dev,
+            )
+        };
+        self.create_non_dir(parent, name, entry, "creating device node", create)?;
         meta.apply_at(
             parent.fd.as_fd(),
             name,
