@@ -1,11 +1,56 @@
 //! pvecri's layer store: OCI layer application and the `zfs` and `overlay` drivers.
 //!
-//! - [`apply`]: a layer blob (tar, gzip or zstd) applied to a directory in one pass that
-//!   also computes both of its digests, confined to that directory.
-//! - [`LayerStore`]: layers by ChainID and container root filesystems, opened with
-//!   [`open_store`]. Drivers: `overlay` (a directory per layer, an overlay mount per
-//!   container) and `zfs` (a dataset per layer, snapshot and clone, through the `zfs`
-//!   command).
+//! # Using the store
+//!
+//! Open it with [`open_store`] (or [`open_store_with`]) from a [`StoreConfig`]; opening
+//! takes an exclusive lock (one process per store) and cleans whatever an interrupted
+//! process left. Then, per image:
+//!
+//! 1. [`chain_ids`] of the config's `rootfs.diff_ids` name the layers.
+//! 2. [`LayerStore::apply_layer`] each missing layer with a [`LayerRequest`], streaming the
+//!    blob straight from the registry. The call verifies the blob digest and the diff_id
+//!    in the same pass and publishes the layer only when both match. On `overlay`
+//!    ([`LayerStore::parallel_apply`]) all layers of an image may be applied at once; on
+//!    `zfs` a layer needs its parent first.
+//! 3. [`LayerStore::create_rootfs`] per container, from the image's top layer.
+//!
+//! Errors are [`StoreError`]; [`StoreError::is_bad_content`] tells a bad layer (digest
+//! mismatch, unsafe entry, malformed tar, wrong compression) from a failing machine.
+//!
+//! # Layer application ([`apply`])
+//!
+//! A blob is gzip, zstd or plain tar as its media type says ([`Compression`]), and its
+//! magic bytes must agree. Two threads: one reads, hashes and decompresses, the other
+//! hashes the tar stream and does the file system work. Regular files, directories,
+//! symlinks, hard links (to this or a lower layer), devices, FIFOs, owners (optionally
+//! shifted, [`IdShift`]), modes with setuid/setgid/sticky, times and xattrs are applied.
+//! OCI whiteouts (`.wh.<name>`, `.wh..wh..opq`) act on lower layers only, never on the
+//! layer's own entries, and never appear in the result.
+//!
+//! Confinement: every operation is relative to a directory opened with
+//! `openat2(RESOLVE_BENEATH)`. Symlinks in an entry's parent path are followed while they
+//! stay below the root; an absolute symlink or one climbing above the root is refused
+//! (like `..` components, absolute names, hard links to such paths and whiteouts of `.`
+//! or `..`) with [`StoreError::UnsafeEntry`] naming the entry. (containerd instead
+//! resolves absolute symlinks as if chrooted; layer tars never need that, since tools
+//! write real paths.) The last component of an entry is never followed.
+//!
+//! # Drivers
+//!
+//! - `overlay`: a directory per layer holding only its diff in overlayfs form (whiteouts
+//!   as character devices 0:0, opaque directories as `trusted.overlay.opaque=y`), and an
+//!   overlay mount per container. A layer consults its parents (waiting for them if they
+//!   are still being applied) only when it must: a hard link to a lower file (copied up
+//!   with its other names), a parent directory it lacks (copied up, metadata only), a
+//!   whiteout (kept only if it hides something, since overlayfs lists whiteouts in
+//!   directories that merge nothing) or an opaque root. Layer xattrs named
+//!   `trusted.overlay.*`/`user.overlay.*` are dropped, and a layer cannot hold a
+//!   character device 0:0.
+//! - `zfs`: a dataset per layer, cloned from its parent's snapshot, snapshotted when
+//!   complete, renamed into place; a container is a clone of the top snapshot, with an
+//!   optional `refquota`. Everything goes through the `zfs` command, a handful of
+//!   processes per layer, one `zfs get -r` per listing. zfs-fuse stores no xattrs: the
+//!   store probes once and drops them there ([`LayerStore::xattrs_supported`]).
 
 pub mod apply;
 mod compression;

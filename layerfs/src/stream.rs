@@ -2,6 +2,7 @@
 //! decompresses it and hashes the uncompressed tar stream, all in one pass.
 
 use std::io::{self, BufReader, Cursor, Read};
+use std::sync::mpsc::{self, Receiver, SyncSender};
 
 use sha2::{Digest as _, Sha256};
 
@@ -64,22 +65,51 @@ impl<R: Read> Read for HashingReader<R> {
     }
 }
 
+/// Chunks in flight between the decompressing thread and the applying thread.
+const CHANNEL_DEPTH: usize = 4;
+
+type Chunk = io::Result<Vec<u8>>;
+
 /// Reads `reader` as a layer blob compressed as `compression`, handing the uncompressed tar
 /// stream to `consume`. Whatever `consume` leaves unread (the padding after the tar's end
 /// marker, trailing bytes of the blob) is read and hashed too, since the digests cover the
 /// whole blob.
-pub(crate) fn with_layer_stream<T>(
+///
+/// Two threads: the caller's reads, hashes and decompresses the blob; a scoped thread
+/// hashes the tar stream and runs `consume` (the file system work), so that decompression
+/// and writing overlap as in `tar -xzf`, where gzip is a process of its own.
+pub(crate) fn with_layer_stream<T: Send>(
     reader: &mut dyn Read,
     compression: Compression,
-    consume: impl FnOnce(&mut dyn Read) -> Result<T, StoreError>,
+    consume: impl FnOnce(&mut dyn Read) -> Result<T, StoreError> + Send,
 ) -> Result<(T, StreamDigests), StoreError> {
+    let (tx, rx) = mpsc::sync_channel::<Chunk>(CHANNEL_DEPTH);
     let mut raw = HashingReader::new(reader);
-    let result = run_stages(&mut raw, compression, consume);
-    // An error of the source stream wins over whatever the stages made of it.
+    let (produced, consumed) = std::thread::scope(|scope| {
+        let consumer = scope.spawn(move || {
+            let mut input = ChannelReader::new(rx);
+            let value = consume(&mut input)?;
+            io::copy(&mut input, &mut io::sink()).map_err(|e| {
+                StoreError::invalid_stream(format!("after the end of the tar archive: {e}"))
+            })?;
+            let (diff_id, size) = input.finish();
+            Ok::<_, StoreError>((value, diff_id, size))
+        });
+        let produced = produce(&mut raw, compression, tx);
+        let consumed = consumer.join().unwrap_or_else(|_| {
+            Err(StoreError::Corrupt(
+                "the layer applier thread panicked".into(),
+            ))
+        });
+        (produced, consumed)
+    });
+    // An error of the source stream wins over whatever the stages made of it, and a
+    // decoding error over what the applier made of the broken stream.
     if let Some(source) = raw.failure.take() {
         return Err(StoreError::io("reading the layer stream", source));
     }
-    let (value, diff_id, uncompressed_size) = result?;
+    produced?;
+    let (value, diff_id, uncompressed_size) = consumed?;
     let (compressed_digest, compressed_size) = raw.finish();
     Ok((
         value,
@@ -92,35 +122,107 @@ pub(crate) fn with_layer_stream<T>(
     ))
 }
 
-fn run_stages<T, R: Read>(
+/// Decompresses the blob into chunks for the applying thread. Stops early (without error)
+/// if that thread is gone, which happens only when it failed.
+fn produce<R: Read>(
     raw: &mut HashingReader<R>,
     compression: Compression,
-    consume: impl FnOnce(&mut dyn Read) -> Result<T, StoreError>,
-) -> Result<(T, Digest, u64), StoreError> {
+    tx: SyncSender<Chunk>,
+) -> Result<(), StoreError> {
     let head = read_head(raw, 4).map_err(|e| StoreError::io("reading the layer stream", e))?;
     compression.check_magic(&head)?;
-    let (value, diff_id, uncompressed_size) = {
+    {
         let input = BufReader::with_capacity(STAGE_BUFFER, Cursor::new(head).chain(&mut *raw));
-        let decoder = compression.decoder(input).map_err(|e| {
+        let mut decoder = compression.decoder(input).map_err(|e| {
             StoreError::invalid_stream(format!("cannot start the {compression} decoder: {e}"))
         })?;
-        let mut diff = HashingReader::new(decoder);
-        let value = {
-            let mut tar_input = BufReader::with_capacity(STAGE_BUFFER, &mut diff);
-            let value = consume(&mut tar_input)?;
-            io::copy(&mut tar_input, &mut io::sink()).map_err(|e| {
-                StoreError::invalid_stream(format!(
-                    "after the end of the tar archive: {compression} stream: {e}"
-                ))
-            })?;
-            value
-        };
-        let (diff_id, size) = diff.finish();
-        (value, diff_id, size)
-    };
+        loop {
+            let mut chunk = vec![0u8; STAGE_BUFFER];
+            let n = match fill(&mut decoder, &mut chunk) {
+                Ok(n) => n,
+                Err(e) => {
+                    let message = format!("{compression} stream: {e}");
+                    let _ = tx.send(Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        message.clone(),
+                    )));
+                    return Err(StoreError::invalid_stream(message));
+                }
+            };
+            if n == 0 {
+                break;
+            }
+            chunk.truncate(n);
+            if tx.send(Ok(chunk)).is_err() {
+                return Ok(());
+            }
+        }
+    }
+    drop(tx);
     // Bytes after the end of the compressed stream belong to the blob and its digest.
     io::copy(raw, &mut io::sink()).map_err(|e| StoreError::io("reading the layer stream", e))?;
-    Ok((value, diff_id, uncompressed_size))
+    Ok(())
+}
+
+/// Reads until `buf` is full or the stream ends.
+fn fill(reader: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match reader.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
+}
+
+/// The applying thread's view of the stream: chunks from the channel, hashed on arrival
+/// (the diff_id). A closed channel is the end of the stream.
+struct ChannelReader {
+    rx: Receiver<Chunk>,
+    chunk: Vec<u8>,
+    pos: usize,
+    hasher: Sha256,
+    bytes: u64,
+}
+
+impl ChannelReader {
+    fn new(rx: Receiver<Chunk>) -> ChannelReader {
+        ChannelReader {
+            rx,
+            chunk: Vec::new(),
+            pos: 0,
+            hasher: Sha256::new(),
+            bytes: 0,
+        }
+    }
+
+    fn finish(self) -> (Digest, u64) {
+        (Digest::from_sha256(&self.hasher.finalize()), self.bytes)
+    }
+}
+
+impl Read for ChannelReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.pos == self.chunk.len() {
+            match self.rx.recv() {
+                Ok(Ok(chunk)) => {
+                    self.hasher.update(&chunk);
+                    self.bytes += chunk.len() as u64;
+                    self.chunk = chunk;
+                    self.pos = 0;
+                }
+                Ok(Err(e)) => return Err(e),
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.chunk.len() - self.pos);
+        buf[..n].copy_from_slice(&self.chunk[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
 }
 
 /// Reads up to `n` bytes (fewer only at end of stream).

@@ -31,7 +31,7 @@ use crate::stream::{StreamDigests, with_layer_stream};
 use unpack::Unpacker;
 
 /// Gives an overlay-form layer the diff directories of its parents.
-pub trait LowerLayers {
+pub trait LowerLayers: Send {
     /// The parents' layer directories, nearest parent first. Called at most once per
     /// application, and only when an entry needs the lower layers; it may block until the
     /// parents are complete.

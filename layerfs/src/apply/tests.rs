@@ -699,3 +699,93 @@ proptest::proptest! {
         }
     }
 }
+
+mod mutated {
+    //! Valid layers with mutated header fields (names, link names, types; checksums fixed
+    //! up so the tar parser accepts them): the applier never panics and never writes
+    //! outside the root, whatever it makes of them.
+
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Offsets of the header blocks in a stream written by `testutil::tar`.
+    fn header_offsets(data: &[u8]) -> Vec<usize> {
+        let mut offsets = Vec::new();
+        let mut pos = 0;
+        while pos + 512 <= data.len() {
+            let block = &data[pos..pos + 512];
+            if block.iter().all(|b| *b == 0) {
+                break;
+            }
+            offsets.push(pos);
+            let size_field = std::str::from_utf8(&block[124..136]).unwrap_or("0");
+            let size =
+                u64::from_str_radix(size_field.trim_matches(|c: char| c == '\0' || c == ' '), 8)
+                    .unwrap_or(0);
+            pos += 512 + (size as usize).div_ceil(512) * 512;
+        }
+        offsets
+    }
+
+    fn fix_checksum(header: &mut [u8]) {
+        header[148..156].fill(b' ');
+        let sum: u32 = header.iter().map(|b| u32::from(*b)).sum();
+        let field = format!("{sum:06o}\0 ");
+        header[148..156].copy_from_slice(field.as_bytes());
+    }
+
+    const BYTES: &[u8] = b"/.a.wh.\0";
+
+    #[derive(Debug, Clone)]
+    struct Mutation {
+        header: usize,
+        offset: usize,
+        byte: u8,
+    }
+
+    fn mutation() -> impl Strategy<Value = Mutation> {
+        (
+            0..16usize,
+            prop_oneof![0..100usize, Just(156usize), 157..257usize],
+            prop_oneof![
+                proptest::sample::select(BYTES),
+                proptest::sample::select(&b"0123567"[..])
+            ],
+        )
+            .prop_map(|(header, offset, byte)| Mutation {
+                header,
+                offset,
+                byte,
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 512, failure_persistence: None, ..ProptestConfig::default() })]
+
+        #[test]
+        fn mutated_headers_stay_confined(
+            layers in model::layers(),
+            mutations in proptest::collection::vec(mutation(), 1..6),
+        ) {
+            let sb = Sandbox::new();
+            for ops in &layers {
+                let mut data = tar(&model::to_entries(ops));
+                let offsets = header_offsets(&data);
+                for m in &mutations {
+                    let Some(&start) = offsets.get(m.header % offsets.len().max(1)) else { continue };
+                    data[start + m.offset] = m.byte;
+                    fix_checksum(&mut data[start..start + 512]);
+                }
+                let result = apply_layer(&mut &data[..], Compression::None, Target::Merged(sb.fd.as_fd()), &opts());
+                sb.assert_confined();
+                if result.is_err() {
+                    break;
+                }
+            }
+            for path in crate::testutil::walk(&sb.root) {
+                let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                prop_assert!(!name.starts_with(".wh."), "whiteout left in the result: {}", path.display());
+            }
+        }
+    }
+}

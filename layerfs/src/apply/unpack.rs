@@ -1,7 +1,8 @@
 //! The file system side of layer application: one tar entry at a time, every operation
 //! relative to a directory fd that was opened without leaving the layer root.
 
-use std::collections::HashSet;
+use std::collections::hash_map::Entry;
+use std::collections::{HashMap, HashSet};
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::io::{self, Read, Write};
@@ -55,24 +56,21 @@ enum Slot {
     UpdateDir,
 }
 
-struct MergedState {
-    /// Real paths this layer created (and their ancestors): whiteouts and opaque markers
-    /// only remove what came from lower layers.
-    unpacked: HashSet<PathBuf>,
-}
-
 struct OverlayState<'a> {
     lowers: Option<&'a mut dyn LowerLayers>,
     view: Option<Rc<LayerView>>,
-    /// Non-directories copied up from a lower layer (hard link targets): a later whiteout
-    /// of one must hide it like the lower original.
-    copied_up: HashSet<PathBuf>,
     /// `.wh..wh..opq` at the layer root, which overlayfs would ignore as an xattr there.
     root_opaque: bool,
+    /// Whiteouts made (real paths). One that hides nothing is removed at the end: in a
+    /// directory that merges no lower one, overlayfs would list it as a name that
+    /// cannot be looked up.
+    whiteouts: Vec<PathBuf>,
+    /// Per lower layer: inode -> paths, for files with several links.
+    link_index: HashMap<usize, HashMap<u64, Vec<Vec<OsString>>>>,
 }
 
 enum LayerMode<'a> {
-    Merged(MergedState),
+    Merged,
     Overlay(OverlayState<'a>),
 }
 
@@ -80,6 +78,10 @@ pub(crate) struct Unpacker<'a> {
     root: BorrowedFd<'a>,
     root_path: PathBuf,
     mode: LayerMode<'a>,
+    /// Real paths this layer's entries made (and their ancestors). Whiteouts and opaque
+    /// markers only remove what came from lower layers, and on overlay what was copied up
+    /// from them.
+    unpacked: HashSet<PathBuf>,
     opts: ApplyOptions,
     dropped: Dropped,
     dir_times: Vec<(PathBuf, TimeSpec, TimeSpec)>,
@@ -95,19 +97,15 @@ fn sys_err(what: &str, entry: &str, e: Errno) -> StoreError {
 impl<'a> Unpacker<'a> {
     pub(crate) fn new(target: Target<'a>, opts: &ApplyOptions) -> Result<Unpacker<'a>, StoreError> {
         let (root, mode) = match target {
-            Target::Merged(root) => (
-                root,
-                LayerMode::Merged(MergedState {
-                    unpacked: HashSet::new(),
-                }),
-            ),
+            Target::Merged(root) => (root, LayerMode::Merged),
             Target::Overlay { dir, lowers } => (
                 dir,
                 LayerMode::Overlay(OverlayState {
                     lowers: Some(lowers),
                     view: None,
-                    copied_up: HashSet::new(),
                     root_opaque: false,
+                    whiteouts: Vec::new(),
+                    link_index: HashMap::new(),
                 }),
             ),
         };
@@ -117,6 +115,7 @@ impl<'a> Unpacker<'a> {
             root,
             root_path,
             mode,
+            unpacked: HashSet::new(),
             opts: opts.clone(),
             dropped: Dropped::default(),
             dir_times: Vec::new(),
@@ -218,6 +217,7 @@ impl<'a> Unpacker<'a> {
     /// the overlay driver, an opaque root.
     pub(crate) fn finish(mut self) -> Result<(Stats, Dropped), StoreError> {
         self.finish_root_opaque()?;
+        self.remove_needless_whiteouts()?;
         for (real, atime, mtime) in std::mem::take(&mut self.dir_times) {
             let fd = match sys::open_dir_beneath(self.root, &real, Resolve::NoSymlinks) {
                 Ok(fd) => fd,
@@ -286,7 +286,12 @@ impl<'a> Unpacker<'a> {
             ));
         };
         let dir = Rc::new(dir);
-        self.cache = Some((literal, dir.clone()));
+        // Only a path of real directories stays valid until something is removed (which
+        // clears the cache); one through symlinks can change meaning when a later entry
+        // shadows a link.
+        if dir.real == literal {
+            self.cache = Some((literal, dir.clone()));
+        }
         Ok(dir)
     }
 
@@ -466,6 +471,12 @@ impl<'a> Unpacker<'a> {
         match resolved.last() {
             Some(Node::Other { .. }) => return self.not_a_dir(need, entry, what, &rel),
             Some(Node::Missing) if need == Need::Existing => return Ok(None),
+            Some(Node::Missing) if resolved.dangling => {
+                return Err(StoreError::invalid(
+                    entry,
+                    format!("{what} path goes through a dangling symlink"),
+                ));
+            }
             _ => {}
         }
         self.materialize_dirs(&view, &resolved, entry).map(Some)
@@ -506,6 +517,9 @@ impl<'a> Unpacker<'a> {
         let mut layers = vec![root];
         layers.extend(lowers);
         let view = Rc::new(LayerView::new(layers));
+        if state.root_opaque {
+            view.set_root_opaque();
+        }
         state.view = Some(view.clone());
         Ok(view)
     }
@@ -645,13 +659,11 @@ impl<'a> Unpacker<'a> {
     // ---- bookkeeping ---------------------------------------------------------------
 
     fn mark_unpacked(&mut self, real: &Path) {
-        if let LayerMode::Merged(state) = &mut self.mode {
-            let mut p = real;
-            while !p.as_os_str().is_empty() && state.unpacked.insert(p.to_path_buf()) {
-                match p.parent() {
-                    Some(parent) => p = parent,
-                    None => break,
-                }
+        let mut p = real;
+        while !p.as_os_str().is_empty() && self.unpacked.insert(p.to_path_buf()) {
+            match p.parent() {
+                Some(parent) => p = parent,
+                None => break,
             }
         }
     }
@@ -686,14 +698,31 @@ impl<'a> Unpacker<'a> {
         self.invalidate();
         unlinkat(parent.fd.as_fd(), name, UnlinkatFlags::NoRemoveDir)
             .map_err(|e| sys_err("removing existing entry", entry, e))?;
-        if let LayerMode::Overlay(state) = &mut self.mode {
-            state.copied_up.remove(&parent.real.join(name));
-        }
         // On overlay, a non-directory of this layer (or a whiteout) hid the lower
         // directory; a directory replacing it must keep hiding it.
         Ok(Slot::Create {
             opaque: overlay && new_is_dir,
         })
+    }
+
+    /// Creates a non-directory with `create`, clearing the way first only if something is
+    /// in it (one system call for the common case of a new name).
+    fn create_non_dir<T>(
+        &mut self,
+        parent: &Dir,
+        name: &OsStr,
+        entry: &str,
+        what: &str,
+        create: impl Fn() -> nix::Result<T>,
+    ) -> Result<T, StoreError> {
+        match create() {
+            Ok(v) => Ok(v),
+            Err(Errno::EEXIST) => {
+                self.slot(parent, name, false, entry)?;
+                create().map_err(|e| sys_err(what, entry, e))
+            }
+            Err(e) => Err(sys_err(what, entry, e)),
+        }
     }
 
     // ---- entries -------------------------------------------------------------------
@@ -792,14 +821,19 @@ impl<'a> Unpacker<'a> {
         data: &mut tar::Entry<'_, R>,
         entry: &str,
     ) -> Result<(), StoreError> {
-        self.slot(parent, name, false, entry)?;
-        let fd = openat(
-            parent.fd.as_fd(),
-            name,
-            OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-            Mode::from_bits_truncate(0o600),
-        )
-        .map_err(|e| sys_err("creating file", entry, e))?;
+        let create = || {
+            openat(
+                parent.fd.as_fd(),
+                name,
+                OFlag::O_WRONLY
+                    | OFlag::O_CREAT
+                    | OFlag::O_EXCL
+                    | OFlag::O_NOFOLLOW
+                    | OFlag::O_CLOEXEC,
+                Mode::from_bits_truncate(0o600),
+            )
+        };
+        let fd = self.create_non_dir(parent, name, entry, "creating file", create)?;
         let mut file = File::from(fd);
         loop {
             let n = match data.read(&mut self.buf) {
@@ -836,9 +870,8 @@ impl<'a> Unpacker<'a> {
         meta: &Meta,
         entry: &str,
     ) -> Result<(), StoreError> {
-        self.slot(parent, name, false, entry)?;
-        symlinkat(OsStr::from_bytes(target), parent.fd.as_fd(), name)
-            .map_err(|e| sys_err("creating symlink", entry, e))?;
+        let create = || symlinkat(OsStr::from_bytes(target), parent.fd.as_fd(), name);
+        self.create_non_dir(parent, name, entry, "creating symlink", create)?;
         meta.apply_at(
             parent.fd.as_fd(),
             name,
@@ -867,15 +900,16 @@ impl<'a> Unpacker<'a> {
                 "a character device 0:0 cannot be stored in an overlay layer (overlayfs reads it as a whiteout)",
             ));
         }
-        self.slot(parent, name, false, entry)?;
-        mknodat(
-            parent.fd.as_fd(),
-            name,
-            kind,
-            Mode::from_bits_truncate(0o600),
-            dev,
-        )
-        .map_err(|e| sys_err("creating device node", entry, e))?;
+        let create = || {
+            mknodat(
+                parent.fd.as_fd(),
+                name,
+                kind,
+                Mode::from_bits_truncate(0o600),
+                dev,
+            )
+        };
+        self.create_non_dir(parent, name, entry, "creating device node", create)?;
         meta.apply_at(
             parent.fd.as_fd(),
             name,
@@ -990,6 +1024,7 @@ impl<'a> Unpacker<'a> {
         let parent_resolved = Resolved {
             real: resolved.real[..resolved.real.len() - 1].to_vec(),
             nodes: resolved.nodes[..resolved.nodes.len() - 1].to_vec(),
+            dangling: false,
         };
         let real_name = resolved.real[resolved.real.len() - 1].clone();
         let dir = self.materialize_dirs(&view, &parent_resolved, entry)?;
@@ -1073,8 +1108,135 @@ impl<'a> Unpacker<'a> {
             meta.apply_at(dst.fd.as_fd(), name, false, &opts, entry, &mut self.dropped)?;
         }
         self.stats.inodes_created += 1;
-        if let LayerMode::Overlay(state) = &mut self.mode {
-            state.copied_up.insert(dst.real.join(name));
+        if kind == SFlag::S_IFREG && st.st_nlink > 1 {
+            let mut path = parent_real.to_vec();
+            path.push(name.to_owned());
+            self.copy_up_links(view, layer, st, &path, dst, name, entry)?;
+        }
+        Ok(())
+    }
+
+    /// The copy of a lower file with several links takes along its other names that are
+    /// still visible, so that they stay one file (overlayfs's own copy-up would split them).
+    #[allow(clippy::too_many_arguments)]
+    fn copy_up_links(
+        &mut self,
+        view: &LayerView,
+        layer: usize,
+        st: &FileStat,
+        copied: &[OsString],
+        dst: &Dir,
+        name: &OsStr,
+        entry: &str,
+    ) -> Result<(), StoreError> {
+        let others: Vec<Vec<OsString>> = self
+            .link_index(view, layer, entry)?
+            .get(&st.st_ino)
+            .map(|paths| {
+                paths
+                    .iter()
+                    .filter(|p| p.as_slice() != copied)
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default();
+        for path in others {
+            let Ok(resolved) = view.resolve(&path, false) else {
+                continue;
+            };
+            let same_file = matches!(
+                resolved.last(),
+                Some(Node::Other { layer: l, stat }) if *l == layer && stat.st_ino == st.st_ino
+            );
+            if !same_file || resolved.real != path {
+                continue; // hidden, or replaced by a higher layer
+            }
+            let parent = Resolved {
+                real: path[..path.len() - 1].to_vec(),
+                nodes: resolved.nodes[..resolved.nodes.len() - 1].to_vec(),
+                dangling: false,
+            };
+            let dir = self.materialize_dirs(view, &parent, entry)?;
+            let last = &path[path.len() - 1];
+            linkat(
+                dst.fd.as_fd(),
+                name,
+                dir.fd.as_fd(),
+                last.as_os_str(),
+                AtFlags::empty(),
+            )
+            .map_err(|e| sys_err("linking a copied-up file", entry, e))?;
+        }
+        Ok(())
+    }
+
+    /// Paths of multiply linked files in lower layer `layer`, by inode (built once).
+    fn link_index(
+        &mut self,
+        view: &LayerView,
+        layer: usize,
+        entry: &str,
+    ) -> Result<&HashMap<u64, Vec<Vec<OsString>>>, StoreError> {
+        let LayerMode::Overlay(state) = &mut self.mode else {
+            return Err(StoreError::Corrupt(
+                "link index asked for in merged mode".into(),
+            ));
+        };
+        Ok(match state.link_index.entry(layer) {
+            Entry::Occupied(e) => e.into_mut(),
+            Entry::Vacant(e) => e.insert(
+                index_links(view, layer)
+                    .map_err(|e| sys_err("indexing a lower layer", entry, e))?,
+            ),
+        })
+    }
+
+    /// Overlay: removes whiteouts that hide nothing (see `OverlayState::whiteouts`).
+    fn remove_needless_whiteouts(&mut self) -> Result<(), StoreError> {
+        let LayerMode::Overlay(state) = &mut self.mode else {
+            return Ok(());
+        };
+        let whiteouts = std::mem::take(&mut state.whiteouts);
+        if whiteouts.is_empty() {
+            return Ok(());
+        }
+        let view = self.view()?;
+        for path in whiteouts {
+            let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
+                continue;
+            };
+            let Ok(dir) = sys::open_dir_beneath(self.root, parent, Resolve::NoSymlinks) else {
+                continue;
+            };
+            let st =
+                sys::lstat_at(dir.as_fd(), name).map_err(|e| sys_err("lstat", "whiteout", e))?;
+            if !st.as_ref().is_some_and(sys::is_whiteout) {
+                continue;
+            }
+            let components: Vec<OsString> = parent.iter().map(OsStr::to_owned).collect();
+            let below: Vec<usize> = match view.resolve(&components, true) {
+                Ok(r) => match r.last() {
+                    None => (1..view.len()).collect(),
+                    Some(Node::Dir { layers }) => {
+                        layers.iter().copied().filter(|l| *l != 0).collect()
+                    }
+                    Some(_) => Vec::new(),
+                },
+                Err(_) => Vec::new(),
+            };
+            let hides_something = !below.is_empty()
+                && !matches!(
+                    view.lookup(&below, &components, name).map_err(|e| sys_err(
+                        "looking up lower layers",
+                        "whiteout",
+                        e
+                    ))?,
+                    Node::Missing
+                );
+            if !hides_something {
+                unlinkat(dir.as_fd(), name, UnlinkatFlags::NoRemoveDir)
+                    .map_err(|e| sys_err("removing whiteout", "whiteout", e))?;
+            }
         }
         Ok(())
     }
@@ -1095,70 +1257,73 @@ impl<'a> Unpacker<'a> {
         let real = dir.real.join(name);
         let existing =
             sys::lstat_at(dir.fd.as_fd(), name).map_err(|e| sys_err("lstat", entry, e))?;
-        let is_dir = existing.as_ref().is_some_and(sys::is_dir);
-        match &mut self.mode {
-            LayerMode::Merged(state) => {
-                if !state.unpacked.contains(&real) {
-                    return sys::remove_all_at(dir.fd.as_fd(), name)
-                        .map_err(|e| sys_err("removing whited-out entry", entry, e));
-                }
-                // Made by this layer: the whiteout only removes what lower layers had.
-                if is_dir {
-                    let fd = sys::open_child_dir(dir.fd.as_fd(), name)
-                        .map_err(|e| sys_err("opening directory", entry, e))?;
-                    self.prune(fd.as_fd(), &real, entry)?;
-                }
-                Ok(())
-            }
-            LayerMode::Overlay(state) => {
-                let copied_up = state.copied_up.remove(&real);
-                match existing {
-                    None => make_whiteout(dir.fd.as_fd(), name, entry),
-                    Some(st) if sys::is_whiteout(&st) => Ok(()),
-                    Some(_) if is_dir => {
-                        let fd = sys::open_child_dir(dir.fd.as_fd(), name)
-                            .map_err(|e| sys_err("opening directory", entry, e))?;
-                        set_opaque(fd.as_fd(), entry)
-                    }
-                    Some(_) if copied_up => {
-                        unlinkat(dir.fd.as_fd(), name, UnlinkatFlags::NoRemoveDir)
-                            .map_err(|e| sys_err("removing copied-up entry", entry, e))?;
-                        make_whiteout(dir.fd.as_fd(), name, entry)
-                    }
-                    // This layer's own entry, which already hides the lower one.
-                    Some(_) => Ok(()),
+        if self.unpacked.contains(&real) {
+            // This layer's own entry stays; only what lower layers had under it goes.
+            if existing.as_ref().is_some_and(sys::is_dir) {
+                let fd = sys::open_child_dir(dir.fd.as_fd(), name)
+                    .map_err(|e| sys_err("opening directory", entry, e))?;
+                self.prune(fd.as_fd(), &real, entry)?;
+                if self.is_overlay() {
+                    set_opaque(fd.as_fd(), entry)?;
                 }
             }
+            return Ok(());
         }
+        let LayerMode::Overlay(state) = &mut self.mode else {
+            return sys::remove_all_at(dir.fd.as_fd(), name)
+                .map_err(|e| sys_err("removing whited-out entry", entry, e));
+        };
+        if existing.as_ref().is_some_and(sys::is_whiteout) {
+            return Ok(());
+        }
+        state.whiteouts.push(real);
+        if existing.is_some() {
+            // Copied up from a lower layer (for a hard link): it goes like the original.
+            sys::remove_all_at(dir.fd.as_fd(), name)
+                .map_err(|e| sys_err("removing copied-up entry", entry, e))?;
+        }
+        make_whiteout(dir.fd.as_fd(), name, entry)
     }
 
     fn opaque(&mut self, dir_components: &[OsString], entry: &str) -> Result<(), StoreError> {
-        if dir_components.is_empty()
-            && let LayerMode::Overlay(state) = &mut self.mode
-        {
-            state.root_opaque = true;
-            return Ok(());
+        let dir = if dir_components.is_empty() {
+            None
+        } else {
+            Some(self.dir(dir_components, entry, Need::Create, "opaque")?)
+        };
+        // The root, named or reached through a symlink: from here on lower layers are out
+        // of view, and what was copied up from them goes.
+        if dir.as_ref().is_none_or(|d| d.real.as_os_str().is_empty()) && self.is_overlay() {
+            if let LayerMode::Overlay(state) = &mut self.mode {
+                state.root_opaque = true;
+                if let Some(view) = &state.view {
+                    view.set_root_opaque();
+                }
+            }
+            self.invalidate();
+            let root = self.open_root()?;
+            return self.prune(root.as_fd(), Path::new(""), entry);
         }
-        let dir = self.dir(dir_components, entry, Need::Create, "opaque")?;
+        let dir = match dir {
+            Some(d) => d,
+            None => self.dir(dir_components, entry, Need::Create, "opaque")?,
+        };
         self.invalidate();
-        if self.is_overlay() {
-            return set_opaque(dir.fd.as_fd(), entry);
-        }
         let real = dir.real.clone();
         self.prune(dir.fd.as_fd(), &real, entry)?;
+        if self.is_overlay() {
+            set_opaque(dir.fd.as_fd(), entry)?;
+        }
         self.mark_unpacked(&real);
         Ok(())
     }
 
-    /// Merged mode: removes everything below `dir` that this layer did not create.
+    /// Removes everything below `dir` that this layer's entries did not make: in merged
+    /// mode the lower layers' content, in overlay mode what was copied up from them.
     fn prune(&mut self, dir: BorrowedFd<'_>, real: &Path, entry: &str) -> Result<(), StoreError> {
         for name in sys::list_dir(dir).map_err(|e| sys_err("listing directory", entry, e))? {
             let child = real.join(&name);
-            let keep = match &self.mode {
-                LayerMode::Merged(state) => state.unpacked.contains(&child),
-                LayerMode::Overlay(_) => true,
-            };
-            if !keep {
+            if !self.unpacked.contains(&child) {
                 sys::remove_all_at(dir, &name)
                     .map_err(|e| sys_err("removing lower entry", entry, e))?;
                 continue;
@@ -1173,7 +1338,9 @@ impl<'a> Unpacker<'a> {
         Ok(())
     }
 
-    /// Overlay: `.wh..wh..opq` at the root hides every lower top-level entry.
+    /// Overlay: `.wh..wh..opq` at the root hides every lower top-level entry. Overlayfs
+    /// ignores an opaque mark on a layer root, so lower names get whiteouts and this
+    /// layer's directories opaque marks.
     fn finish_root_opaque(&mut self) -> Result<(), StoreError> {
         let LayerMode::Overlay(state) = &self.mode else {
             return Ok(());
@@ -1181,8 +1348,9 @@ impl<'a> Unpacker<'a> {
         if !state.root_opaque {
             return Ok(());
         }
-        let view = self.view()?;
         let root = self.open_root()?;
+        self.prune(root.as_fd(), Path::new(""), ".wh..wh..opq")?;
+        let view = self.view()?;
         let names = view
             .lower_root_names()
             .map_err(|e| sys_err("listing lower layers", "/", e))?;
@@ -1212,4 +1380,27 @@ fn make_whiteout(dir: BorrowedFd<'_>, name: &OsStr, entry: &str) -> Result<(), S
 fn set_opaque(fd: BorrowedFd<'_>, entry: &str) -> Result<(), StoreError> {
     sys::fset_xattr(fd, OsStr::new(OPAQUE_XATTR), b"y")
         .map_err(|e| StoreError::io(format!("marking the directory of {entry:?} opaque"), e))
+}
+
+/// Paths of the regular files with several links in layer `layer`, by inode. Walks by
+/// path rather than holding a descriptor per directory level.
+fn index_links(view: &LayerView, layer: usize) -> nix::Result<HashMap<u64, Vec<Vec<OsString>>>> {
+    let mut index: HashMap<u64, Vec<Vec<OsString>>> = HashMap::new();
+    let mut pending: Vec<Vec<OsString>> = vec![Vec::new()];
+    while let Some(path) = pending.pop() {
+        let dir = view.open_in(layer, &path)?;
+        for child in sys::list_dir(dir.as_fd())? {
+            let Some(st) = sys::lstat_at(dir.as_fd(), &child)? else {
+                continue;
+            };
+            let mut child_path = path.clone();
+            child_path.push(child);
+            if sys::is_dir(&st) {
+                pending.push(child_path);
+            } else if sys::file_type(&st) == SFlag::S_IFREG && st.st_nlink > 1 {
+                index.entry(st.st_ino).or_default().push(child_path);
+            }
+        }
+    }
+    Ok(index)
 }

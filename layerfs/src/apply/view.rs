@@ -3,6 +3,7 @@
 //! lower directories, a non-directory hides everything below it), so that a layer being
 //! applied can consult its parents without mounting them.
 
+use std::cell::Cell;
 use std::collections::VecDeque;
 use std::ffi::{OsStr, OsString};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -35,6 +36,9 @@ pub(crate) enum Node {
 pub(crate) struct Resolved {
     pub real: Vec<OsString>,
     pub nodes: Vec<Node>,
+    /// A component named by a symlink's target does not exist: creating the path would
+    /// create the symlink's target, which the merged applier (and the kernel) refuses.
+    pub dangling: bool,
 }
 
 impl Resolved {
@@ -62,21 +66,37 @@ impl From<Errno> for ResolveError {
 /// Layer directories, index 0 on top.
 pub(crate) struct LayerView {
     layers: Vec<OwnedFd>,
+    /// The top layer's root is opaque (emulated: overlayfs ignores the mark on a root).
+    root_opaque: Cell<bool>,
 }
 
 impl LayerView {
     pub(crate) fn new(layers: Vec<OwnedFd>) -> LayerView {
-        LayerView { layers }
+        LayerView {
+            layers,
+            root_opaque: Cell::new(false),
+        }
+    }
+
+    pub(crate) fn set_root_opaque(&self) {
+        self.root_opaque.set(true);
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.layers.len()
     }
 
     pub(crate) fn layer(&self, index: usize) -> BorrowedFd<'_> {
         self.layers[index].as_fd()
     }
 
-    /// Layers that contribute to the root: overlayfs ignores opaque marks on layer roots,
-    /// so every layer does.
+    /// Layers that contribute to the root: all, unless the top layer hides the others.
     fn root_layers(&self) -> Vec<usize> {
-        (0..self.layers.len()).collect()
+        if self.root_opaque.get() {
+            vec![0]
+        } else {
+            (0..self.layers.len()).collect()
+        }
     }
 
     /// Opens directory `dir` (real components) in layer `layer`.
@@ -92,7 +112,12 @@ impl LayerView {
     }
 
     /// Looks `name` up in directory `dir`, which the `visible` layers hold (top first).
-    fn lookup(&self, visible: &[usize], dir: &[OsString], name: &OsStr) -> nix::Result<Node> {
+    pub(crate) fn lookup(
+        &self,
+        visible: &[usize],
+        dir: &[OsString],
+        name: &OsStr,
+    ) -> nix::Result<Node> {
         let mut dir_layers = Vec::new();
         for &layer in visible {
             let dir_fd = match self.open_in(layer, dir) {
@@ -133,11 +158,14 @@ impl LayerView {
         components: &[OsString],
         follow_last: bool,
     ) -> Result<Resolved, ResolveError> {
-        let mut pending: VecDeque<OsString> = components.iter().cloned().collect();
+        // Each pending component remembers whether a symlink's target supplied it.
+        let mut pending: VecDeque<(OsString, bool)> =
+            components.iter().map(|c| (c.clone(), false)).collect();
         let mut real: Vec<OsString> = Vec::new();
         let mut nodes: Vec<Node> = Vec::new();
         let mut links = 0;
-        while let Some(c) = pending.pop_front() {
+        let mut dangling = false;
+        while let Some((c, from_link)) = pending.pop_front() {
             match c.as_bytes() {
                 b"" | b"." => continue,
                 b".." => {
@@ -176,14 +204,21 @@ impl LayerView {
                     return Err(ResolveError::Escapes);
                 }
                 for part in bytes.split(|b| *b == b'/').rev() {
-                    pending.push_front(OsStr::from_bytes(part).to_owned());
+                    pending.push_front((OsStr::from_bytes(part).to_owned(), true));
                 }
                 continue;
+            }
+            if from_link && matches!(node, Node::Missing) {
+                dangling = true;
             }
             real.push(c);
             nodes.push(node);
         }
-        Ok(Resolved { real, nodes })
+        Ok(Resolved {
+            real,
+            nodes,
+            dangling,
+        })
     }
 
     /// The names visible in the merged root of the layers below the top one (index 0).

@@ -49,8 +49,8 @@ pub(crate) fn run(args: &[&str]) -> Result<String, StoreError> {
     }
 }
 
-/// Like [`run`], retrying for a few seconds while the dataset is busy (a mount still in
-/// use, or zfs-fuse finishing a mount it just made).
+/// Like [`run`], retrying for about ten seconds while the dataset is busy (a mount still
+/// in use, or zfs-fuse still flushing or finishing a mount it just made).
 pub(crate) fn run_retry_busy(args: &[&str]) -> Result<String, StoreError> {
     let mut delay = Duration::from_millis(50);
     loop {
@@ -58,7 +58,7 @@ pub(crate) fn run_retry_busy(args: &[&str]) -> Result<String, StoreError> {
         if out.ok {
             return Ok(out.stdout);
         }
-        if !out.stderr.contains("busy") || delay > Duration::from_secs(3) {
+        if !out.stderr.contains("busy") || delay > Duration::from_secs(5) {
             return Err(failed(args, out.stderr));
         }
         std::thread::sleep(delay);

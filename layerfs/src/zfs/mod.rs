@@ -24,6 +24,7 @@ use std::os::fd::AsFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use nix::sys::stat::Mode;
 use nix::unistd::{Gid, Uid};
@@ -172,27 +173,17 @@ impl ZfsStore {
             if listing.contains_key(&name) {
                 continue;
             }
-            // xattr=sa keeps xattrs in the inode (OpenZFS); zfs-fuse only knows on/off.
-            let with_sa = cmd::run(&[
-                "create",
-                "-o",
-                "canmount=off",
-                "-o",
-                "mountpoint=none",
-                "-o",
-                "xattr=sa",
-                &name,
-            ]);
-            if let Err(e) = with_sa {
-                tracing::debug!(error = %e, "xattr=sa refused; creating without it");
-                cmd::run(&[
-                    "create",
-                    "-o",
-                    "canmount=off",
-                    "-o",
-                    "mountpoint=none",
-                    &name,
-                ])?;
+            // OpenZFS: xattrs in the inode and POSIX ACLs, as Proxmox sets them for CT
+            // volumes; zfs-fuse only knows xattr=on|off and no acltype.
+            let base = ["create", "-o", "canmount=off", "-o", "mountpoint=none"];
+            let tuned = [
+                &base[..],
+                &["-o", "xattr=sa", "-o", "acltype=posixacl", &name],
+            ]
+            .concat();
+            if let Err(e) = cmd::run(&tuned) {
+                tracing::debug!(error = %e, "xattr=sa/acltype=posixacl refused; creating without them");
+                cmd::run(&[&base[..], &[name.as_str()]].concat())?;
             }
         }
         Ok(())
@@ -257,7 +248,7 @@ impl ZfsStore {
             &name,
         ])?;
         let result = (|| {
-            check_mounted(&mountpoint)?;
+            ensure_mounted(&name, &mountpoint)?;
             let fd = sys::open_dir(&mountpoint)
                 .map_err(|e| StoreError::io_at("opening", &mountpoint, e))?;
             Ok::<_, StoreError>(sys::fset_xattr(
@@ -303,11 +294,35 @@ impl ZfsStore {
         }))
     }
 
-    /// Waits for a parent being applied in this process; errors if it is not there.
-    fn require_parent(&self, parent: &Digest, child: &Digest) -> Result<(), StoreError> {
-        if self.layer(parent)?.is_some() {
-            return Ok(());
+    /// Returns the layer if it exists; otherwise checks the parent and applies it. One
+    /// `zfs get` answers both questions.
+    fn apply_checked(
+        &self,
+        req: &LayerRequest,
+        reader: &mut dyn Read,
+    ) -> Result<LayerInfo, StoreError> {
+        let mut targets = vec![
+            self.layer_name(&req.chain_id),
+            self.snapshot_name(&req.chain_id),
+        ];
+        if let Some(parent) = &req.parent {
+            targets.extend([self.layer_name(parent), self.snapshot_name(parent)]);
         }
+        let targets: Vec<&str> = targets.iter().map(String::as_str).collect();
+        let listing = cmd::get(&["used", DIFF_PROP, PARENT_PROP], &targets, None)?;
+        if let Some(info) = self.info_from(&listing, &req.chain_id)? {
+            return Ok(info);
+        }
+        if let Some(parent) = &req.parent
+            && self.info_from(&listing, parent)?.is_none()
+        {
+            self.wait_for_parent(parent, &req.chain_id)?;
+        }
+        self.apply_new(req, reader)
+    }
+
+    /// Waits for a parent being applied in this process; errors if it is not.
+    fn wait_for_parent(&self, parent: &Digest, child: &Digest) -> Result<(), StoreError> {
         match self.inflight.wait(parent, std::time::Duration::ZERO) {
             Waited::Finished(Ok(_)) => Ok(()),
             Waited::Finished(Err(e)) => Err(StoreError::ParentFailed {
@@ -327,9 +342,6 @@ impl ZfsStore {
         req: &LayerRequest,
         reader: &mut dyn Read,
     ) -> Result<LayerInfo, StoreError> {
-        if let Some(parent) = &req.parent {
-            self.require_parent(parent, &req.chain_id)?;
-        }
         let short = files::unique_name(&req.chain_id.hex()[..12]);
         let tmp = format!("{}/{short}", self.child("tmp"));
         let mountpoint = self.mount_root.join("tmp").join(&short);
@@ -364,7 +376,7 @@ impl ZfsStore {
         cmd::run(&args.iter().map(String::as_str).collect::<Vec<_>>())?;
 
         let applied = {
-            check_mounted(&mountpoint)?;
+            ensure_mounted(&tmp, &mountpoint)?;
             let root = sys::open_dir(&mountpoint)
                 .map_err(|e| StoreError::io_at("opening", &mountpoint, e))?;
             if req.parent.is_none() {
@@ -445,19 +457,50 @@ impl ZfsStore {
     }
 }
 
-/// Fails unless `path` is a mount point (its device differs from its parent's): writing
-/// a layer into a directory whose dataset did not mount would fill the host's disk.
-fn check_mounted(path: &Path) -> Result<(), StoreError> {
-    let md = std::fs::metadata(path).map_err(|e| StoreError::io_at("stat", path, e))?;
+/// Whether `path` is a mount point (its device differs from its parent's).
+fn is_mounted(path: &Path) -> Result<bool, StoreError> {
+    let md = match std::fs::metadata(path) {
+        Ok(md) => md,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(StoreError::io_at("stat", path, e)),
+    };
     let parent = path.parent().unwrap_or(Path::new("/"));
     let pmd = std::fs::metadata(parent).map_err(|e| StoreError::io_at("stat", parent, e))?;
-    if md.dev() == pmd.dev() {
-        return Err(StoreError::Corrupt(format!(
-            "{} is not mounted",
-            path.display()
-        )));
+    Ok(md.dev() != pmd.dev())
+}
+
+/// Makes sure `dataset` is mounted at `path` before anything is written there: writing
+/// into the directory of a dataset that did not mount would fill the host's disk. zfs-fuse
+/// may finish a mount after `zfs create`/`clone` returned, so this waits a little, then
+/// asks for the mount explicitly.
+fn ensure_mounted(dataset: &str, path: &Path) -> Result<(), StoreError> {
+    let wait = |limit: Duration| -> Result<bool, StoreError> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if is_mounted(path)? {
+                return Ok(true);
+            }
+            if Instant::now() >= deadline {
+                return Ok(false);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    if wait(Duration::from_secs(2))? {
+        return Ok(());
     }
-    Ok(())
+    match cmd::run_retry_busy(&["mount", dataset]) {
+        Ok(_) => {}
+        Err(StoreError::Zfs { stderr, .. }) if stderr.contains("already mounted") => {}
+        Err(e) => return Err(e),
+    }
+    if wait(Duration::from_secs(5))? {
+        return Ok(());
+    }
+    Err(StoreError::Zfs {
+        command: format!("zfs mount {dataset}"),
+        stderr: format!("{} is still not a mount point", path.display()),
+    })
 }
 
 struct DestroyOnDrop<'a> {
@@ -523,11 +566,7 @@ impl LayerStore for ZfsStore {
             Role::Follower(result) => return result,
             Role::Leader(leader) => leader,
         };
-        let result = match self.layer(&req.chain_id) {
-            Ok(Some(info)) => Ok(info),
-            Ok(None) => self.apply_new(req, reader),
-            Err(e) => Err(e),
-        };
+        let result = self.apply_checked(req, reader);
         leader.finish(result)
     }
 
@@ -573,9 +612,10 @@ impl LayerStore for ZfsStore {
         }
         args.extend(origin.iter().cloned());
         args.push(name.clone());
-        cmd::run(&args.iter().map(String::as_str).collect::<Vec<_>>())?;
         let done = (|| {
-            check_mounted(target)?;
+            // A clone made but not mounted (a non-empty target, say) fails here too.
+            cmd::run(&args.iter().map(String::as_str).collect::<Vec<_>>())?;
+            ensure_mounted(&name, target)?;
             if top.is_none() {
                 let (uid, gid) = self.opts.id_shift.map(|s| s.root()).unwrap_or((0, 0));
                 std::os::unix::fs::chown(target, Some(uid), Some(gid))
