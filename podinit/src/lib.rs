@@ -9,10 +9,14 @@
 
 pub mod api;
 pub mod caps;
+pub mod cgroup;
 pub mod client;
 pub mod crilog;
 pub mod mountopts;
+pub mod rootfs;
+pub mod server;
 pub mod signals;
+pub mod spawn;
 pub mod spec;
 pub mod status;
 pub mod sys;

@@ -181,7 +181,12 @@ pub fn validate(
         .ok_or_else(|| SpecError::Invalid("process: missing".into()))?;
     let process = validate_process(process)?;
 
-    let linux = spec.linux().clone().unwrap_or_default();
+    // Not `Linux::default()`: oci-spec's default carries namespaces and masked paths.
+    let linux = match spec.linux() {
+        Some(l) => l.clone(),
+        None => serde_json::from_str::<oci_spec::runtime::Linux>("{}")
+            .map_err(|e| SpecError::Invalid(e.to_string()))?,
+    };
     let mut new_pid_ns = false;
     let mut new_cgroup_ns = false;
     for ns in linux.namespaces().iter().flatten() {
@@ -931,6 +936,16 @@ mod tests {
             let e = err_of(b.check(with(base(), "/mounts", json!([m]))));
             assert!(e.contains(needle), "{e}");
         }
+    }
+
+    #[test]
+    fn no_linux_section_means_no_namespaces_and_no_masks() {
+        let b = Bundle::new();
+        let mut spec = base();
+        spec.as_object_mut().expect("object").remove("linux");
+        let c = b.check(spec).expect("valid");
+        assert!(!c.new_pid_ns && !c.new_cgroup_ns);
+        assert!(c.masked_paths.is_empty() && c.readonly_paths.is_empty());
     }
 
     #[test]
