@@ -12,11 +12,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use k8s_cri::v1::{
-    ContainerConfig, ContainerMetadata, ContainerState, ContainerStatus,
-    ContainerStatusRequest, CreateContainerRequest, ExecSyncRequest, ExecSyncResponse,
-    ImageSpec, KeyValue, LinuxPodSandboxConfig, ListPodSandboxRequest, PodSandboxConfig,
-    PodSandboxMetadata, PodSandboxStatusRequest, PullImageRequest, RemovePodSandboxRequest,
-    RunPodSandboxRequest, StartContainerRequest, StopPodSandboxRequest,
+    ContainerConfig, ContainerMetadata, ContainerState, ContainerStatus, ContainerStatusRequest,
+    CreateContainerRequest, ExecSyncRequest, ExecSyncResponse, ImageSpec, KeyValue,
+    LinuxPodSandboxConfig, ListPodSandboxRequest, PodSandboxConfig, PodSandboxMetadata,
+    PodSandboxStatusRequest, PullImageRequest, RemovePodSandboxRequest, RunPodSandboxRequest,
+    StartContainerRequest, StopPodSandboxRequest,
 };
 use tempfile::TempDir;
 
@@ -29,6 +29,24 @@ use crate::zfs::{ScratchDataset, TestPool};
 
 /// Environment variable naming the static podinit binary to use.
 pub const PODINIT_ENV: &str = "PVECRI_PODINIT";
+
+/// Defines, for each async test function `name(store: Store)`, a module `name` with the
+/// tests `overlay` and `zfs`, so that every pod test runs on both layer stores.
+#[macro_export]
+macro_rules! on_both_stores {
+    ($($name:ident),* $(,)?) => { $(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn overlay() {
+                super::$name($crate::pods::Store::Overlay).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn zfs() {
+                super::$name($crate::pods::Store::Zfs).await
+            }
+        }
+    )* };
+}
 
 /// The layer store a [`PodEnv`] runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -379,10 +397,7 @@ pub fn sh(script: &str) -> Vec<String> {
     vec!["sh".into(), "-c".into(), script.into()]
 }
 
-pub async fn container_status(
-    rt: &mut RuntimeClient,
-    id: &str,
-) -> anyhow::Result<ContainerStatus> {
+pub async fn container_status(rt: &mut RuntimeClient, id: &str) -> anyhow::Result<ContainerStatus> {
     rt.container_status(ContainerStatusRequest {
         container_id: id.to_string(),
         verbose: false,
@@ -484,4 +499,64 @@ where
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// One line of a CRI log file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogLine {
+    pub time: String,
+    pub stream: String,
+    /// `P` (partial) or `F` (full).
+    pub tag: String,
+    pub text: String,
+}
+
+/// Parses a CRI log (`<RFC3339Nano> <stdout|stderr> <P|F> <text>` per line); a line that
+/// does not fit the format is an error naming it.
+pub fn parse_cri_log(text: &str) -> anyhow::Result<Vec<LogLine>> {
+    let mut out = Vec::new();
+    for (n, line) in text.split_terminator('\n').enumerate() {
+        let mut parts = line.splitn(4, ' ');
+        let (Some(time), Some(stream), Some(tag), Some(body)) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            bail!("CRI log line {n} has too few fields: {line:?}");
+        };
+        let time_ok = time.len() >= 20
+            && time.as_bytes()[4] == b'-'
+            && time.as_bytes()[10] == b'T'
+            && time.ends_with('Z')
+            && time
+                .bytes()
+                .all(|b| b.is_ascii_digit() || b"-T:.Z".contains(&b));
+        if !time_ok {
+            bail!("CRI log line {n}: {time:?} is not an RFC 3339 UTC time");
+        }
+        if stream != "stdout" && stream != "stderr" {
+            bail!("CRI log line {n}: bad stream {stream:?}");
+        }
+        if tag != "P" && tag != "F" {
+            bail!("CRI log line {n}: bad tag {tag:?}");
+        }
+        out.push(LogLine {
+            time: time.to_string(),
+            stream: stream.to_string(),
+            tag: tag.to_string(),
+            text: body.to_string(),
+        });
+    }
+    Ok(out)
+}
+
+/// Joins partial lines: the full lines of one stream as the container wrote them.
+pub fn full_lines(lines: &[LogLine], stream: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    for l in lines.iter().filter(|l| l.stream == stream) {
+        cur.push_str(&l.text);
+        if l.tag == "F" {
+            out.push(std::mem::take(&mut cur));
+        }
+    }
+    out
 }

@@ -10,28 +10,10 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use e2e::pods::{
-    PodEnv, Store, container_config, exec, exec_ok, pod_ip, sh, wait_container_state,
-};
+use e2e::pods::{PodEnv, Store, container_config, exec, exec_ok, pod_ip, sh, wait_container_state};
 use k8s_cri::v1::ContainerState;
 
-/// Each test once per layer store.
-macro_rules! on_both_stores {
-    ($($name:ident),* $(,)?) => { $(
-        mod $name {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn overlay() {
-                super::$name(e2e::pods::Store::Overlay).await
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn zfs() {
-                super::$name(e2e::pods::Store::Zfs).await
-            }
-        }
-    )* };
-}
-
-on_both_stores!(two_containers_share_the_pod_network);
+e2e::on_both_stores!(two_containers_share_the_pod_network);
 
 const RUNNING: Duration = Duration::from_secs(20);
 
@@ -79,9 +61,15 @@ async fn two_containers_share_the_pod_network(store: Store) {
 
     // Same pod IP, from CNI, in both containers.
     let ip = pod_ip(&mut rt, &pod_id).await.unwrap();
-    assert!(env.net.contains(&ip), "pod IP {ip} not in {}", env.net.subnet());
+    assert!(
+        env.net.contains(&ip),
+        "pod IP {ip} not in {}",
+        env.net.subnet()
+    );
     for id in [&server_id, &client_id] {
-        let addrs = exec_ok(&mut rt, id, "ip -4 -o addr show eth0").await.unwrap();
+        let addrs = exec_ok(&mut rt, id, "ip -4 -o addr show eth0")
+            .await
+            .unwrap();
         assert!(addrs.contains(&format!("inet {ip}/24")), "{id}: {addrs}");
     }
 
@@ -90,8 +78,13 @@ async fn two_containers_share_the_pod_network(store: Store) {
         let mut rt = rt.clone();
         let id = client_id.clone();
         async move {
-            let r = exec(&mut rt, &id, &["wget", "-q", "-O", "-", "http://127.0.0.1:8080/"], 10)
-                .await?;
+            let r = exec(
+                &mut rt,
+                &id,
+                &["wget", "-q", "-O", "-", "http://127.0.0.1:8080/"],
+                10,
+            )
+            .await?;
             Ok((r.exit_code == 0).then(|| String::from_utf8_lossy(&r.stdout).into_owned()))
         }
     })
@@ -104,16 +97,23 @@ async fn two_containers_share_the_pod_network(store: Store) {
 
     // Each container sees its own root filesystem only.
     assert_eq!(
-        exec_ok(&mut rt, &client_id, "cat /data/keep.txt").await.unwrap(),
+        exec_ok(&mut rt, &client_id, "cat /data/keep.txt")
+            .await
+            .unwrap(),
         "keep\n"
     );
     let r = exec(&mut rt, &server_id, &["test", "-e", "/data/keep.txt"], 10)
         .await
         .unwrap();
     assert_eq!(r.exit_code, 1, "the server sees the client's image files");
-    let r = exec(&mut rt, &client_id, &["test", "-e", "/tmp/www/index.html"], 10)
-        .await
-        .unwrap();
+    let r = exec(
+        &mut rt,
+        &client_id,
+        &["test", "-e", "/tmp/www/index.html"],
+        10,
+    )
+    .await
+    .unwrap();
     assert_eq!(r.exit_code, 1, "the client sees the server's files");
     // The config image's user and working directory hold in the server.
     assert_eq!(
@@ -127,4 +127,197 @@ async fn two_containers_share_the_pod_network(store: Store) {
             .unwrap(),
         "web\n1\n"
     );
+}
+
+e2e::on_both_stores!(
+    logs_are_cri_format_and_reopen_starts_a_new_file,
+    exit_codes_and_reasons,
+    exec_sync_output_exit_code_and_timeout,
+);
+
+fn log_path(pod: &k8s_cri::v1::PodSandboxConfig, name: &str) -> std::path::PathBuf {
+    std::path::Path::new(&pod.log_directory).join(format!("{name}/0.log"))
+}
+
+async fn logs_are_cri_format_and_reopen_starts_a_new_file(store: Store) {
+    let env = PodEnv::start(store).await.unwrap();
+    env.pull(&env.images.one_layer).await.unwrap();
+    let mut rt = env.rt().await.unwrap();
+    let pod = env.pod_config("logs");
+    let pod_id = env.run_pod(&mut rt, &pod).await.unwrap();
+    // 40000 characters: two 16 KiB partial chunks and a full rest; then a marker file tells
+    // the test the first part is out, and the container waits for `go` before the second.
+    let script = "echo out-1; echo err-1 >&2; head -c 40000 /dev/zero | tr '\\0' x; echo; \
+                  touch /tmp/first-done; \
+                  while [ ! -e /tmp/go ]; do sleep 0.05; done; echo out-2; echo err-2 >&2; sleep 3600";
+    let mut cfg = container_config("talker", &env.images.one_layer, &[]);
+    cfg.command = sh(script);
+    let id = env
+        .run_container(&mut rt, &pod_id, &pod, cfg)
+        .await
+        .unwrap();
+    let path = log_path(&pod, "talker");
+    let parsed = e2e::pods::eventually("the first part is logged", RUNNING, || {
+        let path = path.clone();
+        async move {
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            let lines = e2e::pods::parse_cri_log(&text)?;
+            Ok((lines.iter().filter(|l| l.tag == "F").count() >= 3).then_some(lines))
+        }
+    })
+    .await
+    .unwrap();
+    let status = e2e::pods::container_status(&mut rt, &id).await.unwrap();
+    assert_eq!(status.log_path, path.display().to_string());
+    assert_eq!(
+        e2e::pods::full_lines(&parsed, "stdout"),
+        ["out-1".to_string(), "x".repeat(40000)]
+    );
+    assert_eq!(e2e::pods::full_lines(&parsed, "stderr"), ["err-1"]);
+    let long: Vec<_> = parsed
+        .iter()
+        .filter(|l| l.stream == "stdout" && l.text.starts_with('x'))
+        .collect();
+    assert_eq!(
+        long.iter()
+            .map(|l| (l.tag.as_str(), l.text.len()))
+            .collect::<Vec<_>>(),
+        [("P", 16384), ("P", 16384), ("F", 40000 - 2 * 16384)],
+        "a long line is split into 16 KiB partial chunks and a full rest"
+    );
+
+    // The kubelet's rotation: rename, then ReopenContainerLog.
+    let rotated = path.with_extension("log.1");
+    std::fs::rename(&path, &rotated).unwrap();
+    rt.reopen_container_log(k8s_cri::v1::ReopenContainerLogRequest {
+        container_id: id.clone(),
+    })
+    .await
+    .unwrap();
+    assert!(path.is_file(), "reopen creates a new file at the log path");
+    exec_ok(&mut rt, &id, "touch /tmp/go").await.unwrap();
+    let fresh = e2e::pods::eventually("the second part is logged", RUNNING, || {
+        let path = path.clone();
+        async move {
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            let lines = e2e::pods::parse_cri_log(&text)?;
+            Ok((lines.len() >= 2).then_some(lines))
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(e2e::pods::full_lines(&fresh, "stdout"), ["out-2"]);
+    assert_eq!(e2e::pods::full_lines(&fresh, "stderr"), ["err-2"]);
+    let old = e2e::pods::parse_cri_log(&std::fs::read_to_string(&rotated).unwrap()).unwrap();
+    assert_eq!(old, parsed, "nothing more went to the rotated file");
+}
+
+async fn exit_codes_and_reasons(store: Store) {
+    let env = PodEnv::start(store).await.unwrap();
+    env.pull(&env.images.one_layer).await.unwrap();
+    let mut rt = env.rt().await.unwrap();
+    let pod = env.pod_config("exits");
+    let pod_id = env.run_pod(&mut rt, &pod).await.unwrap();
+    let mut fails = container_config("fails", &env.images.one_layer, &[]);
+    fails.command = sh("sleep 0.2; exit 3");
+    let fails = env
+        .run_container(&mut rt, &pod_id, &pod, fails)
+        .await
+        .unwrap();
+    let mut ok = container_config("ok", &env.images.one_layer, &[]);
+    ok.command = sh("sleep 0.2; exit 0");
+    let ok = env.run_container(&mut rt, &pod_id, &pod, ok).await.unwrap();
+    let mut missing = container_config("missing", &env.images.one_layer, &["/no/such/program"]);
+    missing.args = vec![];
+    let missing_result = env.run_container(&mut rt, &pod_id, &pod, missing).await;
+
+    let st = wait_container_state(&mut rt, &fails, ContainerState::ContainerExited, RUNNING)
+        .await
+        .unwrap();
+    assert_eq!((st.exit_code, st.reason.as_str()), (3, "Error"));
+    assert!(st.created_at > 0 && st.started_at >= st.created_at);
+    assert!(
+        st.finished_at - st.started_at >= 150_000_000,
+        "times are in nanoseconds: started {} finished {}",
+        st.started_at,
+        st.finished_at
+    );
+    let st = wait_container_state(&mut rt, &ok, ContainerState::ContainerExited, RUNNING)
+        .await
+        .unwrap();
+    assert_eq!((st.exit_code, st.reason.as_str()), (0, "Completed"));
+    assert!(st.finished_at > st.started_at);
+    // A program that is not there: StartContainer fails and the container is not running.
+    let err = missing_result.unwrap_err();
+    let status = err.downcast_ref::<tonic::Status>().unwrap();
+    assert!(status.message().contains("/no/such/program"), "{status:?}");
+}
+
+async fn exec_sync_output_exit_code_and_timeout(store: Store) {
+    let env = PodEnv::start(store).await.unwrap();
+    env.pull(&env.images.one_layer).await.unwrap();
+    let mut rt = env.rt().await.unwrap();
+    let pod = env.pod_config("exec");
+    let pod_id = env.run_pod(&mut rt, &pod).await.unwrap();
+    let cfg = container_config("sleeper", &env.images.one_layer, &["sleep", "3600"]);
+    let id = env
+        .run_container(&mut rt, &pod_id, &pod, cfg)
+        .await
+        .unwrap();
+    wait_container_state(&mut rt, &id, ContainerState::ContainerRunning, RUNNING)
+        .await
+        .unwrap();
+
+    let r = exec(
+        &mut rt,
+        &id,
+        &["sh", "-c", "echo to-out; echo to-err >&2; exit 5"],
+        10,
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.stdout, b"to-out\n");
+    assert_eq!(r.stderr, b"to-err\n");
+    assert_eq!(r.exit_code, 5);
+    // Runs in the container: its env, its root.
+    let out = exec_ok(&mut rt, &id, "echo $PVECRI_TEST; cat /etc/motd")
+        .await
+        .unwrap();
+    assert_eq!(out, "1\npvecri test image\n");
+
+    // Outliving the timeout: DeadlineExceeded after about the timeout, and the command is
+    // killed (its pid file names a process that is gone).
+    let started = std::time::Instant::now();
+    let err = exec(
+        &mut rt,
+        &id,
+        &["sh", "-c", "echo $$ > /tmp/slow.pid; exec sleep 30"],
+        1,
+    )
+    .await
+    .unwrap_err();
+    let took = started.elapsed();
+    assert_eq!(err.code(), tonic::Code::DeadlineExceeded, "{err:?}");
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(10),
+        "the 1s timeout took {took:?}"
+    );
+    let r = exec(
+        &mut rt,
+        &id,
+        &["sh", "-c", "kill -0 $(cat /tmp/slow.pid)"],
+        10,
+    )
+    .await
+    .unwrap();
+    assert_ne!(r.exit_code, 0, "the timed-out command still runs");
+    // A missing program is an RPC error, as with containerd (runc's exec fails).
+    let err = exec(&mut rt, &id, &["/no/such/program"], 10)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unknown, "{err:?}");
+    assert!(err.message().contains("/no/such/program"), "{err:?}");
+    // The container itself was not disturbed.
+    let st = e2e::pods::container_status(&mut rt, &id).await.unwrap();
+    assert_eq!(st.state, ContainerState::ContainerRunning as i32);
 }

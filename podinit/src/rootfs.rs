@@ -94,8 +94,8 @@ fn mkdir_all_depth(root: BorrowedFd<'_>, path: &Path, depth: u32) -> io::Result<
         cur = match sys::open_in_root(root, &prefix, dir_flags, 0) {
             Ok(fd) => fd,
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
-                let cname = CString::new(name.as_bytes())
-                    .map_err(|_| io::Error::other("NUL in path"))?;
+                let cname =
+                    CString::new(name.as_bytes()).map_err(|_| io::Error::other("NUL in path"))?;
                 sys::mkdirat(cur.as_fd(), &cname, 0o755)?;
                 match sys::open_in_root(root, &prefix, dir_flags, 0) {
                     Ok(fd) => fd,
