@@ -321,3 +321,253 @@ async fn exec_sync_output_exit_code_and_timeout(store: Store) {
     let st = e2e::pods::container_status(&mut rt, &id).await.unwrap();
     assert_eq!(st.state, ContainerState::ContainerRunning as i32);
 }
+
+e2e::on_both_stores!(
+    volumes_are_visible_and_readonly_is_honoured,
+    host_network_pods_share_the_host_network,
+    stop_sends_the_image_stop_signal_then_sigkill,
+);
+
+async fn volumes_are_visible_and_readonly_is_honoured(store: Store) {
+    let env = PodEnv::start(store).await.unwrap();
+    env.pull(&env.images.one_layer).await.unwrap();
+    let mut rt = env.rt().await.unwrap();
+    let pod = env.pod_config("volumes");
+    let pod_id = env.run_pod(&mut rt, &pod).await.unwrap();
+    let host = tempfile::tempdir().unwrap();
+    let rw = host.path().join("rw");
+    let ro = host.path().join("ro");
+    std::fs::create_dir_all(&rw).unwrap();
+    std::fs::create_dir_all(&ro).unwrap();
+    std::fs::write(ro.join("hello"), "from the host\n").unwrap();
+    let file = host.path().join("config.txt");
+    std::fs::write(&file, "key=value\n").unwrap();
+    let created = host.path().join("new/dir");
+    let mount = |host: &std::path::Path, ctr: &str, readonly: bool| k8s_cri::v1::Mount {
+        container_path: ctr.into(),
+        host_path: host.display().to_string(),
+        readonly,
+        ..Default::default()
+    };
+    let mut cfg = container_config("user", &env.images.one_layer, &["sleep", "3600"]);
+    cfg.mounts = vec![
+        mount(&rw, "/vol/rw", false),
+        mount(&ro, "/vol/ro", true),
+        mount(&file, "/etc/app/config.txt", true),
+        mount(&created, "/vol/new", false),
+    ];
+    let id = env
+        .run_container(&mut rt, &pod_id, &pod, cfg)
+        .await
+        .unwrap();
+    wait_container_state(&mut rt, &id, ContainerState::ContainerRunning, RUNNING)
+        .await
+        .unwrap();
+
+    assert_eq!(
+        exec_ok(&mut rt, &id, "cat /vol/ro/hello /etc/app/config.txt")
+            .await
+            .unwrap(),
+        "from the host\nkey=value\n"
+    );
+    exec_ok(&mut rt, &id, "echo from the container > /vol/rw/out")
+        .await
+        .unwrap();
+    assert_eq!(
+        std::fs::read_to_string(rw.join("out")).unwrap(),
+        "from the container\n"
+    );
+    let r = exec(&mut rt, &id, &["sh", "-c", "echo x > /vol/ro/nope"], 10)
+        .await
+        .unwrap();
+    assert_ne!(r.exit_code, 0, "wrote to a readonly volume");
+    assert!(
+        String::from_utf8_lossy(&r.stderr).contains("Read-only"),
+        "{:?}",
+        String::from_utf8_lossy(&r.stderr)
+    );
+    assert!(!ro.join("nope").exists());
+    let r = exec(
+        &mut rt,
+        &id,
+        &["sh", "-c", "echo x >> /etc/app/config.txt"],
+        10,
+    )
+    .await
+    .unwrap();
+    assert_ne!(r.exit_code, 0, "wrote to a readonly file mount");
+    // A missing source is created as a directory, as containerd does.
+    assert!(created.is_dir());
+    exec_ok(&mut rt, &id, "touch /vol/new/made").await.unwrap();
+    assert!(created.join("made").is_file());
+    // Host changes show inside.
+    std::fs::write(rw.join("later"), "later\n").unwrap();
+    assert_eq!(
+        exec_ok(&mut rt, &id, "cat /vol/rw/later").await.unwrap(),
+        "later\n"
+    );
+    // ContainerStatus lists the mounts.
+    let st = e2e::pods::container_status(&mut rt, &id).await.unwrap();
+    let mut listed: Vec<(String, bool)> = st
+        .mounts
+        .iter()
+        .map(|m| (m.container_path.clone(), m.readonly))
+        .collect();
+    listed.sort();
+    assert_eq!(
+        listed,
+        [
+            ("/etc/app/config.txt".to_string(), true),
+            ("/vol/new".to_string(), false),
+            ("/vol/ro".to_string(), true),
+            ("/vol/rw".to_string(), false),
+        ]
+    );
+    // Removing the container unbinds its volumes and leaves the host's files.
+    rt.remove_container(k8s_cri::v1::RemoveContainerRequest {
+        container_id: id.clone(),
+    })
+    .await
+    .unwrap();
+    let mounts = e2e::mounts::current_mounts().unwrap();
+    let left = e2e::mounts::mounts_under(&mounts, &env.pod_dir(&pod_id).join("ctrs"));
+    assert!(left.is_empty(), "mounts left: {left:?}");
+    assert_eq!(
+        std::fs::read_to_string(ro.join("hello")).unwrap(),
+        "from the host\n"
+    );
+}
+
+async fn host_network_pods_share_the_host_network(store: Store) {
+    let env = PodEnv::start(store).await.unwrap();
+    env.pull(&env.images.one_layer).await.unwrap();
+    let mut rt = env.rt().await.unwrap();
+    let mut pod = env.pod_config("hostnet");
+    pod.linux = Some(k8s_cri::v1::LinuxPodSandboxConfig {
+        security_context: Some(k8s_cri::v1::LinuxSandboxSecurityContext {
+            namespace_options: Some(k8s_cri::v1::NamespaceOption {
+                network: k8s_cri::v1::NamespaceMode::Node as i32,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let pod_id = env.run_pod(&mut rt, &pod).await.unwrap();
+    // No CNI for it: no address from the test network, no veth on its bridge.
+    assert_eq!(pod_ip(&mut rt, &pod_id).await.unwrap(), "");
+    assert!(env.net.attached_interfaces().unwrap().is_empty());
+    // It serves on a host port, reached on the host's loopback.
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let mut cfg = container_config("hostsrv", &env.images.one_layer, &[]);
+    cfg.command = sh(&format!(
+        "mkdir -p /tmp/www && echo on-the-host-network > /tmp/www/index.html && exec httpd -f -p 127.0.0.1:{port} -h /tmp/www"
+    ));
+    let id = env
+        .run_container(&mut rt, &pod_id, &pod, cfg)
+        .await
+        .unwrap();
+    wait_container_state(&mut rt, &id, ContainerState::ContainerRunning, RUNNING)
+        .await
+        .unwrap();
+    // The container sees the host's interfaces, this test's bridge among them.
+    let links = exec_ok(&mut rt, &id, "ip -o link").await.unwrap();
+    assert!(links.contains(&env.net.bridge), "{links}");
+    // And the node's hostname, as the kubelet sends none for host-network pods.
+    let node = nix::unistd::gethostname().unwrap().into_string().unwrap();
+    assert_eq!(
+        exec_ok(&mut rt, &id, "hostname").await.unwrap(),
+        format!("{node}\n")
+    );
+    let body = e2e::pods::eventually("the server answers on the host", RUNNING, || async move {
+        Ok(http_get("127.0.0.1", port).ok())
+    })
+    .await
+    .unwrap();
+    assert_eq!(body, "on-the-host-network\n");
+}
+
+async fn stop_sends_the_image_stop_signal_then_sigkill(store: Store) {
+    let env = PodEnv::start(store).await.unwrap();
+    env.pull(&env.images.one_layer).await.unwrap();
+    env.pull(&env.images.stop_signal).await.unwrap();
+    let mut rt = env.rt().await.unwrap();
+    let pod = env.pod_config("stopping");
+    let pod_id = env.run_pod(&mut rt, &pod).await.unwrap();
+    // The image says SIGUSR1; the container exits cleanly on it.
+    let mut polite = container_config("polite", &env.images.stop_signal, &[]);
+    polite.command =
+        sh("trap 'echo got-usr1; exit 0' USR1; echo ready; while true; do sleep 0.1; done");
+    // SIGTERM (the default) is only logged: SIGKILL must follow after the timeout.
+    let mut stubborn = container_config("stubborn", &env.images.one_layer, &[]);
+    stubborn.command = sh("trap 'echo got-term' TERM; echo ready; while true; do sleep 0.1; done");
+    let mut instant = container_config("instant", &env.images.one_layer, &[]);
+    instant.command = sh("trap 'echo got-term' TERM; echo ready; while true; do sleep 0.1; done");
+    let mut ids = vec![];
+    for cfg in [polite, stubborn, instant] {
+        ids.push(
+            env.run_container(&mut rt, &pod_id, &pod, cfg)
+                .await
+                .unwrap(),
+        );
+    }
+    for name in ["polite", "stubborn", "instant"] {
+        let path = log_path(&pod, name);
+        e2e::pods::eventually("the trap is set", RUNNING, || {
+            let path = path.clone();
+            async move {
+                Ok(std::fs::read_to_string(&path)
+                    .unwrap_or_default()
+                    .contains("stdout F ready")
+                    .then_some(()))
+            }
+        })
+        .await
+        .unwrap();
+    }
+    let stopper = rt.clone();
+    let stop = move |id: &String, timeout: i64| {
+        let mut rt = stopper.clone();
+        let id = id.clone();
+        async move {
+            let t = std::time::Instant::now();
+            rt.stop_container(k8s_cri::v1::StopContainerRequest {
+                container_id: id,
+                timeout,
+            })
+            .await
+            .unwrap();
+            t.elapsed()
+        }
+    };
+
+    let took = stop(&ids[0], 10).await;
+    assert!(took < Duration::from_secs(5), "SIGUSR1 stop took {took:?}");
+    let st = e2e::pods::container_status(&mut rt, &ids[0]).await.unwrap();
+    assert_eq!(st.state, ContainerState::ContainerExited as i32);
+    assert_eq!((st.exit_code, st.reason.as_str()), (0, "Completed"));
+    let log = std::fs::read_to_string(log_path(&pod, "polite")).unwrap();
+    assert!(log.contains("stdout F got-usr1"), "{log}");
+
+    let took = stop(&ids[1], 2).await;
+    assert!(
+        took >= Duration::from_secs(2) && took < Duration::from_secs(8),
+        "a 2s stop of a container ignoring SIGTERM took {took:?}"
+    );
+    let st = e2e::pods::container_status(&mut rt, &ids[1]).await.unwrap();
+    assert_eq!(st.state, ContainerState::ContainerExited as i32);
+    assert_eq!((st.exit_code, st.reason.as_str()), (137, "Error"));
+    let log = std::fs::read_to_string(log_path(&pod, "stubborn")).unwrap();
+    assert!(log.contains("stdout F got-term"), "{log}");
+
+    // Timeout 0: SIGKILL at once, no stop signal.
+    let took = stop(&ids[2], 0).await;
+    assert!(took < Duration::from_secs(2), "a 0s stop took {took:?}");
+    let st = e2e::pods::container_status(&mut rt, &ids[2]).await.unwrap();
+    assert_eq!(st.exit_code, 137);
+    let log = std::fs::read_to_string(log_path(&pod, "instant")).unwrap();
+    assert!(!log.contains("got-term"), "{log}");
+}
