@@ -29,10 +29,9 @@ use e2e::images::{self, Compression, ImageFormat, TestImage};
 use e2e::pods::{PodEnv, PodEnvOptions, Store, container_config, sh};
 use e2e::procs;
 use k8s_cri::v1::{
-    CreateContainerRequest, ImageSpec, LinuxPodSandboxConfig, PodSandboxConfig,
-    PodSandboxMetadata, PodSandboxStatusRequest, PullImageRequest, RemoveContainerRequest,
-    RemovePodSandboxRequest, RunPodSandboxRequest, StartContainerRequest,
-    StopContainerRequest, StopPodSandboxRequest,
+    CreateContainerRequest, ImageSpec, LinuxPodSandboxConfig, PodSandboxConfig, PodSandboxMetadata,
+    PodSandboxStatusRequest, PullImageRequest, RemoveContainerRequest, RemovePodSandboxRequest,
+    RunPodSandboxRequest, StartContainerRequest, StopContainerRequest, StopPodSandboxRequest,
 };
 
 struct Args {
@@ -425,9 +424,9 @@ async fn run(
         }
         let monitors: Vec<u32> = podinits.iter().filter_map(|&p| procs::ppid(p)).collect();
         anyhow::ensure!(
-            monitors
-                .iter()
-                .all(|&m| procs::cmdline(m).first().is_some_and(|c| c.starts_with("[lxc monitor]"))),
+            monitors.iter().all(|&m| procs::cmdline(m)
+                .first()
+                .is_some_and(|c| c.starts_with("[lxc monitor]"))),
             "podinit's parent is not an LXC monitor"
         );
         anyhow::ensure!(podinits.iter().all(|&p| procs::comm(p) == "podinit"));
@@ -488,7 +487,9 @@ fn print_report(args: &Args, latency: &Latencies, memory: &[(&'static str, MemRe
         args.rounds,
         args.store.label()
     );
-    println!("| phase | pvecri median | pvecri p95 | containerd median | containerd p95 | median ratio (pvecri/containerd) |");
+    println!(
+        "| phase | pvecri median | pvecri p95 | containerd median | containerd p95 | median ratio (pvecri/containerd) |"
+    );
     println!("|---|---|---|---|---|---|");
     for phase in PHASES {
         let stats: Vec<(Duration, Duration)> = latency
@@ -508,7 +509,10 @@ fn print_report(args: &Args, latency: &Latencies, memory: &[(&'static str, MemRe
             ms(stats[0].0) / ms(stats[1].0)
         );
     }
-    println!("\n## Memory with {} pods (one `sleep` container each)\n", args.pods);
+    println!(
+        "\n## Memory with {} pods (one `sleep` container each)\n",
+        args.pods
+    );
     println!("| runtime | what | RSS | PSS |");
     println!("|---|---|---|---|");
     let mib = |k: u64| k as f64 / 1024.0;

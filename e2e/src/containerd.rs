@@ -43,7 +43,9 @@ impl Containerd {
         require_program(CONTAINERD, "containerd")?;
         require_program("/usr/sbin/runc", "runc")?;
         // A short path: the socket must fit in sun_path, the shim's too.
-        let dir = tempfile::Builder::new().prefix("ctrd-").tempdir_in("/tmp")?;
+        let dir = tempfile::Builder::new()
+            .prefix("ctrd-")
+            .tempdir_in("/tmp")?;
         let socket = dir.path().join("c.sock");
         let config = render_config(dir.path(), &socket, options);
         let config_path = dir.path().join("config.toml");
@@ -107,7 +109,9 @@ impl Containerd {
             .into_iter()
             .filter(|&pid| {
                 let cmdline = crate::procs::cmdline(pid);
-                cmdline.first().is_some_and(|c| c.ends_with("containerd-shim-runc-v2"))
+                cmdline
+                    .first()
+                    .is_some_and(|c| c.ends_with("containerd-shim-runc-v2"))
                     && cmdline.iter().any(|a| a == &address)
             })
             .collect()

@@ -86,7 +86,10 @@ mod tests {
 
     #[test]
     fn kib_fields() {
-        assert_eq!(kib_field("VmRSS:\t  1234 kB\nPss: 5 kB\n", "VmRSS"), Some(1234));
+        assert_eq!(
+            kib_field("VmRSS:\t  1234 kB\nPss: 5 kB\n", "VmRSS"),
+            Some(1234)
+        );
         assert_eq!(kib_field("VmRSS:\t  1234 kB\nPss: 5 kB\n", "Pss"), Some(5));
         assert_eq!(kib_field("x", "Pss"), None);
     }

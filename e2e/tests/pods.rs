@@ -571,3 +571,67 @@ async fn stop_sends_the_image_stop_signal_then_sigkill(store: Store) {
     let log = std::fs::read_to_string(log_path(&pod, "instant")).unwrap();
     assert!(!log.contains("got-term"), "{log}");
 }
+
+e2e::on_both_stores!(port_mappings_reach_the_pod_through_portmap);
+
+async fn port_mappings_reach_the_pod_through_portmap(store: Store) {
+    let env = PodEnv::start_with(
+        store,
+        e2e::pods::PodEnvOptions {
+            network: e2e::cni::NetworkOptions { portmap: true },
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    env.pull(&env.images.one_layer).await.unwrap();
+    let mut rt = env.rt().await.unwrap();
+    let host_port = {
+        let l = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let mut pod = env.pod_config("ports");
+    pod.port_mappings = vec![k8s_cri::v1::PortMapping {
+        protocol: k8s_cri::v1::Protocol::Tcp as i32,
+        container_port: 8080,
+        host_port: i32::from(host_port),
+        host_ip: String::new(),
+    }];
+    let pod_id = env.run_pod(&mut rt, &pod).await.unwrap();
+    let mut cfg = container_config("srv", &env.images.one_layer, &[]);
+    cfg.command = sh(
+        "mkdir -p /tmp/www && echo through-the-host-port > /tmp/www/index.html && exec httpd -f -p 8080 -h /tmp/www",
+    );
+    let id = env
+        .run_container(&mut rt, &pod_id, &pod, cfg)
+        .await
+        .unwrap();
+    wait_container_state(&mut rt, &id, ContainerState::ContainerRunning, RUNNING)
+        .await
+        .unwrap();
+    // The host's address on the pod network is local: portmap's OUTPUT rule applies.
+    let gw = env.net.gateway().to_string();
+    let body = e2e::pods::eventually("the host port answers", RUNNING, || {
+        let gw = gw.clone();
+        async move { Ok(http_get(&gw, host_port).ok()) }
+    })
+    .await
+    .unwrap();
+    assert_eq!(body, "through-the-host-port\n");
+    let rules =
+        || e2e::cmd::run(std::process::Command::new("iptables-save").args(["-t", "nat"])).unwrap();
+    assert!(rules().contains(&pod_id), "no portmap rule names the pod");
+    rt.stop_pod_sandbox(k8s_cri::v1::StopPodSandboxRequest {
+        pod_sandbox_id: pod_id.clone(),
+    })
+    .await
+    .unwrap();
+    assert!(
+        !rules().contains(&pod_id),
+        "portmap rules left after StopPodSandbox"
+    );
+    assert!(
+        http_get(&gw, host_port).is_err(),
+        "the host port still answers"
+    );
+}
