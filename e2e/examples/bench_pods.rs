@@ -3,7 +3,7 @@
 //!
 //! ```sh
 //! apt-get install containerd runc           # Debian's 1.6 and 1.1
-//! cargo build --release -p cri && scripts/build-podinit
+//! cargo build --release -p cri && scripts/build-podinit   # the example runs target/release/pvecri
 //! cargo run --release -p e2e --example bench_pods -- [--rounds 20] [--pods 20] [--store overlay|zfs]
 //! ```
 //!
@@ -169,10 +169,25 @@ impl Target {
             .run_container(
                 &pod_id,
                 &pod,
-                sh("trap 'exit 0' TERM; while :; do sleep 3600 & wait $!; done"),
+                sh("trap 'exit 0' TERM; echo ready; while :; do sleep 3600 & wait $!; done"),
             )
             .await?;
         let create_start = t.elapsed();
+        // Not timed: a SIGTERM before the trap is set would be ignored (PID 1) and the stop
+        // would measure the timeout instead.
+        let log = Path::new(&pod.log_directory).join("c/0.log");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains(" F ready")
+        {
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "{}: the container did not log ready",
+                self.name
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
         let t = Instant::now();
         self.rt
             .stop_container(StopContainerRequest {
@@ -325,9 +340,32 @@ fn pause_image() -> anyhow::Result<TestImage> {
     )
 }
 
-#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     let args = parse_args()?;
+    // The release daemon unless PVECRI_BIN names another: a debug build is no benchmark.
+    let bin = std::env::var_os(e2e::daemon::PVECRI_BIN_ENV)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .parent()
+                .unwrap_or(Path::new("/"))
+                .join("target/release/pvecri")
+        });
+    anyhow::ensure!(
+        bin.is_file(),
+        "{} is missing: run `cargo build --release -p cri`",
+        bin.display()
+    );
+    // SAFETY: no other thread exists yet (the runtime is built below).
+    unsafe { std::env::set_var(e2e::daemon::PVECRI_BIN_ENV, &bin) };
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?
+        .block_on(bench(args))
+}
+
+async fn bench(args: Args) -> anyhow::Result<()> {
     let env = PodEnv::start_with(
         args.store,
         PodEnvOptions {
@@ -481,7 +519,38 @@ async fn run(
     Ok((latency, memory))
 }
 
+fn version_of(program: &str, arg: &str) -> String {
+    std::process::Command::new(program)
+        .arg(arg)
+        .output()
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .next()
+                .unwrap_or("")
+                .to_string()
+        })
+        .unwrap_or_default()
+}
+
 fn print_report(args: &Args, latency: &Latencies, memory: &[(&'static str, MemReport)]) {
+    println!("## Setup\n");
+    println!(
+        "- pvecri: {} (podinit {})",
+        e2e::daemon::binary_path()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default(),
+        e2e::pods::podinit_path()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default()
+    );
+    println!("- {}", version_of("containerd", "--version"));
+    println!("- {}", version_of("runc", "--version"));
+    println!("- {}", version_of("uname", "-srm"));
+    println!(
+        "- {} CPUs\n",
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
     println!(
         "## Latency, {} rounds (pvecri store: {}; containerd: overlayfs)\n",
         args.rounds,
