@@ -405,7 +405,7 @@ async fn ids_names_lists_and_idempotent_removal(store: Store) {
             ..Default::default()
         })
         .await,
-        [beta_id.clone()]
+        std::slice::from_ref(&beta_id)
     );
     assert_eq!(
         list(PodSandboxFilter {
@@ -428,7 +428,7 @@ async fn ids_names_lists_and_idempotent_removal(store: Store) {
             ..Default::default()
         })
         .await,
-        [alpha1_id.clone()]
+        std::slice::from_ref(&alpha1_id)
     );
     assert_eq!(
         list(PodSandboxFilter {
@@ -486,7 +486,7 @@ async fn ids_names_lists_and_idempotent_removal(store: Store) {
             ..Default::default()
         })
         .await,
-        [finisher.clone()]
+        std::slice::from_ref(&finisher)
     );
     assert_eq!(
         list(ContainerFilter {
@@ -494,7 +494,7 @@ async fn ids_names_lists_and_idempotent_removal(store: Store) {
             ..Default::default()
         })
         .await,
-        [other.clone()]
+        std::slice::from_ref(&other)
     );
 
     // alpha1 was stopped: its address went back to the pool.
@@ -584,4 +584,69 @@ fn leases(env: &PodEnv) -> usize {
                 .starts_with("10.")
         })
         .count()
+}
+
+e2e::on_both_stores!(pods_start_and_go_concurrently);
+
+/// The kubelet starts and removes pods in parallel.
+async fn pods_start_and_go_concurrently(store: Store) {
+    let env = std::sync::Arc::new(PodEnv::start(store).await.unwrap());
+    env.pull(&env.images.one_layer).await.unwrap();
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..6 {
+        let env = env.clone();
+        tasks.spawn(async move {
+            let mut rt = env.rt().await.unwrap();
+            let pod = env.pod_config(&format!("par-{i}"));
+            let pod_id = env.run_pod(&mut rt, &pod).await.unwrap();
+            let cfg = container_config("c", &env.images.one_layer, &["sleep", "3600"]);
+            let ctr = env
+                .run_container(&mut rt, &pod_id, &pod, cfg)
+                .await
+                .unwrap();
+            wait_container_state(&mut rt, &ctr, ContainerState::ContainerRunning, RUNNING)
+                .await
+                .unwrap();
+            let ip = pod_ip(&mut rt, &pod_id).await.unwrap();
+            let seen = exec_ok(&mut rt, &ctr, "ip -4 -o addr show eth0")
+                .await
+                .unwrap();
+            assert!(seen.contains(&format!("inet {ip}/")), "{seen}");
+            (pod_id, ip)
+        });
+    }
+    let mut pods = vec![];
+    while let Some(r) = tasks.join_next().await {
+        pods.push(r.unwrap());
+    }
+    let mut ips: Vec<&String> = pods.iter().map(|(_, ip)| ip).collect();
+    ips.sort();
+    ips.dedup();
+    assert_eq!(ips.len(), 6, "pod IPs are not distinct: {pods:?}");
+    for (pod_id, _) in pods {
+        let env = env.clone();
+        tasks.spawn(async move {
+            let mut rt = env.rt().await.unwrap();
+            rt.stop_pod_sandbox(StopPodSandboxRequest {
+                pod_sandbox_id: pod_id.clone(),
+            })
+            .await
+            .unwrap();
+            rt.remove_pod_sandbox(RemovePodSandboxRequest {
+                pod_sandbox_id: pod_id.clone(),
+            })
+            .await
+            .unwrap();
+            (pod_id, String::new())
+        });
+    }
+    while let Some(r) = tasks.join_next().await {
+        r.unwrap();
+    }
+    assert!(env.net.attached_interfaces().unwrap().is_empty());
+    assert_eq!(leases(&env), 0);
+    let left: Vec<_> = std::fs::read_dir(env.daemon.state_dir.join("pods"))
+        .unwrap()
+        .collect();
+    assert!(left.is_empty(), "pod directories left: {left:?}");
 }

@@ -161,3 +161,131 @@ fn now_ns() -> i64 {
         .unwrap()
         .as_nanos() as i64
 }
+
+e2e::on_both_stores!(a_pod_whose_ct_dies_is_reported_and_removable);
+
+async fn init_pid(rt: &mut e2e::cri_client::RuntimeClient, pod_id: &str) -> i32 {
+    let info = rt
+        .pod_sandbox_status(PodSandboxStatusRequest {
+            pod_sandbox_id: pod_id.to_string(),
+            verbose: true,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .info;
+    let v: serde_json::Value = serde_json::from_str(&info["info"]).unwrap();
+    v["init_pid"].as_i64().unwrap() as i32
+}
+
+fn kill9(pid: i32) {
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+}
+
+async fn pod_state(rt: &mut e2e::cri_client::RuntimeClient, pod_id: &str) -> i32 {
+    rt.pod_sandbox_status(PodSandboxStatusRequest {
+        pod_sandbox_id: pod_id.to_string(),
+        verbose: false,
+    })
+    .await
+    .unwrap()
+    .into_inner()
+    .status
+    .unwrap()
+    .state
+}
+
+/// podinit killed while the daemon runs, and another while it is away: the pods turn
+/// NotReady, their containers exited (status unknown), and both go away cleanly.
+async fn a_pod_whose_ct_dies_is_reported_and_removable(store: Store) {
+    let mut env = PodEnv::start(store).await.unwrap();
+    env.pull(&env.images.one_layer).await.unwrap();
+    let mut rt = env.rt().await.unwrap();
+    let mut pods = vec![];
+    for name in ["dies-live", "dies-away"] {
+        let pod = env.pod_config(name);
+        let pod_id = env.run_pod(&mut rt, &pod).await.unwrap();
+        let cfg = container_config("sleeper", &env.images.one_layer, &["sleep", "3600"]);
+        let ctr = env
+            .run_container(&mut rt, &pod_id, &pod, cfg)
+            .await
+            .unwrap();
+        wait_container_state(&mut rt, &ctr, ContainerState::ContainerRunning, RUNNING)
+            .await
+            .unwrap();
+        let pid = init_pid(&mut rt, &pod_id).await;
+        pods.push((pod_id, ctr, pid));
+    }
+
+    // While the daemon runs.
+    let (live_pod, live_ctr, live_pid) = pods[0].clone();
+    kill9(live_pid);
+    let st = wait_container_state(&mut rt, &live_ctr, ContainerState::ContainerExited, RUNNING)
+        .await
+        .unwrap();
+    assert_ne!(st.exit_code, 0, "{st:?}");
+    assert_eq!(st.reason, "Error");
+    let mut r = rt.clone();
+    eventually("the pod turns NotReady", RUNNING, || {
+        let (mut r, id) = (r.clone(), live_pod.clone());
+        async move {
+            Ok(
+                (pod_state(&mut r, &id).await == PodSandboxState::SandboxNotready as i32)
+                    .then_some(()),
+            )
+        }
+    })
+    .await
+    .unwrap();
+    // And stays so: the CT is not restarted behind the kubelet's back.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        pod_state(&mut r, &live_pod).await,
+        PodSandboxState::SandboxNotready as i32
+    );
+
+    // While the daemon is away.
+    let (away_pod, away_ctr, away_pid) = pods[1].clone();
+    env.daemon.kill9().unwrap();
+    kill9(away_pid);
+    let deadline = Instant::now() + RUNNING;
+    while e2e::procs::exists(away_pid as u32) {
+        assert!(Instant::now() < deadline, "podinit did not die");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    env.daemon.restart().unwrap();
+    let mut rt = env.rt().await.unwrap();
+    assert_eq!(
+        pod_state(&mut rt, &away_pod).await,
+        PodSandboxState::SandboxNotready as i32
+    );
+    let st = container_status(&mut rt, &away_ctr).await.unwrap();
+    assert_eq!(st.state, ContainerState::ContainerExited as i32, "{st:?}");
+    assert_ne!(st.exit_code, 0, "{st:?}");
+
+    // The kubelet then stops and removes them.
+    for (pod_id, _, _) in &pods {
+        rt.stop_pod_sandbox(StopPodSandboxRequest {
+            pod_sandbox_id: pod_id.clone(),
+        })
+        .await
+        .unwrap();
+        rt.remove_pod_sandbox(RemovePodSandboxRequest {
+            pod_sandbox_id: pod_id.clone(),
+        })
+        .await
+        .unwrap();
+        assert!(!env.pod_dir(pod_id).exists());
+    }
+    assert!(
+        env.net.attached_interfaces().unwrap().is_empty(),
+        "a veth is left on the bridge"
+    );
+    let mounts = e2e::mounts::current_mounts().unwrap();
+    let left = e2e::mounts::mounts_under(&mounts, &env.daemon.state_dir.join("pods"));
+    assert!(left.is_empty(), "mounts left: {left:?}");
+}
