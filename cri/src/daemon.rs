@@ -152,7 +152,8 @@ fn find_podinit(configured: Option<&Path>) -> Option<PathBuf> {
             tracing::error!(podinit = %p.display(), "podinit is dynamically linked; build it with scripts/build-podinit");
             return None;
         }
-        return Some(p.to_path_buf());
+        // The pod host refuses paths with `..` or symlinks it cannot bind reliably.
+        return Some(p.canonicalize().unwrap_or_else(|_| p.to_path_buf()));
     }
     let beside = std::env::current_exe()
         .ok()
@@ -164,6 +165,7 @@ fn find_podinit(configured: Option<&Path>) -> Option<PathBuf> {
             PathBuf::from("/usr/lib/pvecri/podinit"),
         ])
         .find(|p| p.is_file() && is_static_elf(p))
+        .map(|p| p.canonicalize().unwrap_or(p))
 }
 
 /// An ELF executable without a program interpreter (PT_INTERP) needs no dynamic loader.

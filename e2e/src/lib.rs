@@ -2,11 +2,15 @@
 //! images, and the daemon with a CRI client.
 
 pub mod cmd;
+pub mod cni;
+pub mod containerd;
 pub mod cri_client;
 pub mod daemon;
 pub mod images;
 pub mod lock;
 pub mod mounts;
+pub mod pods;
+pub mod procs;
 pub mod proxy;
 pub mod registry;
 pub mod tree;

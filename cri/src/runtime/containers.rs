@@ -231,16 +231,7 @@ impl Runtime {
             resolve_in_root(&rootfs, &ureq).map_err(|e| RuntimeError::invalid(e.to_string()))
         })
         .await?;
-        let hostname = if pod.host_network {
-            nix::unistd::gethostname()
-                .ok()
-                .and_then(|h| h.into_string().ok())
-                .unwrap_or_default()
-        } else if pod.config.hostname.is_empty() {
-            pod.config.metadata.clone().unwrap_or_default().name
-        } else {
-            pod.config.hostname.clone()
-        };
+        let hostname = super::pods::pod_hostname(&pod.config);
         let mut oci = spec::build(SpecInput {
             container_id: &record.id,
             config: &record.config,

@@ -2,6 +2,7 @@
 //! container's directory in the pod directory, whence the bind propagates into the CT, where
 //! podinit binds it into the container at its destination.
 
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 use k8s_cri::v1::{Mount, MountPropagation};
@@ -49,13 +50,7 @@ fn stage_one(ctr_dir: &Path, index: usize, m: &Mount) -> Result<MountRecord> {
             m.container_path
         )));
     }
-    let meta = std::fs::metadata(&m.host_path).map_err(|e| {
-        if e.kind() == std::io::ErrorKind::NotFound {
-            RuntimeError::invalid(format!("mount source {} does not exist", m.host_path))
-        } else {
-            RuntimeError::invalid(format!("mount source {}: {e}", m.host_path))
-        }
-    })?;
+    let meta = source_metadata(&m.host_path)?;
     let target = staging_path(ctr_dir, index);
     let io = |what: &str, e: std::io::Error| {
         RuntimeError::internal(format!(
@@ -105,6 +100,34 @@ fn stage_one(ctr_dir: &Path, index: usize, m: &Mount) -> Result<MountRecord> {
         readonly: m.readonly,
         propagation: propagation as i32,
     })
+}
+
+/// The mount source, created as a directory (0755) when it does not exist, as containerd
+/// and CRI-O do: the kubelet passes hostPath volumes without a type unchecked and relies on
+/// the runtime for that. A source that cannot be created (a parent is a file, say) is an
+/// invalid request.
+fn source_metadata(host_path: &str) -> Result<std::fs::Metadata> {
+    match std::fs::metadata(host_path) {
+        Ok(meta) => return Ok(meta),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => {
+            return Err(RuntimeError::invalid(format!(
+                "mount source {host_path}: {e}"
+            )));
+        }
+    }
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o755)
+        .create(host_path)
+        .map_err(|e| {
+            RuntimeError::invalid(format!(
+                "mount source {host_path} does not exist and cannot be created: {e}"
+            ))
+        })?;
+    tracing::info!(path = host_path, "created missing mount source directory");
+    std::fs::metadata(host_path)
+        .map_err(|e| RuntimeError::invalid(format!("mount source {host_path}: {e}")))
 }
 
 /// Unbinds staged mounts; what is already gone is fine.
@@ -181,14 +204,17 @@ mod tests {
     #[test]
     fn bad_sources_are_refused_before_anything_is_mounted() {
         let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("file");
+        std::fs::write(&file, "").unwrap();
         let m = Mount {
             container_path: "/data".into(),
-            host_path: dir.path().join("missing").display().to_string(),
+            // Below a regular file: cannot exist.
+            host_path: file.display().to_string() + "/missing",
             ..Default::default()
         };
         let e = stage(dir.path(), &[m]).unwrap_err();
         assert_eq!(e.code, tonic::Code::InvalidArgument);
-        assert!(e.message.contains("does not exist"), "{e}");
+        assert!(e.message.contains("/file/missing"), "{e}");
         let m = Mount {
             container_path: "data".into(),
             host_path: "/tmp".into(),
@@ -198,5 +224,15 @@ mod tests {
             stage(dir.path(), &[m]).unwrap_err().code,
             tonic::Code::InvalidArgument
         );
+    }
+
+    #[test]
+    fn missing_sources_become_directories() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("a/b");
+        let meta = source_metadata(src.to_str().unwrap()).unwrap();
+        assert!(meta.is_dir());
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(meta.permissions().mode() & 0o777, 0o755);
     }
 }

@@ -70,11 +70,7 @@ fn pod_spec(rt: &Runtime, id: &str, config: &PodSandboxConfig, podinit: &Path) -
         .and_then(|n| n.userns_options.as_ref())
         .is_some_and(|u| u.mode() == NamespaceMode::Pod);
     let res = linux.resources.clone().unwrap_or_default();
-    let hostname = if config.hostname.is_empty() {
-        m.name.clone()
-    } else {
-        config.hostname.clone()
-    };
+    let hostname = pod_hostname(config);
     PodSpec {
         id: id.to_string(),
         name: format!("{}/{}", m.namespace, m.name),
@@ -105,6 +101,27 @@ fn pod_spec(rt: &Runtime, id: &str, config: &PodSandboxConfig, podinit: &Path) -
         privileged: !userns_pod,
         labels: config.labels.clone().into_iter().collect(),
     }
+}
+
+/// The hostname inside the pod: the node's for host-network pods (the kubelet sends none
+/// for them, and containerd shares the host's UTS namespace), else the kubelet's, else the
+/// pod's name.
+pub(crate) fn pod_hostname(config: &PodSandboxConfig) -> String {
+    if host_network(config) {
+        return node_hostname();
+    }
+    if config.hostname.is_empty() {
+        config.metadata.clone().unwrap_or_default().name
+    } else {
+        config.hostname.clone()
+    }
+}
+
+pub(crate) fn node_hostname() -> String {
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_default()
 }
 
 fn port_mappings(config: &PodSandboxConfig) -> Vec<PortMapping> {
@@ -453,6 +470,25 @@ mod tests {
         assert_eq!(
             validate(&PodSandboxConfig::default()).unwrap_err().code,
             tonic::Code::InvalidArgument
+        );
+    }
+
+    #[test]
+    fn hostnames() {
+        let mut c = config(NamespaceMode::Pod);
+        assert_eq!(pod_hostname(&c), "p", "the pod name without a hostname");
+        c.hostname = "web-0".into();
+        assert_eq!(pod_hostname(&c), "web-0");
+        c.linux
+            .as_mut()
+            .and_then(|l| l.security_context.as_mut())
+            .and_then(|s| s.namespace_options.as_mut())
+            .unwrap()
+            .network = NamespaceMode::Node as i32;
+        assert_eq!(
+            pod_hostname(&c),
+            node_hostname(),
+            "host network: the node's"
         );
     }
 
