@@ -7,12 +7,16 @@ use std::path::Path;
 
 use e2e::daemon::{Daemon, DaemonOptions};
 use e2e::mounts::{current_mounts, mounts_under};
+use e2e::pods::podinit_path;
 use k8s_cri::v1::{CgroupDriver, RuntimeConfigRequest, StatusRequest, VersionRequest};
 
+/// A daemon with the static podinit that `scripts/build-podinit` makes, so that it is ready.
 fn options_with_cni_dir(cni_dir: &Path, extra_top_level: &str) -> DaemonOptions {
+    let podinit = podinit_path().unwrap();
     DaemonOptions {
         config_toml_extra: format!(
-            "{extra_top_level}\n[cni]\nconf_dir = {:?}\n",
+            "podinit_path = {:?}\n{extra_top_level}\n[cni]\nconf_dir = {:?}\n",
+            podinit.to_str().unwrap(),
             cni_dir.to_str().unwrap()
         ),
         ..DaemonOptions::default()
@@ -60,7 +64,7 @@ async fn version_status_and_runtime_config_over_the_socket() {
         .iter()
         .find(|c| c.r#type == "RuntimeReady")
         .unwrap();
-    assert!(runtime.status);
+    assert!(runtime.status, "RuntimeReady false: {}", runtime.message);
     let network = conditions
         .iter()
         .find(|c| c.r#type == "NetworkReady")
@@ -113,6 +117,35 @@ async fn version_status_and_runtime_config_over_the_socket() {
     let _ = images
         .image_fs_info(k8s_cri::v1::ImageFsInfoRequest {})
         .await;
+}
+
+#[tokio::test]
+async fn runtime_not_ready_without_podinit() {
+    let cni = tempfile::tempdir().unwrap();
+    let missing = cni.path().join("no-podinit-here");
+    let daemon = Daemon::start(DaemonOptions {
+        config_toml_extra: format!("podinit_path = {:?}\n", missing.to_str().unwrap()),
+        ..DaemonOptions::default()
+    })
+    .unwrap();
+    let mut client = daemon.runtime_client().await.unwrap();
+    let status = client
+        .status(StatusRequest { verbose: false })
+        .await
+        .unwrap()
+        .into_inner();
+    let conditions = status.status.unwrap().conditions;
+    let runtime = conditions
+        .iter()
+        .find(|c| c.r#type == "RuntimeReady")
+        .unwrap();
+    assert!(!runtime.status, "ready without a podinit");
+    assert_eq!(runtime.reason, "PodinitNotFound");
+    assert!(
+        runtime.message.contains("podinit_path"),
+        "{}",
+        runtime.message
+    );
 }
 
 #[tokio::test]
