@@ -116,28 +116,6 @@ impl Containerd {
             })
             .collect()
     }
-
-    async fn remove_all_pods(socket: &Path) -> anyhow::Result<()> {
-        use k8s_cri::v1::{ListPodSandboxRequest, RemovePodSandboxRequest, StopPodSandboxRequest};
-        let mut rt = cri_client::runtime_client(socket).await?;
-        let pods = rt
-            .list_pod_sandbox(ListPodSandboxRequest { filter: None })
-            .await?
-            .into_inner()
-            .items;
-        for p in pods {
-            let _ = rt
-                .stop_pod_sandbox(StopPodSandboxRequest {
-                    pod_sandbox_id: p.id.clone(),
-                })
-                .await;
-            rt.remove_pod_sandbox(RemovePodSandboxRequest {
-                pod_sandbox_id: p.id.clone(),
-            })
-            .await?;
-        }
-        Ok(())
-    }
 }
 
 impl Drop for Containerd {
@@ -148,7 +126,7 @@ impl Drop for Containerd {
                 if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()
-                    && let Err(e) = rt.block_on(Self::remove_all_pods(&socket))
+                    && let Err(e) = rt.block_on(crate::cri_client::remove_all_pods(&socket))
                 {
                     eprintln!("e2e: removing containerd's pods: {e:#}");
                 }

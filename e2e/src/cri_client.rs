@@ -60,3 +60,28 @@ pub async fn runtime_client(socket: &Path) -> anyhow::Result<RuntimeClient> {
 pub async fn image_client(socket: &Path) -> anyhow::Result<ImageClient> {
     Ok(ImageServiceClient::new(connect(socket).await?))
 }
+
+/// Stops and removes every pod the runtime at `socket` lists, as a test's clean-up does.
+/// A failed stop is left to the removal, which reports it.
+pub async fn remove_all_pods(socket: &Path) -> anyhow::Result<()> {
+    use k8s_cri::v1::{ListPodSandboxRequest, RemovePodSandboxRequest, StopPodSandboxRequest};
+    let mut rt = runtime_client(socket).await?;
+    let pods = rt
+        .list_pod_sandbox(ListPodSandboxRequest { filter: None })
+        .await?
+        .into_inner()
+        .items;
+    for p in pods {
+        let _ = rt
+            .stop_pod_sandbox(StopPodSandboxRequest {
+                pod_sandbox_id: p.id.clone(),
+            })
+            .await;
+        rt.remove_pod_sandbox(RemovePodSandboxRequest {
+            pod_sandbox_id: p.id.clone(),
+        })
+        .await
+        .with_context(|| format!("removing pod {}", p.id))?;
+    }
+    Ok(())
+}

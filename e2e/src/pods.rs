@@ -14,9 +14,8 @@ use anyhow::{Context, bail};
 use k8s_cri::v1::{
     ContainerConfig, ContainerMetadata, ContainerState, ContainerStatus, ContainerStatusRequest,
     CreateContainerRequest, ExecSyncRequest, ExecSyncResponse, ImageSpec, KeyValue,
-    LinuxPodSandboxConfig, ListPodSandboxRequest, PodSandboxConfig, PodSandboxMetadata,
-    PodSandboxStatusRequest, PullImageRequest, RemovePodSandboxRequest, RunPodSandboxRequest,
-    StartContainerRequest, StopPodSandboxRequest,
+    LinuxPodSandboxConfig, PodSandboxConfig, PodSandboxMetadata, PodSandboxStatusRequest,
+    PullImageRequest, RunPodSandboxRequest, StartContainerRequest,
 };
 use tempfile::TempDir;
 
@@ -291,29 +290,6 @@ impl PodEnv {
     pub fn pod_dir(&self, pod_id: &str) -> PathBuf {
         self.daemon.state_dir.join("pods").join(pod_id)
     }
-
-    /// Stops and removes every pod the daemon lists; errors are reported, not fatal.
-    async fn remove_all_pods(socket: &Path) -> anyhow::Result<()> {
-        let mut rt = crate::cri_client::runtime_client(socket).await?;
-        let pods = rt
-            .list_pod_sandbox(ListPodSandboxRequest { filter: None })
-            .await?
-            .into_inner()
-            .items;
-        for p in pods {
-            let _ = rt
-                .stop_pod_sandbox(StopPodSandboxRequest {
-                    pod_sandbox_id: p.id.clone(),
-                })
-                .await;
-            rt.remove_pod_sandbox(RemovePodSandboxRequest {
-                pod_sandbox_id: p.id.clone(),
-            })
-            .await
-            .with_context(|| format!("removing pod {}", p.id))?;
-        }
-        Ok(())
-    }
 }
 
 impl Drop for PodEnv {
@@ -330,7 +306,8 @@ impl Drop for PodEnv {
                 else {
                     return;
                 };
-                if running && let Err(e) = rt.block_on(Self::remove_all_pods(&socket)) {
+                if running && let Err(e) = rt.block_on(crate::cri_client::remove_all_pods(&socket))
+                {
                     eprintln!("e2e: removing pods at the end of the test: {e:#}");
                 }
                 // Whatever the daemon did not remove (it failed, or it was not running).

@@ -8,7 +8,20 @@ use std::path::Path;
 use e2e::daemon::{Daemon, DaemonOptions};
 use e2e::mounts::{current_mounts, mounts_under};
 use e2e::pods::podinit_path;
-use k8s_cri::v1::{CgroupDriver, RuntimeConfigRequest, StatusRequest, VersionRequest};
+use k8s_cri::v1::{
+    CgroupDriver, RuntimeCondition, RuntimeConfigRequest, StatusRequest, StatusResponse,
+    VersionRequest,
+};
+
+/// The condition of that type in a Status response.
+fn condition(status: &StatusResponse, kind: &str) -> RuntimeCondition {
+    let conditions = &status.status.as_ref().unwrap().conditions;
+    conditions
+        .iter()
+        .find(|c| c.r#type == kind)
+        .unwrap_or_else(|| panic!("no {kind} condition in {conditions:?}"))
+        .clone()
+}
 
 /// A daemon with the static podinit that `scripts/build-podinit` makes, so that it is ready.
 fn options_with_cni_dir(cni_dir: &Path, extra_top_level: &str) -> DaemonOptions {
@@ -59,16 +72,9 @@ async fn version_status_and_runtime_config_over_the_socket() {
         .await
         .unwrap()
         .into_inner();
-    let conditions = status.status.unwrap().conditions;
-    let runtime = conditions
-        .iter()
-        .find(|c| c.r#type == "RuntimeReady")
-        .unwrap();
+    let runtime = condition(&status, "RuntimeReady");
     assert!(runtime.status, "RuntimeReady false: {}", runtime.message);
-    let network = conditions
-        .iter()
-        .find(|c| c.r#type == "NetworkReady")
-        .unwrap();
+    let network = condition(&status, "NetworkReady");
     assert!(
         !network.status,
         "NetworkReady with an empty CNI config directory"
@@ -83,11 +89,7 @@ async fn version_status_and_runtime_config_over_the_socket() {
         .await
         .unwrap()
         .into_inner();
-    let conditions = status.status.unwrap().conditions;
-    let network = conditions
-        .iter()
-        .find(|c| c.r#type == "NetworkReady")
-        .unwrap();
+    let network = condition(&status, "NetworkReady");
     assert!(
         network.status,
         "NetworkReady still false with a config: {}",
@@ -134,11 +136,7 @@ async fn runtime_not_ready_without_podinit() {
         .await
         .unwrap()
         .into_inner();
-    let conditions = status.status.unwrap().conditions;
-    let runtime = conditions
-        .iter()
-        .find(|c| c.r#type == "RuntimeReady")
-        .unwrap();
+    let runtime = condition(&status, "RuntimeReady");
     assert!(!runtime.status, "ready without a podinit");
     assert_eq!(runtime.reason, "PodinitNotFound");
     assert!(
