@@ -231,6 +231,13 @@ impl Runtime {
             resolve_in_root(&rootfs, &ureq).map_err(|e| RuntimeError::invalid(e.to_string()))
         })
         .await?;
+        if let Some(profile) = spec::unapplied_seccomp(&record.config) {
+            tracing::warn!(
+                container = %record.id,
+                %profile,
+                "seccomp profiles are not applied yet: the container runs unconfined"
+            );
+        }
         let hostname = super::pods::pod_hostname(&pod.config);
         let mut oci = spec::build(SpecInput {
             container_id: &record.id,

@@ -322,6 +322,30 @@ fn propagation_option(p: MountPropagation) -> &'static str {
     }
 }
 
+/// The seccomp profile the container asks for that pvecri does not apply yet, if any, so
+/// that the daemon can say so instead of passing over it in silence. An absent profile and
+/// `Unconfined` ask for nothing; a privileged container is unconfined whatever it asks.
+pub fn unapplied_seccomp(config: &ContainerConfig) -> Option<String> {
+    use k8s_cri::v1::security_profile::ProfileType;
+    let sc = config.linux.as_ref()?.security_context.as_ref()?;
+    if sc.privileged {
+        return None;
+    }
+    match sc.seccomp.as_ref() {
+        Some(p) => match ProfileType::try_from(p.profile_type) {
+            Ok(ProfileType::Unconfined) => None,
+            Ok(ProfileType::RuntimeDefault) => Some("RuntimeDefault".to_owned()),
+            Ok(ProfileType::Localhost) => Some(format!("Localhost {}", p.localhost_ref)),
+            Err(_) => Some(format!("unknown profile type {}", p.profile_type)),
+        },
+        #[allow(deprecated)] // older kubelets still send the path form
+        None => match sc.seccomp_profile_path.as_str() {
+            "" | "unconfined" => None,
+            other => Some(other.to_owned()),
+        },
+    }
+}
+
 pub fn build(input: SpecInput<'_>) -> Result<Spec, SpecError> {
     let config = input.config;
     let linux_cfg = config.linux.as_ref();
@@ -522,6 +546,38 @@ mod tests {
         Capability as CriCaps, KeyValue, LinuxContainerConfig, LinuxContainerSecurityContext,
     };
     use serde_json::json;
+
+    fn with_seccomp(profile_type: i32, privileged: bool) -> ContainerConfig {
+        ContainerConfig {
+            linux: Some(LinuxContainerConfig {
+                security_context: Some(LinuxContainerSecurityContext {
+                    privileged,
+                    seccomp: Some(k8s_cri::v1::SecurityProfile {
+                        profile_type,
+                        localhost_ref: "/var/lib/kubelet/seccomp/p.json".into(),
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn requested_seccomp_profiles_are_named() {
+        assert_eq!(unapplied_seccomp(&ContainerConfig::default()), None);
+        assert_eq!(unapplied_seccomp(&with_seccomp(1, false)), None);
+        assert_eq!(
+            unapplied_seccomp(&with_seccomp(0, false)).as_deref(),
+            Some("RuntimeDefault")
+        );
+        assert_eq!(
+            unapplied_seccomp(&with_seccomp(2, false)).as_deref(),
+            Some("Localhost /var/lib/kubelet/seccomp/p.json")
+        );
+        assert_eq!(unapplied_seccomp(&with_seccomp(0, true)), None);
+    }
 
     fn image() -> serde_json::Value {
         json!({"config": {"Entrypoint": ["/entry"], "Cmd": ["a", "b"], "Env": ["PATH=/bin", "A=1"],
