@@ -635,3 +635,126 @@ async fn port_mappings_reach_the_pod_through_portmap(store: Store) {
         "the host port still answers"
     );
 }
+
+/// `container_config` with a seccomp profile of that type.
+fn with_seccomp(
+    mut cfg: k8s_cri::v1::ContainerConfig,
+    profile_type: k8s_cri::v1::security_profile::ProfileType,
+    localhost_ref: &str,
+) -> k8s_cri::v1::ContainerConfig {
+    cfg.linux = Some(k8s_cri::v1::LinuxContainerConfig {
+        security_context: Some(k8s_cri::v1::LinuxContainerSecurityContext {
+            seccomp: Some(k8s_cri::v1::SecurityProfile {
+                profile_type: profile_type as i32,
+                localhost_ref: localhost_ref.into(),
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    cfg
+}
+
+/// The filter is a property of the container, not of the store: one store is enough.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runtime_default_seccomp_is_enforced_in_the_process_and_in_exec() {
+    use k8s_cri::v1::security_profile::ProfileType;
+    let env = PodEnv::start(Store::Overlay).await.unwrap();
+    env.pull(&env.images.one_layer).await.unwrap();
+    let mut rt = env.rt().await.unwrap();
+    let pod = env.pod_config("seccomp");
+    let pod_id = env.run_pod(&mut rt, &pod).await.unwrap();
+    // unshare(CLONE_NEWUSER) needs no capability: only a seccomp filter refuses it.
+    let script = "unshare -U true 2>/tmp/unshare.err; echo $? > /tmp/unshare.rc; exec sleep 3600";
+    let image = &env.images.one_layer;
+    let confined = with_seccomp(
+        container_config("confined", image, &["sh", "-c", script]),
+        ProfileType::RuntimeDefault,
+        "",
+    );
+    let unconfined = with_seccomp(
+        container_config("unconfined", image, &["sh", "-c", script]),
+        ProfileType::Unconfined,
+        "",
+    );
+    let confined = env
+        .run_container(&mut rt, &pod_id, &pod, confined)
+        .await
+        .unwrap();
+    let unconfined = env
+        .run_container(&mut rt, &pod_id, &pod, unconfined)
+        .await
+        .unwrap();
+    for id in [&confined, &unconfined] {
+        wait_container_state(&mut rt, id, ContainerState::ContainerRunning, RUNNING)
+            .await
+            .unwrap();
+    }
+    let rc = async |id: &str| {
+        let rt = env.rt().await.unwrap();
+        e2e::pods::eventually("the container's unshare result", RUNNING, || {
+            let (id, mut rt) = (id.to_owned(), rt.clone());
+            async move {
+                let r = exec(&mut rt, &id, &["cat", "/tmp/unshare.rc"], 10).await?;
+                Ok((r.exit_code == 0).then(|| String::from_utf8_lossy(&r.stdout).into_owned()))
+            }
+        })
+        .await
+        .unwrap()
+    };
+    assert_ne!(
+        rc(&confined).await.trim(),
+        "0",
+        "unshare -U went through RuntimeDefault"
+    );
+    assert_eq!(
+        rc(&unconfined).await.trim(),
+        "0",
+        "unshare -U failed without a filter"
+    );
+    let err = exec_ok(&mut rt, &confined, "cat /tmp/unshare.err")
+        .await
+        .unwrap();
+    assert!(err.contains("Operation not permitted"), "{err}");
+
+    // ExecSync'd processes carry the container's filter too.
+    let r = exec(&mut rt, &confined, &["unshare", "-U", "true"], 10)
+        .await
+        .unwrap();
+    assert_ne!(r.exit_code, 0);
+    assert!(
+        String::from_utf8_lossy(&r.stderr).contains("Operation not permitted"),
+        "{:?}",
+        String::from_utf8_lossy(&r.stderr)
+    );
+    let r = exec(&mut rt, &unconfined, &["unshare", "-U", "true"], 10)
+        .await
+        .unwrap();
+    assert_eq!(r.exit_code, 0, "{:?}", String::from_utf8_lossy(&r.stderr));
+    // Ordinary work is untouched.
+    assert_eq!(
+        exec_ok(&mut rt, &confined, "echo ok").await.unwrap(),
+        "ok\n"
+    );
+
+    // A Localhost profile is not read yet: Unimplemented, naming it, and nothing created.
+    let localhost = with_seccomp(
+        container_config("localhost", image, &["sleep", "3600"]),
+        ProfileType::Localhost,
+        "/var/lib/kubelet/seccomp/audit.json",
+    );
+    let err = env
+        .create_container(&mut rt, &pod_id, &pod, localhost)
+        .await
+        .unwrap_err();
+    let status = err.downcast_ref::<tonic::Status>().unwrap();
+    assert_eq!(status.code(), tonic::Code::Unimplemented, "{status:?}");
+    assert!(status.message().contains("audit.json"), "{status:?}");
+    let listed = rt
+        .list_containers(k8s_cri::v1::ListContainersRequest { filter: None })
+        .await
+        .unwrap()
+        .into_inner()
+        .containers;
+    assert_eq!(listed.len(), 2, "{listed:?}");
+}

@@ -14,6 +14,7 @@ pub mod client;
 pub mod crilog;
 pub mod mountopts;
 pub mod rootfs;
+pub mod seccomp;
 pub mod server;
 pub mod signals;
 pub mod spawn;

@@ -398,7 +398,7 @@ fn setup_terminal(p: &ProcessConfig, sync: &OwnedFd) -> SetupResult<()> {
     Ok(())
 }
 
-/// Limits, identity, cwd, no_new_privs, then exec. Runs inside the container's root.
+/// Limits, no_new_privs, seccomp, identity, cwd, then exec. Runs inside the container's root.
 fn finish_and_exec(p: &ProcessConfig, env: &[String]) -> SetupResult<std::convert::Infallible> {
     if let Some(mask) = p.umask {
         // SAFETY: umask has no memory effects.
@@ -414,15 +414,23 @@ fn finish_and_exec(p: &ProcessConfig, env: &[String]) -> SetupResult<std::conver
             return Err(format!("setrlimit {res}: {}", io::Error::last_os_error()));
         }
     }
+    // The filter goes on while the process still has CAP_SYS_ADMIN (or once no_new_privs
+    // is set), and before the identity change; the profile leaves the calls that follow it
+    // (setgroups, setresuid, capset, prctl, chdir, close_range, execve) alone.
+    if p.no_new_privileges {
+        sys::set_no_new_privs().map_err(|e| format!("no_new_privs: {e}"))?;
+    }
+    if let Some(filter) = &p.seccomp {
+        filter
+            .install()
+            .map_err(|e| format!("installing the seccomp filter: {e}"))?;
+    }
     apply_identity(p.uid, p.gid, &p.additional_gids, p.caps)?;
     std::env::set_current_dir(&p.cwd)
         .map_err(|e| format!("chdir to cwd {}: {e}", p.cwd.display()))?;
     let mut env = env.to_vec();
     if !env.iter().any(|e| e.starts_with("HOME=")) {
         env.push(format!("HOME={}", home_of(p.uid)));
-    }
-    if p.no_new_privileges {
-        sys::set_no_new_privs().map_err(|e| format!("no_new_privs: {e}"))?;
     }
     let path_var = env
         .iter()

@@ -1,6 +1,7 @@
 //! The subset of the OCI runtime spec podinit honours, checked and turned into a
 //! [`ContainerConfig`]. Anything podinit cannot honour is rejected with a message naming the
-//! setting; seccomp alone is accepted with a warning (not enforced yet).
+//! setting. `linux.seccomp` is compiled here (see [`crate::seccomp`]), so that a profile
+//! podinit cannot apply fails the create, not the start.
 
 use std::path::{Component, Path, PathBuf};
 
@@ -91,6 +92,9 @@ pub struct ProcessConfig {
     /// `None`: the spec names no capabilities, the process keeps podinit's.
     pub caps: Option<CapSets>,
     pub no_new_privileges: bool,
+    /// Installed just before the process takes the container's identity; exec'd processes
+    /// get it too.
+    pub seccomp: Option<crate::seccomp::Filter>,
     /// (resource, soft, hard)
     pub rlimits: Vec<(u32, u64, u64)>,
     pub oom_score_adj: Option<i32>,
@@ -222,7 +226,8 @@ pub fn validate(
     spec: &SpecDoc,
     pod: &PodContext,
 ) -> Result<ContainerConfig, SpecError> {
-    let mut warnings = Vec::new();
+    // Settings accepted without being enforced; none today, kept for the daemon's report.
+    let warnings = Vec::new();
     reject_unsupported_top_level(spec, pod)?;
 
     let root = spec
@@ -241,7 +246,7 @@ pub fn validate(
         .process
         .as_ref()
         .ok_or_else(|| SpecError::Invalid("process: missing".into()))?;
-    let process = validate_process(process)?;
+    let mut process = validate_process(process)?;
 
     // Not `Linux::default()`: oci-spec's default carries namespaces and masked paths.
     let linux = match &spec.linux {
@@ -306,12 +311,9 @@ pub fn validate(
         }
     };
 
-    if linux.seccomp().is_some() {
-        warnings.push(
-            "linux.seccomp: seccomp filters are not enforced by podinit yet; the container runs \
-             without one"
-                .to_string(),
-        );
+    if let Some(profile) = linux.seccomp() {
+        process.seccomp =
+            Some(crate::seccomp::compile(profile).map_err(|e| SpecError::Invalid(e.to_string()))?);
     }
     reject_unsupported_linux(&linux)?;
 
@@ -528,6 +530,7 @@ fn validate_process(p: &ProcessDoc) -> Result<ProcessConfig, SpecError> {
         console_size,
         caps,
         no_new_privileges: p.no_new_privileges.unwrap_or(false),
+        seccomp: None, // from linux.seccomp, in validate
         rlimits,
         oom_score_adj: p.oom_score_adj,
     })
@@ -1205,17 +1208,24 @@ mod tests {
     }
 
     #[test]
-    fn seccomp_is_a_warning_and_other_linux_fields_are_errors() {
+    fn seccomp_is_compiled_and_other_linux_fields_are_errors() {
         let b = Bundle::new();
         let c = b
             .check(with(
                 base(),
                 "/linux/seccomp",
-                json!({"defaultAction": "SCMP_ACT_ERRNO"}),
+                json!({"defaultAction": "SCMP_ACT_ALLOW",
+                       "syscalls": [{"names": ["unshare"], "action": "SCMP_ACT_ERRNO"}]}),
             ))
             .expect("valid");
-        assert_eq!(c.warnings.len(), 1);
-        assert!(c.warnings[0].contains("seccomp"));
+        assert!(c.warnings.is_empty());
+        assert!(c.process.seccomp.as_ref().is_some_and(|f| !f.is_empty()));
+        let e = err_of(b.check(with(
+            base(),
+            "/linux/seccomp",
+            json!({"defaultAction": "SCMP_ACT_NOTIFY"}),
+        )));
+        assert!(e.contains("SCMP_ACT_NOTIFY"), "{e}");
         for (ptr, val, needle) in [
             (
                 "/linux/sysctl",

@@ -12,7 +12,7 @@ use podinit::api::{ContainerState, ContainerStatus, ExecRequest, ExecResult};
 
 use super::error::{Result, RuntimeError};
 use super::records::{ContainerRecord, PodRecord, PodState};
-use super::spec::{self, ResolvedUser, SpecInput, StagedMount};
+use super::spec::{self, ResolvedUser, SpecError, SpecInput, StagedMount};
 use super::user::{UserRequest, resolve_in_root};
 use super::{Runtime, ids, mounts, now_ns, podfiles, remove_tree};
 use crate::metadata::Table;
@@ -231,13 +231,6 @@ impl Runtime {
             resolve_in_root(&rootfs, &ureq).map_err(|e| RuntimeError::invalid(e.to_string()))
         })
         .await?;
-        if let Some(profile) = spec::unapplied_seccomp(&record.config) {
-            tracing::warn!(
-                container = %record.id,
-                %profile,
-                "seccomp profiles are not applied yet: the container runs unconfined"
-            );
-        }
         let hostname = super::pods::pod_hostname(&pod.config);
         let mut oci = spec::build(SpecInput {
             container_id: &record.id,
@@ -258,7 +251,10 @@ impl Runtime {
                 .collect(),
             pod_files: podfiles::POD_FILES,
         })
-        .map_err(|e| RuntimeError::invalid(e.to_string()))?;
+        .map_err(|e| match e {
+            SpecError::NotBuilt(m) => RuntimeError::unimplemented(m),
+            e => RuntimeError::invalid(e.to_string()),
+        })?;
         let mut annotations = oci.annotations().clone().unwrap_or_default();
         annotations.insert(
             podinit::api::STOP_SIGNAL_ANNOTATION.to_string(),

@@ -8,7 +8,7 @@ use std::str::FromStr;
 use k8s_cri::v1::{ContainerConfig, MountPropagation, NamespaceMode};
 use oci_spec::runtime::{
     Capability, LinuxBuilder, LinuxCapabilities, LinuxCpu, LinuxMemory, LinuxNamespace,
-    LinuxNamespaceType, LinuxResources, Mount, Process, Root, Spec, User,
+    LinuxNamespaceType, LinuxResources, LinuxSeccomp, Mount, Process, Root, Spec, User,
 };
 
 /// Where the pod directory appears inside the CT.
@@ -65,6 +65,9 @@ pub enum SpecError {
     Unsupported(String),
     #[error("mount {path}: {reason}")]
     Mount { path: String, reason: String },
+    /// A setting pvecri does not implement yet (gRPC Unimplemented).
+    #[error("{0}")]
+    NotBuilt(String),
 }
 
 /// The user the process runs as, already resolved against the image's /etc/passwd.
@@ -322,27 +325,53 @@ fn propagation_option(p: MountPropagation) -> &'static str {
     }
 }
 
-/// The seccomp profile the container asks for that pvecri does not apply yet, if any, so
-/// that the daemon can say so instead of passing over it in silence. An absent profile and
-/// `Unconfined` ask for nothing; a privileged container is unconfined whatever it asks.
-pub fn unapplied_seccomp(config: &ContainerConfig) -> Option<String> {
+/// The seccomp filter the container asks for, as the OCI section podinit compiles.
+/// An absent profile and `Unconfined` ask for none, and so does a privileged container,
+/// whatever it asks (as in containerd). `RuntimeDefault` is podinit's default profile for
+/// the container's capabilities. A `Localhost` profile is not read yet.
+pub fn seccomp_profile(
+    config: &ContainerConfig,
+    caps: &HashSet<Capability>,
+) -> Result<Option<LinuxSeccomp>, SpecError> {
     use k8s_cri::v1::security_profile::ProfileType;
-    let sc = config.linux.as_ref()?.security_context.as_ref()?;
+    let Some(sc) = config
+        .linux
+        .as_ref()
+        .and_then(|l| l.security_context.as_ref())
+    else {
+        return Ok(None);
+    };
     if sc.privileged {
-        return None;
+        return Ok(None);
     }
-    match sc.seccomp.as_ref() {
+    #[allow(deprecated)] // older kubelets still send the path form
+    let requested = match sc.seccomp.as_ref() {
         Some(p) => match ProfileType::try_from(p.profile_type) {
             Ok(ProfileType::Unconfined) => None,
-            Ok(ProfileType::RuntimeDefault) => Some("RuntimeDefault".to_owned()),
-            Ok(ProfileType::Localhost) => Some(format!("Localhost {}", p.localhost_ref)),
-            Err(_) => Some(format!("unknown profile type {}", p.profile_type)),
+            Ok(ProfileType::RuntimeDefault) => Some(Ok(())),
+            Ok(ProfileType::Localhost) => Some(Err(p.localhost_ref.clone())),
+            Err(_) => {
+                return Err(SpecError::Unsupported(format!(
+                    "unknown seccomp profile type {}",
+                    p.profile_type
+                )));
+            }
         },
-        #[allow(deprecated)] // older kubelets still send the path form
         None => match sc.seccomp_profile_path.as_str() {
             "" | "unconfined" => None,
-            other => Some(other.to_owned()),
+            "runtime/default" | "docker/default" => Some(Ok(())),
+            other => Some(Err(other.trim_start_matches("localhost/").to_owned())),
         },
+    };
+    match requested {
+        None => Ok(None),
+        Some(Ok(())) => podinit::seccomp::runtime_default(caps)
+            .map(Some)
+            .map_err(|e| SpecError::Unsupported(e.to_string())),
+        Some(Err(path)) => Err(SpecError::NotBuilt(format!(
+            "Localhost seccomp profiles ({path}) are not supported yet; use RuntimeDefault or \
+             Unconfined"
+        ))),
     }
 }
 
@@ -511,13 +540,14 @@ pub fn build(input: SpecInput<'_>) -> Result<Spec, SpecError> {
         )
     };
 
-    let linux = LinuxBuilder::default()
+    let mut linux = LinuxBuilder::default()
         .namespaces(namespaces)
         .resources(res)
         .masked_paths(masked)
         .readonly_paths(readonly)
         .build()
         .map_err(|e| SpecError::Unsupported(format!("building the linux section: {e}")))?;
+    linux.set_seccomp(seccomp_profile(config, &caps)?);
 
     let mut spec = Spec::default();
     spec.set_version("1.2.0".into());
@@ -565,18 +595,24 @@ mod tests {
     }
 
     #[test]
-    fn requested_seccomp_profiles_are_named() {
-        assert_eq!(unapplied_seccomp(&ContainerConfig::default()), None);
-        assert_eq!(unapplied_seccomp(&with_seccomp(1, false)), None);
-        assert_eq!(
-            unapplied_seccomp(&with_seccomp(0, false)).as_deref(),
-            Some("RuntimeDefault")
-        );
-        assert_eq!(
-            unapplied_seccomp(&with_seccomp(2, false)).as_deref(),
-            Some("Localhost /var/lib/kubelet/seccomp/p.json")
-        );
-        assert_eq!(unapplied_seccomp(&with_seccomp(0, true)), None);
+    fn seccomp_profiles_by_type() {
+        let caps = HashSet::new();
+        let profile = |c: &ContainerConfig| seccomp_profile(c, &caps);
+        assert_eq!(profile(&ContainerConfig::default()).unwrap(), None);
+        assert_eq!(profile(&with_seccomp(1, false)).unwrap(), None);
+        assert_eq!(profile(&with_seccomp(0, true)).unwrap(), None, "privileged");
+        let default = profile(&with_seccomp(0, false)).unwrap().unwrap();
+        let denied: Vec<String> = default
+            .syscalls()
+            .iter()
+            .flatten()
+            .flat_map(|s| s.names().clone())
+            .collect();
+        assert!(denied.contains(&"unshare".to_string()), "{denied:?}");
+        podinit::seccomp::compile(&default).unwrap();
+        let err = profile(&with_seccomp(2, false)).unwrap_err();
+        assert!(matches!(err, SpecError::NotBuilt(_)), "{err}");
+        assert!(err.to_string().contains("/var/lib/kubelet/seccomp/p.json"));
     }
 
     fn image() -> serde_json::Value {
