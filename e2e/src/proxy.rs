@@ -164,11 +164,12 @@ fn copy_throttled(mut from: TcpStream, mut to: TcpStream, knobs: &Knobs) {
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
+        // Counted before the write: once the client has the bytes, a test may read the count.
+        knobs.forwarded.fetch_add(n as u64, Ordering::SeqCst);
         if to.write_all(&buf[..n]).is_err() {
             break;
         }
         sent += n as u64;
-        knobs.forwarded.fetch_add(n as u64, Ordering::SeqCst);
         let rate = knobs.bytes_per_sec.load(Ordering::SeqCst);
         if rate > 0 {
             let due = Duration::from_secs_f64(sent as f64 / rate as f64);
