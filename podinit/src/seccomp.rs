@@ -116,6 +116,12 @@ fn jump(code: u16, k: u32, jt: u8, jf: u8) -> Insn {
 
 fn ret(action: LinuxSeccompAction, errno: Option<u32>) -> Result<Insn, SeccompError> {
     use LinuxSeccompAction::*;
+    // The errno travels in the low 16 bits of the return value (SECCOMP_RET_DATA).
+    if let Some(e) = errno.filter(|&e| e > 0xffff) {
+        return Err(SeccompError::Unsupported(format!(
+            "errnoRet {e} is out of range"
+        )));
+    }
     match action {
         ScmpActAllow | ScmpActErrno | ScmpActKill | ScmpActKillThread | ScmpActKillProcess => Ok(
             stmt(RET_K, action.as_u32(errno.or(Some(libc::EPERM as u32)))),
@@ -594,6 +600,12 @@ mod tests {
         let arg = seccomp_arg(0, LinuxSeccompOperator::ScmpCmpGt, 1, 0).unwrap();
         p.set_syscalls(Some(vec![syscall(&["mount"], libc::EPERM, vec![arg])]));
         assert!(compile(&p).unwrap_err().to_string().contains("SCMP_CMP_GT"));
+
+        let mut p = runtime_default(&HashSet::new()).unwrap();
+        let mut rule = syscall(&["mount"], libc::EPERM, Vec::new());
+        rule.set_errno_ret(Some(70_000));
+        p.set_syscalls(Some(vec![rule]));
+        assert!(compile(&p).unwrap_err().to_string().contains("70000"));
 
         let mut p = runtime_default(&HashSet::new()).unwrap();
         p.set_architectures(Some(vec![Arch::ScmpArchS390x]));
