@@ -157,7 +157,7 @@ pub struct Info {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CreateReply {
     pub status: ContainerStatus,
-    /// Spec settings podinit accepted without enforcing them (seccomp for now).
+    /// Spec settings podinit accepted without enforcing them (none today).
     #[serde(default)]
     pub warnings: Vec<String>,
 }
