@@ -14,8 +14,8 @@ use anyhow::{Context, bail};
 use k8s_cri::v1::{
     ContainerConfig, ContainerMetadata, ContainerState, ContainerStatus, ContainerStatusRequest,
     CreateContainerRequest, ExecSyncRequest, ExecSyncResponse, ImageSpec, KeyValue,
-    LinuxPodSandboxConfig, PodSandboxConfig, PodSandboxMetadata, PodSandboxStatusRequest,
-    PullImageRequest, RunPodSandboxRequest, StartContainerRequest,
+    LinuxPodSandboxConfig, PodSandboxConfig, PodSandboxMetadata, PodSandboxStatus,
+    PodSandboxStatusRequest, PullImageRequest, RunPodSandboxRequest, StartContainerRequest,
 };
 use tempfile::TempDir;
 
@@ -444,18 +444,23 @@ pub async fn exec_ok(rt: &mut RuntimeClient, id: &str, script: &str) -> anyhow::
     Ok(String::from_utf8_lossy(&r.stdout).into_owned())
 }
 
+pub async fn pod_status(rt: &mut RuntimeClient, pod_id: &str) -> anyhow::Result<PodSandboxStatus> {
+    rt.pod_sandbox_status(PodSandboxStatusRequest {
+        pod_sandbox_id: pod_id.to_string(),
+        verbose: false,
+    })
+    .await
+    .context("PodSandboxStatus")?
+    .into_inner()
+    .status
+    .context("PodSandboxStatus without a status")
+}
+
 /// The pod's primary IP from PodSandboxStatus.
 pub async fn pod_ip(rt: &mut RuntimeClient, pod_id: &str) -> anyhow::Result<String> {
-    Ok(rt
-        .pod_sandbox_status(PodSandboxStatusRequest {
-            pod_sandbox_id: pod_id.to_string(),
-            verbose: false,
-        })
-        .await
-        .context("PodSandboxStatus")?
-        .into_inner()
-        .status
-        .and_then(|s| s.network)
+    Ok(pod_status(rt, pod_id)
+        .await?
+        .network
         .map(|n| n.ip)
         .unwrap_or_default())
 }

@@ -243,16 +243,7 @@ async fn bad_requests_get_their_status_and_leave_the_rest_running(store: Store) 
         .into_inner()
         .containers;
     assert_eq!(listed.len(), 2, "{listed:?}");
-    let status = rt
-        .pod_sandbox_status(PodSandboxStatusRequest {
-            pod_sandbox_id: pod_id.clone(),
-            verbose: false,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .status
-        .unwrap();
+    let status = e2e::pods::pod_status(&mut rt, &pod_id).await.unwrap();
     assert_eq!(status.state, PodSandboxState::SandboxReady as i32);
 }
 

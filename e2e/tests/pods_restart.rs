@@ -103,16 +103,7 @@ async fn containers_outlive_a_killed_daemon_and_exits_meanwhile_are_reported(sto
     );
 
     // The pod is still ready, with its IP, and its containers answer.
-    let status = rt
-        .pod_sandbox_status(PodSandboxStatusRequest {
-            pod_sandbox_id: pod_id.clone(),
-            verbose: false,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .status
-        .unwrap();
+    let status = e2e::pods::pod_status(&mut rt, &pod_id).await.unwrap();
     assert_eq!(status.state, PodSandboxState::SandboxReady as i32);
     assert_eq!(status.network.unwrap().ip, ip);
     assert_eq!(
@@ -187,16 +178,7 @@ fn kill9(pid: i32) {
 }
 
 async fn pod_state(rt: &mut e2e::cri_client::RuntimeClient, pod_id: &str) -> i32 {
-    rt.pod_sandbox_status(PodSandboxStatusRequest {
-        pod_sandbox_id: pod_id.to_string(),
-        verbose: false,
-    })
-    .await
-    .unwrap()
-    .into_inner()
-    .status
-    .unwrap()
-    .state
+    e2e::pods::pod_status(rt, pod_id).await.unwrap().state
 }
 
 /// podinit killed while the daemon runs, and another while it is away: the pods turn
