@@ -15,19 +15,19 @@
 #![allow(clippy::print_stdout)] // a benchmark reports on stdout
 
 use std::fmt;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
 
 use anyhow::{Context, bail};
-use e2e::cri_client::{ImageClient, image_client};
+use e2e::cni::CNI_BIN_DIR;
+use e2e::containerd::{Containerd, ContainerdOptions};
+use e2e::cri_client::ImageClient;
 use e2e::daemon::{Daemon, DaemonOptions, binary_path};
 use e2e::images;
 use e2e::registry::{Registry, RegistryOptions};
 use e2e::zfs::{ScratchDataset, TestPool};
-use k8s_cri::v1::{ImageSpec, ListImagesRequest, PullImageRequest};
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
+use k8s_cri::v1::{ImageSpec, PullImageRequest};
 
 const CONTAINERD: &str = "/usr/bin/containerd";
 
@@ -55,6 +55,7 @@ const SYSTEMS: [System; 3] = [System::PvecriOverlay, System::PvecriZfs, System::
 #[derive(Default)]
 struct Leftovers {
     daemons: Vec<Daemon>,
+    containerds: Vec<Containerd>,
     datasets: Vec<ScratchDataset>,
     dirs: Vec<tempfile::TempDir>,
 }
@@ -279,131 +280,40 @@ async fn pull_pvecri(
     Ok((secs, id, stored))
 }
 
-/// containerd with its own root, state and socket, the CRI plugin and the overlayfs
-/// snapshotter, the registry reached over plain HTTP through a hosts.toml.
+/// containerd ([`Containerd`]: its own root, state and socket, the CRI plugin and the
+/// overlayfs snapshotter), the registry reached over plain HTTP through a mirror entry.
 async fn pull_containerd(
     registry: &Registry,
     name: &str,
     leftovers: &mut Leftovers,
 ) -> anyhow::Result<(f64, String, u64)> {
-    let dir = tempfile::Builder::new().prefix("bench-ctrd-").tempdir()?;
-    let host_dir = dir.path().join("certs.d").join(registry.addr());
-    std::fs::create_dir_all(&host_dir)?;
-    std::fs::write(
-        host_dir.join("hosts.toml"),
-        format!(
-            "server = \"http://{a}\"\n\n[host.\"http://{a}\"]\n  capabilities = [\"pull\", \"resolve\"]\n",
-            a = registry.addr()
-        ),
-    )?;
-    std::fs::create_dir_all(dir.path().join("cni"))?;
-    let config = containerd_config(dir.path());
-    let config_path = dir.path().join("config.toml");
-    std::fs::write(&config_path, config)?;
-    let log = std::fs::File::create(dir.path().join("containerd.log"))?;
-    let mut child = Command::new(CONTAINERD)
-        .arg("--config")
-        .arg(&config_path)
-        .stdin(Stdio::null())
-        .stdout(log.try_clone()?)
-        .stderr(log)
-        .spawn()
-        .context("cannot start containerd (Debian package containerd)")?;
-    let socket = dir.path().join("containerd.sock");
+    let cni = tempfile::Builder::new()
+        .prefix("bench-ctrd-cni-")
+        .tempdir()?;
+    let mut ctrd = Containerd::start(&ContainerdOptions {
+        // Never pulled: the benchmark runs no pod.
+        sandbox_image: format!("{}/pause:unused", registry.addr()),
+        registry: registry.addr(),
+        cni_conf_dir: cni.path().to_path_buf(),
+        cni_bin_dir: PathBuf::from(CNI_BIN_DIR),
+    })?;
     let result = async {
-        let mut client = wait_for_cri(&mut child, &socket, dir.path()).await?;
+        let mut client = ctrd.ready_image_client().await?;
         timed_pull(&mut client, name).await
     }
     .await;
-    stop(&mut child)?;
+    ctrd.stop();
     if result.is_err() {
-        let log = std::fs::read_to_string(dir.path().join("containerd.log")).unwrap_or_default();
+        let log = std::fs::read_to_string(&ctrd.log_path).unwrap_or_default();
         println!("containerd log:\n{log}");
     }
     let stored = file_bytes(
-        &dir.path()
-            .join("root/io.containerd.snapshotter.v1.overlayfs/snapshots"),
+        &ctrd
+            .root()
+            .join("io.containerd.snapshotter.v1.overlayfs/snapshots"),
     );
-    leftovers.dirs.push(dir);
+    leftovers.containerds.push(ctrd);
+    leftovers.dirs.push(cni);
     let (secs, id) = result?;
     Ok((secs, id, stored))
-}
-
-fn containerd_config(dir: &Path) -> String {
-    let p = |sub: &str| dir.join(sub).display().to_string();
-    format!(
-        r#"version = 2
-root = "{root}"
-state = "{state}"
-disabled_plugins = [
-  "io.containerd.snapshotter.v1.aufs",
-  "io.containerd.snapshotter.v1.btrfs",
-  "io.containerd.snapshotter.v1.devmapper",
-  "io.containerd.snapshotter.v1.zfs",
-  "io.containerd.internal.v1.opt",
-  "io.containerd.tracing.processor.v1.otlp",
-]
-
-[grpc]
-  address = "{sock}"
-
-[ttrpc]
-  address = "{sock}.ttrpc"
-
-[plugins."io.containerd.grpc.v1.cri"]
-  restrict_oom_score_adj = true
-  stream_server_port = "0"
-  [plugins."io.containerd.grpc.v1.cri".containerd]
-    snapshotter = "overlayfs"
-  [plugins."io.containerd.grpc.v1.cri".cni]
-    bin_dir = "/usr/lib/cni"
-    conf_dir = "{cni}"
-  [plugins."io.containerd.grpc.v1.cri".registry]
-    config_path = "{certs}"
-"#,
-        root = p("root"),
-        state = p("state"),
-        sock = p("containerd.sock"),
-        cni = p("cni"),
-        certs = p("certs.d"),
-    )
-}
-
-/// Waits until containerd's CRI ImageService answers.
-async fn wait_for_cri(child: &mut Child, socket: &Path, dir: &Path) -> anyhow::Result<ImageClient> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some(status) = child.try_wait()? {
-            let log = std::fs::read_to_string(dir.join("containerd.log")).unwrap_or_default();
-            bail!("containerd exited ({status}):\n{log}");
-        }
-        if socket.exists()
-            && let Ok(mut c) = image_client(socket).await
-            && c.list_images(ListImagesRequest { filter: None })
-                .await
-                .is_ok()
-        {
-            return Ok(c);
-        }
-        if Instant::now() > deadline {
-            let log = std::fs::read_to_string(dir.join("containerd.log")).unwrap_or_default();
-            bail!("containerd's CRI did not answer within 30 s:\n{log}");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-fn stop(child: &mut Child) -> anyhow::Result<()> {
-    let pid = Pid::from_raw(i32::try_from(child.id())?);
-    let _ = kill(pid, Signal::SIGTERM);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while Instant::now() < deadline {
-        if child.try_wait()?.is_some() {
-            return Ok(());
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let _ = child.kill();
-    child.wait()?;
-    Ok(())
 }

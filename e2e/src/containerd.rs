@@ -86,52 +86,9 @@ impl Containerd {
         }
     }
 
-    pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(Child::id)
-    }
-
-    pub fn root(&self) -> PathBuf {
-        self.dir.path().join("root")
-    }
-
-    pub async fn runtime_client(&self) -> anyhow::Result<RuntimeClient> {
-        cri_client::runtime_client(&self.socket).await
-    }
-
-    pub async fn image_client(&self) -> anyhow::Result<ImageClient> {
-        cri_client::image_client(&self.socket).await
-    }
-
-    /// The containerd-shim-runc-v2 processes serving this containerd.
-    pub fn shim_pids(&self) -> Vec<u32> {
-        let address = self.socket.display().to_string();
-        crate::procs::all_pids()
-            .into_iter()
-            .filter(|&pid| {
-                let cmdline = crate::procs::cmdline(pid);
-                cmdline
-                    .first()
-                    .is_some_and(|c| c.ends_with("containerd-shim-runc-v2"))
-                    && cmdline.iter().any(|a| a == &address)
-            })
-            .collect()
-    }
-}
-
-impl Drop for Containerd {
-    fn drop(&mut self) {
-        let socket = self.socket.clone();
-        std::thread::scope(|scope| {
-            scope.spawn(|| {
-                if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    && let Err(e) = rt.block_on(crate::cri_client::remove_all_pods(&socket))
-                {
-                    eprintln!("e2e: removing containerd's pods: {e:#}");
-                }
-            });
-        });
+    /// Stops containerd (SIGTERM, SIGKILL after 10 s) and kills the shims it left. Its
+    /// directory, with the images it pulled, stays until drop.
+    pub fn stop(&mut self) {
         // Shims outlive containerd by design; with the pods gone they exit by themselves.
         if let Some(mut child) = self.child.take() {
             if let Ok(pid) = i32::try_from(child.id()) {
@@ -152,6 +109,79 @@ impl Drop for Containerd {
                 let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
             }
         }
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    pub fn root(&self) -> PathBuf {
+        self.dir.path().join("root")
+    }
+
+    pub async fn runtime_client(&self) -> anyhow::Result<RuntimeClient> {
+        cri_client::runtime_client(&self.socket).await
+    }
+
+    pub async fn image_client(&self) -> anyhow::Result<ImageClient> {
+        cri_client::image_client(&self.socket).await
+    }
+
+    /// An image client once the CRI plugin answers: it initialises after the socket opens,
+    /// and a timed call must not include that.
+    pub async fn ready_image_client(&self) -> anyhow::Result<ImageClient> {
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            if let Ok(mut c) = self.image_client().await
+                && c.list_images(k8s_cri::v1::ListImagesRequest { filter: None })
+                    .await
+                    .is_ok()
+            {
+                return Ok(c);
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "containerd's CRI did not answer within {START_TIMEOUT:?}; log:\n{}",
+                    std::fs::read_to_string(&self.log_path).unwrap_or_default()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// The containerd-shim-runc-v2 processes serving this containerd.
+    pub fn shim_pids(&self) -> Vec<u32> {
+        let address = self.socket.display().to_string();
+        crate::procs::all_pids()
+            .into_iter()
+            .filter(|&pid| {
+                let cmdline = crate::procs::cmdline(pid);
+                cmdline
+                    .first()
+                    .is_some_and(|c| c.ends_with("containerd-shim-runc-v2"))
+                    && cmdline.iter().any(|a| a == &address)
+            })
+            .collect()
+    }
+}
+
+impl Drop for Containerd {
+    fn drop(&mut self) {
+        if self.child.is_some() {
+            let socket = self.socket.clone();
+            std::thread::scope(|scope| {
+                scope.spawn(|| {
+                    if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        && let Err(e) = rt.block_on(crate::cri_client::remove_all_pods(&socket))
+                    {
+                        eprintln!("e2e: removing containerd's pods: {e:#}");
+                    }
+                });
+            });
+        }
+        self.stop();
         if let Err(e) = unmount_under(self.dir.path(), |_| false) {
             eprintln!("e2e: unmounting containerd's leftovers: {e:#}");
         }
