@@ -157,7 +157,8 @@ pub struct Info {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CreateReply {
     pub status: ContainerStatus,
-    /// Spec settings podinit accepted without enforcing them (none today).
+    /// Spec settings accepted without being enforced. Always empty now that podinit
+    /// refuses such settings; kept so that daemons and podinits of other versions agree.
     #[serde(default)]
     pub warnings: Vec<String>,
 }

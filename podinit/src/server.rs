@@ -799,12 +799,10 @@ impl Server {
             cgroup.remove();
             return Err(ApiError::internal(e.to_string()));
         }
-        for w in &cfg.warnings {
-            tracing::warn!("container {id}: {w}");
-        }
         let reply = CreateReply {
             status: st.clone(),
-            warnings: cfg.warnings.clone(),
+            // podinit refuses what it cannot enforce, so it has nothing to warn about.
+            warnings: Vec::new(),
         };
         let c = Container {
             cfg,

@@ -73,8 +73,6 @@ pub struct ContainerConfig {
     pub resources: Resources,
     /// Sent on pod shutdown.
     pub stop_signal: i32,
-    /// Settings accepted but not enforced.
-    pub warnings: Vec<String>,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -226,8 +224,6 @@ pub fn validate(
     spec: &SpecDoc,
     pod: &PodContext,
 ) -> Result<ContainerConfig, SpecError> {
-    // Settings accepted without being enforced; none today, kept for the daemon's report.
-    let warnings = Vec::new();
     reject_unsupported_top_level(spec, pod)?;
 
     let root = spec
@@ -354,7 +350,6 @@ pub fn validate(
         new_cgroup_ns,
         resources,
         stop_signal,
-        warnings,
     })
 }
 
@@ -1218,7 +1213,6 @@ mod tests {
                        "syscalls": [{"names": ["unshare"], "action": "SCMP_ACT_ERRNO"}]}),
             ))
             .expect("valid");
-        assert!(c.warnings.is_empty());
         assert!(c.process.seccomp.as_ref().is_some_and(|f| !f.is_empty()));
         let e = err_of(b.check(with(
             base(),
