@@ -105,15 +105,44 @@ fn pod_spec(rt: &Runtime, id: &str, config: &PodSandboxConfig, podinit: &Path) -
 
 /// The hostname inside the pod: the node's for host-network pods (the kubelet sends none
 /// for them, and containerd shares the host's UTS namespace), else the kubelet's, else the
-/// pod's name.
+/// pod's name made into one (see [`hostname_from_name`]).
 pub(crate) fn pod_hostname(config: &PodSandboxConfig) -> String {
     if host_network(config) {
         return node_hostname();
     }
     if config.hostname.is_empty() {
-        config.metadata.clone().unwrap_or_default().name
+        hostname_from_name(&config.metadata.clone().unwrap_or_default().name)
     } else {
         config.hostname.clone()
+    }
+}
+
+/// The longest hostname the kubelet gives a pod: one DNS label.
+const MAX_HOSTNAME: usize = 63;
+
+/// A pod name made into a hostname as the kubelet does (`GeneratePodHostNameAndDomain`):
+/// cut to 63 characters and trailing `-` and `.` trimmed. The CRI lets clients (crictl,
+/// critest) send any name and no hostname, so characters a hostname cannot hold become
+/// `-`; a name with nothing usable left gives `pod`.
+pub(crate) fn hostname_from_name(name: &str) -> String {
+    let cleaned: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(MAX_HOSTNAME)
+        .collect();
+    let trimmed = cleaned
+        .trim_start_matches(['-', '.'])
+        .trim_end_matches(['-', '.']);
+    if trimmed.is_empty() {
+        "pod".to_string()
+    } else {
+        trimmed.to_string()
     }
 }
 
@@ -477,6 +506,8 @@ mod tests {
     fn hostnames() {
         let mut c = config(NamespaceMode::Pod);
         assert_eq!(pod_hostname(&c), "p", "the pod name without a hostname");
+        c.metadata.as_mut().unwrap().name = format!("{}-x", "a".repeat(62));
+        assert_eq!(pod_hostname(&c), "a".repeat(62), "cut to 63, trailing - trimmed");
         c.hostname = "web-0".into();
         assert_eq!(pod_hostname(&c), "web-0");
         c.linux
@@ -490,6 +521,17 @@ mod tests {
             node_hostname(),
             "host network: the node's"
         );
+    }
+
+    #[test]
+    fn hostnames_from_names() {
+        assert_eq!(hostname_from_name("web-0"), "web-0");
+        assert_eq!(hostname_from_name("Web_Server 1"), "Web-Server-1");
+        assert_eq!(hostname_from_name("-.x.-"), "x");
+        assert_eq!(hostname_from_name("___"), "pod");
+        assert_eq!(hostname_from_name(""), "pod");
+        assert_eq!(hostname_from_name(&"b".repeat(200)).len(), 63);
+        assert_eq!(hostname_from_name("ünï"), "n");
     }
 
     #[test]
