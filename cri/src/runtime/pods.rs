@@ -507,7 +507,11 @@ mod tests {
         let mut c = config(NamespaceMode::Pod);
         assert_eq!(pod_hostname(&c), "p", "the pod name without a hostname");
         c.metadata.as_mut().unwrap().name = format!("{}-x", "a".repeat(62));
-        assert_eq!(pod_hostname(&c), "a".repeat(62), "cut to 63, trailing - trimmed");
+        assert_eq!(
+            pod_hostname(&c),
+            "a".repeat(62),
+            "cut to 63, trailing - trimmed"
+        );
         c.hostname = "web-0".into();
         assert_eq!(pod_hostname(&c), "web-0");
         c.linux
