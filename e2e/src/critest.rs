@@ -55,13 +55,21 @@ impl Spec {
         !self.name.starts_with("[It]")
     }
 
-    /// Why this outcome breaks the rule, if it does.
-    pub fn finding(&self) -> Option<String> {
+    /// Left out by `-ginkgo.focus`/`-ginkgo.skip` (critest skips the benchmarks by default):
+    /// Ginkgo gives these a bare `skipped`, and a spec that skips itself a reason.
+    fn filtered_out(&self) -> bool {
+        self.status == Status::Skipped && self.message.trim() == "skipped"
+    }
+
+    /// Why this outcome breaks the rule, if it does. In a `focused` run, specs the focus
+    /// left out are not findings.
+    pub fn finding(&self, focused: bool) -> Option<String> {
         match self.status {
             Status::Passed => None,
             Status::Failed if self.name.contains(DIGEST_SPEC) => None,
+            Status::Skipped if self.message.contains(APPARMOR_SKIP) => None,
             Status::Skipped
-                if self.message.contains(APPARMOR_SKIP) || self.name.contains("benchmark") =>
+                if self.filtered_out() && (focused || self.name.contains("benchmark")) =>
             {
                 None
             }
@@ -153,9 +161,9 @@ pub fn area_table(specs: &[Spec]) -> String {
     out
 }
 
-/// Every outcome that breaks the rule.
-pub fn findings(specs: &[Spec]) -> Vec<String> {
-    specs.iter().filter_map(Spec::finding).collect()
+/// Every outcome that breaks the rule (see [`Spec::finding`]).
+pub fn findings(specs: &[Spec], focused: bool) -> Vec<String> {
+    specs.iter().filter_map(|s| s.finding(focused)).collect()
 }
 
 #[cfg(test)]
@@ -177,11 +185,31 @@ mod tests {
     fn the_rule_allows_only_the_digest_spec_apparmor_and_benchmarks() {
         let specs = parse_junit(REPORT).unwrap();
         assert_eq!(specs.len(), 7);
-        let found = findings(&specs);
+        let found = findings(&specs, false);
         assert_eq!(found.len(), 2, "{found:#?}");
         assert!(found[0].starts_with("FAILED  [It] [k8s.io] Security Context"));
         assert!(found[0].contains("setting capabilities"));
         assert!(found[1].starts_with("SKIPPED [It] [k8s.io] Container Mount Readonly"));
+    }
+
+    #[test]
+    fn a_focused_run_passes_over_what_the_focus_left_out_but_not_a_reasoned_skip() {
+        let xml = REPORT.replace(
+            "</testsuite>",
+            r#"<testcase name="[It] [k8s.io] Networking runtime should support DNS config" status="skipped"><skipped message="skipped"></skipped></testcase></testsuite>"#,
+        );
+        let specs = parse_junit(&xml).unwrap();
+        assert_eq!(
+            findings(&specs, false).len(),
+            3,
+            "unfocused: a spec left out is a finding"
+        );
+        let found = findings(&specs, true);
+        assert_eq!(found.len(), 2, "{found:#?}");
+        assert!(
+            found[1].contains("recursive readonly"),
+            "a skip with a reason stays one"
+        );
     }
 
     #[test]

@@ -110,7 +110,7 @@ async fn critest(store: Store, focus: Option<&str>) -> anyhow::Result<()> {
         store.label(),
         area_table(&specs)
     );
-    problems.extend(findings(&specs));
+    problems.extend(findings(&specs, focus.is_some()));
 
     // Every pod is removed through the daemon; then nothing may stay mounted in its state.
     drop(rt);
