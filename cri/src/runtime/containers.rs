@@ -130,6 +130,10 @@ impl Runtime {
                 pod.id, meta.name
             )));
         }
+        // Before anything is made: a request that cannot name its user is refused whole.
+        user_request(&config, &serde_json::Value::Null)
+            .check()
+            .map_err(|e| RuntimeError::invalid(e.to_string()))?;
         if !config.devices.is_empty() {
             return Err(RuntimeError::unimplemented("devices are not supported yet"));
         }

@@ -22,6 +22,10 @@ pub enum UserError {
     UnknownGroup(String),
     #[error("reading {path} in the container root: {error}")]
     Read { path: String, error: String },
+    #[error(
+        "run_as_group {0} is set without run_as_user or run_as_username: a group needs a user"
+    )]
+    GroupWithoutUser(u32),
 }
 
 /// Reads `rel` (relative to `root`) with every path component resolved inside `root`.
@@ -111,6 +115,19 @@ pub struct UserRequest {
     pub supplemental_groups: Vec<u32>,
     /// The image config's `User`: `user[:group]`, names or numbers.
     pub image_user: String,
+}
+
+impl UserRequest {
+    /// containerd's and CRI-O's rule: a group alone names no user to run as, and taking the
+    /// image's user with the request's group would mix two sources, so it is refused.
+    pub fn check(&self) -> Result<(), UserError> {
+        match self.run_as_group {
+            Some(g) if self.run_as_user.is_none() && self.run_as_username.is_none() => {
+                Err(UserError::GroupWithoutUser(g))
+            }
+            _ => Ok(()),
+        }
+    }
 }
 
 /// Resolves to numbers as containerd does: a numeric user needs no passwd entry (its gid is
@@ -258,6 +275,28 @@ mod tests {
                 additional_gids: vec![3]
             }
         );
+    }
+
+    #[test]
+    fn a_group_needs_a_user() {
+        let group_only = UserRequest {
+            run_as_group: Some(1002),
+            image_user: "app".into(),
+            ..Default::default()
+        };
+        assert_eq!(group_only.check(), Err(UserError::GroupWithoutUser(1002)));
+        assert!(group_only.check().unwrap_err().to_string().contains("1002"));
+        let with_uid = UserRequest {
+            run_as_user: Some(0),
+            ..group_only.clone()
+        };
+        assert_eq!(with_uid.check(), Ok(()));
+        let with_name = UserRequest {
+            run_as_username: Some("app".into()),
+            ..group_only
+        };
+        assert_eq!(with_name.check(), Ok(()));
+        assert_eq!(req("app").check(), Ok(()));
     }
 
     #[test]
