@@ -22,9 +22,7 @@ pub enum UserError {
     UnknownGroup(String),
     #[error("reading {path} in the container root: {error}")]
     Read { path: String, error: String },
-    #[error(
-        "run_as_group {0} is set without run_as_user or run_as_username: a group needs a user"
-    )]
+    #[error("run_as_group {0} is set without run_as_user or run_as_username: a group needs a user")]
     GroupWithoutUser(u32),
 }
 
