@@ -152,6 +152,11 @@ pub struct Info {
     pub cgroup: String,
     /// A shutdown signal arrived; new containers and execs are refused.
     pub shutting_down: bool,
+    /// The capabilities podinit can give a container (bit n = capability n): its permitted
+    /// set within its bounding set, which is what the pod's CT was started with. A
+    /// privileged container gets these, not more. `None` from a podinit too old to say.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capabilities: Option<u64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

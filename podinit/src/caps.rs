@@ -50,6 +50,63 @@ pub fn number(cap: Capability) -> u32 {
     }
 }
 
+/// Every capability the OCI spec names (Linux 5.9 and later), lowest number first.
+pub const ALL: [Capability; 41] = {
+    use Capability::*;
+    [
+        Chown,
+        DacOverride,
+        DacReadSearch,
+        Fowner,
+        Fsetid,
+        Kill,
+        Setgid,
+        Setuid,
+        Setpcap,
+        LinuxImmutable,
+        NetBindService,
+        NetBroadcast,
+        NetAdmin,
+        NetRaw,
+        IpcLock,
+        IpcOwner,
+        SysModule,
+        SysRawio,
+        SysChroot,
+        SysPtrace,
+        SysPacct,
+        SysAdmin,
+        SysBoot,
+        SysNice,
+        SysResource,
+        SysTime,
+        SysTtyConfig,
+        Mknod,
+        Lease,
+        AuditWrite,
+        AuditControl,
+        Setfcap,
+        MacOverride,
+        MacAdmin,
+        Syslog,
+        WakeAlarm,
+        BlockSuspend,
+        AuditRead,
+        Perfmon,
+        Bpf,
+        CheckpointRestore,
+    ]
+};
+
+/// The capabilities whose bits are set in `mask` (bits of numbers the spec has no name for
+/// are left out).
+pub fn set_of(mask: u64) -> std::collections::HashSet<Capability> {
+    ALL.iter()
+        .copied()
+        .filter(|c| mask & (1u64 << number(*c)) != 0)
+        .collect()
+}
+
 /// A capability set as a bit mask (bit n = capability n).
 pub fn mask(set: Option<&Capabilities>) -> u64 {
     set.map(|s| s.iter().fold(0u64, |m, c| m | (1u64 << number(*c))))
@@ -83,5 +140,18 @@ mod tests {
         assert_eq!(m, 1 | (1 << 5) | (1 << 39));
         assert_eq!(numbers(m).collect::<Vec<_>>(), vec![0, 5, 39]);
         assert_eq!(mask(None), 0);
+    }
+
+    #[test]
+    fn all_is_in_kernel_order_and_round_trips() {
+        for (n, c) in ALL.iter().enumerate() {
+            assert_eq!(number(*c), n as u32);
+        }
+        let set = set_of(0x1ff_feff_ffff);
+        assert_eq!(set.len(), 40);
+        assert!(!set.contains(&Capability::SysResource));
+        let all: Capabilities = ALL.iter().copied().collect();
+        assert_eq!(set_of(mask(Some(&all))).len(), 41);
+        assert_eq!(set_of(1 << 63), Default::default());
     }
 }

@@ -656,6 +656,7 @@ impl Server {
                     Err(e) => format!("unavailable: {e}"),
                 },
                 shutting_down: self.shutdown.is_some(),
+                capabilities: sys::grantable_caps().ok(),
             }),
             Request::Create { id } => {
                 let log = if fds.is_empty() {

@@ -491,8 +491,7 @@ pub fn capset(effective: u64, permitted: u64, inheritable: u64) -> io::Result<()
     Ok(())
 }
 
-/// This thread's effective capability set.
-pub fn effective_caps() -> io::Result<u64> {
+fn capget() -> io::Result<[CapData; 2]> {
     let mut header = CapHeader {
         version: CAP_VERSION_3,
         pid: 0,
@@ -509,7 +508,29 @@ pub fn effective_caps() -> io::Result<u64> {
     if ret < 0 {
         return Err(io::Error::last_os_error());
     }
+    Ok(data)
+}
+
+/// This thread's effective capability set.
+pub fn effective_caps() -> io::Result<u64> {
+    let data = capget()?;
     Ok(u64::from(data[0].effective) | (u64::from(data[1].effective) << 32))
+}
+
+/// The capabilities this process can hand to a child it forks: its permitted set within its
+/// bounding set.
+pub fn grantable_caps() -> io::Result<u64> {
+    let data = capget()?;
+    let permitted = u64::from(data[0].permitted) | (u64::from(data[1].permitted) << 32);
+    let mut bounding = 0u64;
+    for n in 0..=cap_last_cap().min(63) {
+        // SAFETY: integer-only prctl; answers 1 or 0, or -1 for a number the kernel lacks.
+        let r = unsafe { libc::prctl(libc::PR_CAPBSET_READ, libc::c_ulong::from(n), 0, 0, 0) };
+        if r == 1 {
+            bounding |= 1u64 << n;
+        }
+    }
+    Ok(permitted & bounding)
 }
 
 /// Highest capability number the running kernel knows.

@@ -1,5 +1,6 @@
 //! Containers: create (rootfs, mounts, spec, log), start, stop, remove, status, exec, logs.
 
+use std::collections::HashSet;
 use std::os::fd::AsFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
@@ -8,6 +9,7 @@ use std::time::Duration;
 
 use k8s_cri::v1::{ContainerConfig, PodSandboxConfig};
 use nix::sys::signal::Signal;
+use oci_spec::runtime::Capability;
 use podinit::api::{ContainerState, ContainerStatus, ExecRequest, ExecResult};
 
 use super::error::{Result, RuntimeError};
@@ -236,6 +238,7 @@ impl Runtime {
         })
         .await?;
         let hostname = super::pods::pod_hostname(&pod.config);
+        let pod_caps = self.pod_capabilities(&pod.id).await?;
         let mut oci = spec::build(SpecInput {
             container_id: &record.id,
             config: &record.config,
@@ -254,6 +257,7 @@ impl Runtime {
                 })
                 .collect(),
             pod_files: podfiles::POD_FILES,
+            pod_caps: &pod_caps,
         })
         .map_err(|e| match e {
             SpecError::NotBuilt(m) => RuntimeError::unimplemented(m),
@@ -287,6 +291,22 @@ impl Runtime {
         .await
         .map_err(|e| e.context("podinit create"))?;
         Ok(())
+    }
+
+    /// The capabilities the pod's CT can give its containers, as its podinit reports them.
+    async fn pod_capabilities(&self, pod_id: &str) -> Result<HashSet<Capability>> {
+        let info = self
+            .podinit(pod_id, |c| c.info())
+            .await
+            .map_err(|e| e.context("asking podinit for the pod's capabilities"))?;
+        let mask = info.capabilities.ok_or_else(|| {
+            RuntimeError::precondition(format!(
+                "podinit {} of pod {pod_id} does not report its capabilities; restart the pod \
+                 with this daemon's podinit",
+                info.version
+            ))
+        })?;
+        Ok(podinit::caps::set_of(mask))
     }
 
     /// Unmounts and deletes everything a container has on disk; used on removal and to undo

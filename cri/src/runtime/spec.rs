@@ -61,6 +61,11 @@ pub enum SpecError {
     NoCommand,
     #[error("unknown capability {0:?}")]
     Capability(String),
+    #[error(
+        "capability {0:?} is not held by the pod's CT (not in its bounding set), so no \
+         container in it can get it"
+    )]
+    CapabilityNotHeld(String),
     #[error("{0}")]
     Unsupported(String),
     #[error("mount {path}: {reason}")]
@@ -97,6 +102,8 @@ pub struct SpecInput<'a> {
     pub mounts: Vec<StagedMount>,
     /// Which of the pod's files (`hosts`, `resolv.conf`, `hostname`) the pod directory holds.
     pub pod_files: &'a [&'a str],
+    /// The capabilities the pod's CT can grant (see [`capabilities`]).
+    pub pod_caps: &'a HashSet<Capability>,
 }
 
 /// The image config's `config` object.
@@ -169,95 +176,52 @@ fn parse_cap(name: &str) -> Result<Capability, SpecError> {
     Capability::from_str(bare).map_err(|_| SpecError::Capability(name.to_string()))
 }
 
-/// Every capability of Linux 5.9 and later, the set a privileged container gets.
-const ALL_CAPS: &[&str] = &[
-    "CHOWN",
-    "DAC_OVERRIDE",
-    "DAC_READ_SEARCH",
-    "FOWNER",
-    "FSETID",
-    "KILL",
-    "SETGID",
-    "SETUID",
-    "SETPCAP",
-    "LINUX_IMMUTABLE",
-    "NET_BIND_SERVICE",
-    "NET_BROADCAST",
-    "NET_ADMIN",
-    "NET_RAW",
-    "IPC_LOCK",
-    "IPC_OWNER",
-    "SYS_MODULE",
-    "SYS_RAWIO",
-    "SYS_CHROOT",
-    "SYS_PTRACE",
-    "SYS_PACCT",
-    "SYS_ADMIN",
-    "SYS_BOOT",
-    "SYS_NICE",
-    "SYS_RESOURCE",
-    "SYS_TIME",
-    "SYS_TTY_CONFIG",
-    "MKNOD",
-    "LEASE",
-    "AUDIT_WRITE",
-    "AUDIT_CONTROL",
-    "SETFCAP",
-    "MAC_OVERRIDE",
-    "MAC_ADMIN",
-    "SYSLOG",
-    "WAKE_ALARM",
-    "BLOCK_SUSPEND",
-    "AUDIT_READ",
-    "PERFMON",
-    "BPF",
-    "CHECKPOINT_RESTORE",
-];
-
-fn all_caps() -> HashSet<Capability> {
-    ALL_CAPS.iter().filter_map(|c| parse_cap(c).ok()).collect()
-}
-
 /// The capability set: containerd's defaults, plus adds, minus drops (`ALL` in either).
-pub fn capabilities(config: &ContainerConfig) -> Result<HashSet<Capability>, SpecError> {
+/// `pod_caps` are the capabilities the pod's CT holds (podinit's bounding and permitted
+/// sets): a privileged container and `ALL` get those, as containerd gives what it holds
+/// itself, so that no container asks for a capability its CT cannot grant. A capability
+/// added by name that the CT lacks is refused, naming it.
+pub fn capabilities(
+    config: &ContainerConfig,
+    pod_caps: &HashSet<Capability>,
+) -> Result<HashSet<Capability>, SpecError> {
     let sc = config
         .linux
         .as_ref()
         .and_then(|l| l.security_context.as_ref());
     if sc.is_some_and(|s| s.privileged) {
-        return Ok(all_caps());
+        return Ok(pod_caps.clone());
     }
+    let held = |name: &str| -> Result<Capability, SpecError> {
+        let cap = parse_cap(name)?;
+        if pod_caps.contains(&cap) {
+            Ok(cap)
+        } else {
+            Err(SpecError::CapabilityNotHeld(name.to_string()))
+        }
+    };
     let mut caps: HashSet<Capability> = DEFAULT_CAPS
         .iter()
         .map(|c| parse_cap(c))
-        .collect::<Result<_, _>>()?;
+        .collect::<Result<HashSet<_>, _>>()?
+        .intersection(pod_caps)
+        .copied()
+        .collect();
     if let Some(c) = sc.and_then(|s| s.capabilities.as_ref()) {
-        if c.add_capabilities
-            .iter()
-            .any(|a| a.eq_ignore_ascii_case("ALL"))
-        {
-            caps = all_caps();
-        } else {
-            for a in &c.add_capabilities {
-                caps.insert(parse_cap(a)?);
-            }
+        // containerd's order: ALL added, ALL dropped, then the named adds, then the named
+        // drops (so `add: [ALL], drop: [CHOWN]` is all but CHOWN).
+        let is_all = |s: &&String| s.eq_ignore_ascii_case("ALL");
+        if c.add_capabilities.iter().any(|a| is_all(&a)) {
+            caps = pod_caps.clone();
         }
-        if c.drop_capabilities
-            .iter()
-            .any(|d| d.eq_ignore_ascii_case("ALL"))
-        {
+        if c.drop_capabilities.iter().any(|d| is_all(&d)) {
             caps.clear();
-            for a in c
-                .add_capabilities
-                .iter()
-                .filter(|a| !a.eq_ignore_ascii_case("ALL"))
-            {
-                caps.insert(parse_cap(a)?);
-            }
-        } else {
-            for d in &c.drop_capabilities {
-                caps.remove(&parse_cap(d)?);
-            }
+        }
+        for a in c.add_capabilities.iter().filter(|a| !is_all(a)) {
+            caps.insert(held(a)?);
+        }
+        for d in c.drop_capabilities.iter().filter(|d| !is_all(d)) {
+            caps.remove(&parse_cap(d)?);
         }
     }
     Ok(caps)
@@ -411,7 +375,7 @@ pub fn build(input: SpecInput<'_>) -> Result<Spec, SpecError> {
     }
     process.set_user(user);
     process.set_terminal(Some(config.tty));
-    let caps = capabilities(config)?;
+    let caps = capabilities(config, input.pod_caps)?;
     let mut lc = LinuxCapabilities::default();
     lc.set_bounding(Some(caps.clone()));
     lc.set_effective(Some(caps.clone()));
@@ -678,28 +642,57 @@ mod tests {
         }
     }
 
+    /// What this test host's CTs hold: every capability but SYS_RESOURCE.
+    fn host_caps() -> HashSet<Capability> {
+        podinit::caps::set_of(0x1ff_feff_ffff)
+    }
+
     #[test]
     fn capability_sets() {
-        let caps = capabilities(&with_caps(
-            &["NET_ADMIN", "CAP_SYS_TIME"],
-            &["MKNOD"],
-            false,
-        ))
+        let pod = host_caps();
+        let caps = capabilities(
+            &with_caps(&["NET_ADMIN", "CAP_SYS_TIME"], &["MKNOD"], false),
+            &pod,
+        )
         .unwrap();
         assert!(caps.contains(&Capability::NetAdmin) && caps.contains(&Capability::SysTime));
         assert!(!caps.contains(&Capability::Mknod));
         assert!(caps.contains(&Capability::Chown));
-        let caps = capabilities(&with_caps(&["NET_BIND_SERVICE"], &["ALL"], false)).unwrap();
+        let caps = capabilities(&with_caps(&["NET_BIND_SERVICE"], &["ALL"], false), &pod).unwrap();
         assert_eq!(caps, HashSet::from([Capability::NetBindService]));
-        assert!(
-            capabilities(&with_caps(&[], &["ALL"], true))
-                .unwrap()
-                .contains(&Capability::SysAdmin)
-        );
+        // Named drops come after the adds, as in containerd.
+        let caps = capabilities(&with_caps(&["ALL"], &["CHOWN"], false), &pod).unwrap();
+        assert_eq!(caps.len(), pod.len() - 1);
+        assert!(!caps.contains(&Capability::Chown));
+        let caps = capabilities(&with_caps(&["KILL"], &["KILL"], false), &pod).unwrap();
+        assert!(!caps.contains(&Capability::Kill));
         assert_eq!(
-            capabilities(&with_caps(&["BOGUS"], &[], false)),
+            capabilities(&with_caps(&["BOGUS"], &[], false), &pod),
             Err(SpecError::Capability("BOGUS".into()))
         );
+    }
+
+    #[test]
+    fn privileged_and_all_get_what_the_pod_holds() {
+        let pod = host_caps();
+        for c in [
+            with_caps(&[], &["ALL"], true),
+            with_caps(&["ALL"], &[], false),
+            with_caps(&["all"], &[], false),
+        ] {
+            let caps = capabilities(&c, &pod).unwrap();
+            assert_eq!(caps, pod);
+            assert!(caps.contains(&Capability::SysAdmin));
+            assert!(!caps.contains(&Capability::SysResource));
+        }
+        // Asked for by name, a capability the CT lacks is an error that names it.
+        let e = capabilities(&with_caps(&["SYS_RESOURCE"], &[], false), &pod).unwrap_err();
+        assert_eq!(e, SpecError::CapabilityNotHeld("SYS_RESOURCE".into()));
+        assert!(e.to_string().contains("SYS_RESOURCE"), "{e}");
+        // containerd's defaults that the CT lacks are left out rather than failing.
+        let small: HashSet<Capability> = [Capability::Chown, Capability::Kill].into();
+        let caps = capabilities(&ContainerConfig::default(), &small).unwrap();
+        assert_eq!(caps, small);
     }
 
     #[test]
@@ -725,6 +718,7 @@ mod tests {
                 propagation: MountPropagation::PropagationHostToContainer,
             }],
             pod_files: &["hosts", "resolv.conf", "hostname"],
+            pod_caps: &host_caps(),
         })
         .unwrap();
         assert_eq!(
@@ -798,6 +792,7 @@ mod tests {
             user: ResolvedUser::default(),
             mounts: vec![],
             pod_files: &[],
+            pod_caps: &host_caps(),
         })
         .unwrap_err();
         assert!(matches!(e, SpecError::Unsupported(_)), "{e}");
