@@ -521,6 +521,71 @@ async fn cgroup_lands_under_the_cgroupfs_parent_and_init_can_make_children() {
     assert!(memory_root.join(&parent[1..]).is_dir());
 }
 
+/// The kubelet makes the pod cgroup before RunPodSandbox. On cgroup v1 a cpuset cgroup made
+/// below a parent without `clone_children` starts with no CPUs and no memory nodes, and nothing
+/// can enter it (`ENOSPC`); on v2 the pod cgroup delegates no controllers. Either way the CT's
+/// cgroup, made by LXC below it, must be usable.
+#[tokio::test]
+async fn a_pod_cgroup_made_by_the_kubelet_beforehand_is_made_usable() {
+    let fx = Fixture::new();
+    let mut spec = fx.spec("graceful");
+    spec.resources.memory_limit_bytes = Some(128 << 20);
+    let parent = spec.cgroup_parent.clone().unwrap();
+    let h = fx.driver.hierarchies().clone();
+    // What the kubelet leaves: every component made with a plain mkdir, nothing filled.
+    for root in &h.roots {
+        let mut dir = root.clone();
+        for part in parent.trim_start_matches('/').split('/') {
+            dir.push(part);
+            std::fs::create_dir_all(&dir).unwrap();
+            if let Ok(clone) = std::fs::read_to_string(dir.join("cgroup.clone_children"))
+                && clone.trim() != "0"
+            {
+                std::fs::write(dir.join("cgroup.clone_children"), "0").unwrap();
+            }
+        }
+    }
+    if let Some(cpuset) = &h.cpuset_v1 {
+        let pod = cpuset.join(&parent[1..]);
+        assert_eq!(
+            std::fs::read_to_string(pod.join("cpuset.cpus"))
+                .unwrap()
+                .trim(),
+            "",
+            "the kernel fills a cpuset made without clone_children after all: this test \
+             no longer reproduces the kubelet's pod cgroup"
+        );
+    }
+    let init = fx.run(&spec).await;
+    let want = format!("{parent}/{}", spec.id);
+    let cgroups = std::fs::read_to_string(format!("/proc/{init}/cgroup")).unwrap();
+    assert!(
+        cgroups.lines().all(|l| l.ends_with(&format!(":{want}"))),
+        "{cgroups}"
+    );
+    if let Some(cpuset) = &h.cpuset_v1 {
+        let root_cpus = std::fs::read_to_string(cpuset.join("cpuset.cpus")).unwrap();
+        let ct_cpus = std::fs::read_to_string(cpuset.join(&want[1..]).join("cpuset.cpus")).unwrap();
+        assert_eq!(ct_cpus.trim(), root_cpus.trim());
+        let ct_mems = std::fs::read_to_string(cpuset.join(&want[1..]).join("cpuset.mems")).unwrap();
+        assert!(!ct_mems.trim().is_empty());
+    }
+    if let Some(unified) = &h.unified {
+        let delegated =
+            std::fs::read_to_string(unified.join(&parent[1..]).join("cgroup.subtree_control"))
+                .unwrap();
+        for c in ["cpu", "memory", "pids"] {
+            assert!(
+                delegated.split_whitespace().any(|d| d == c),
+                "{c} not in {delegated:?}"
+            );
+        }
+        let limit = std::fs::read_to_string(unified.join(&want[1..]).join("memory.max")).unwrap();
+        assert_eq!(limit.trim(), (128u64 << 20).to_string());
+    }
+    fx.driver.destroy(&spec.id).await.unwrap();
+}
+
 #[tokio::test]
 async fn systemd_slices_expand_to_their_cgroup_path() {
     let fx = Fixture::new();

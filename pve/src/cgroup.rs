@@ -37,6 +37,12 @@ pub enum CgroupError {
     NoHierarchy,
     #[error("reading /proc/self/mountinfo: {0}")]
     Mountinfo(#[source] io::Error),
+    #[error("preparing the parent cgroup {path}: {source}")]
+    Prepare {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
     #[error("removing cgroup {path}: {source}")]
     Remove {
         path: PathBuf,
@@ -62,6 +68,10 @@ pub struct Hierarchies {
     pub layout: Layout,
     /// Mount points of every hierarchy (v1 and v2) under `/sys/fs/cgroup`.
     pub roots: Vec<PathBuf>,
+    /// The v1 hierarchy holding the `cpuset` controller, if any.
+    pub cpuset_v1: Option<PathBuf>,
+    /// The cgroup v2 mount when it carries the controllers (layout `Unified`).
+    pub unified: Option<PathBuf>,
 }
 
 impl Hierarchies {
@@ -74,6 +84,7 @@ impl Hierarchies {
 
     pub fn from_mountinfo(text: &str) -> Result<Self, CgroupError> {
         let mut roots: Vec<PathBuf> = Vec::new();
+        let mut cpuset_v1 = None;
         let (mut v1, mut v2, mut v2_at_top) = (false, false, false);
         for mount in mountinfo::parse(text) {
             let is_v1 = mount.fs_type == "cgroup";
@@ -85,6 +96,9 @@ impl Hierarchies {
             v2 |= is_v2;
             v2_at_top |= is_v2 && mount.mount_point == "/sys/fs/cgroup";
             let point = PathBuf::from(&mount.mount_point);
+            if is_v1 && mount.super_options.split(',').any(|o| o == "cpuset") {
+                cpuset_v1.get_or_insert_with(|| point.clone());
+            }
             if !roots.contains(&point) {
                 roots.push(point);
             }
@@ -96,7 +110,13 @@ impl Hierarchies {
             (true, true) if v2_at_top => Layout::Unified,
             (true, true) => Layout::Hybrid,
         };
-        Ok(Self { layout, roots })
+        let unified = (layout == Layout::Unified).then(|| PathBuf::from("/sys/fs/cgroup"));
+        Ok(Self {
+            layout,
+            roots,
+            cpuset_v1,
+            unified,
+        })
     }
 }
 
@@ -253,6 +273,124 @@ pub fn shares_to_weight(shares: u64) -> u64 {
     1 + ((shares - 2) * 9999) / 262_142
 }
 
+/// Makes the parents of a CT's cgroup ready for LXC to create and enter it, as runc does for
+/// its containers. The kubelet creates the pod cgroup (`kubepods/besteffort/pod<uid>`) before
+/// RunPodSandbox, and LXC only initialises the first path component it is given:
+///
+/// * v1 `cpuset`: a new cpuset cgroup starts with empty `cpuset.cpus` and `cpuset.mems` unless
+///   its parent has `cgroup.clone_children` set, and no task can enter an empty one (`ENOSPC`).
+///   Every ancestor gets the values of its parent where it has none (runc's `ensureParent` /
+///   `copyIfNeeded`), and the CT's parent gets `clone_children`, so that the CT's cgroup, which
+///   LXC makes, starts with its parent's CPUs and memory nodes.
+/// * v2: a controller is usable in a cgroup only when every ancestor lists it in
+///   `cgroup.subtree_control`; the kubelet enables them down to, but not in, the pod cgroup
+///   (runc's `CreateCgroupPath`). Each ancestor enables what it has in `cgroup.controllers`.
+///
+/// `container` is relative to the hierarchy roots; missing ancestors are created.
+pub fn prepare_parents(h: &Hierarchies, container: &str) -> Result<(), CgroupError> {
+    let Some((parent, _leaf)) = container.rsplit_once('/') else {
+        // Directly under the root: nothing between the root and the CT.
+        return Ok(());
+    };
+    if let Some(root) = &h.cpuset_v1 {
+        prepare_cpuset_v1(root, parent)?;
+    }
+    if let Some(root) = &h.unified {
+        delegate_v2(root, parent)?;
+    }
+    Ok(())
+}
+
+fn prepare_err(path: &Path) -> impl FnOnce(io::Error) -> CgroupError + '_ {
+    move |source| CgroupError::Prepare {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn mkdir_existing_ok(dir: &Path) -> Result<(), CgroupError> {
+    match std::fs::create_dir(dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(prepare_err(dir)(e)),
+    }
+}
+
+/// `root` is the cpuset hierarchy's mount point, `parent` the CT cgroup's parent below it.
+fn prepare_cpuset_v1(root: &Path, parent: &str) -> Result<(), CgroupError> {
+    let mut above = root.to_path_buf();
+    for part in parent.split('/').filter(|p| !p.is_empty()) {
+        let dir = above.join(part);
+        mkdir_existing_ok(&dir)?;
+        for file in ["cpuset.cpus", "cpuset.mems"] {
+            let path = dir.join(file);
+            let own = std::fs::read_to_string(&path).map_err(prepare_err(&path))?;
+            if !own.trim().is_empty() {
+                continue;
+            }
+            let from = above.join(file);
+            let inherited = std::fs::read_to_string(&from).map_err(prepare_err(&from))?;
+            let inherited = inherited.trim();
+            if inherited.is_empty() {
+                return Err(prepare_err(&from)(io::Error::other(
+                    "empty, and so is the cgroup below it",
+                )));
+            }
+            std::fs::write(&path, inherited).map_err(prepare_err(&path))?;
+            tracing::debug!(cgroup = %dir.display(), file, value = inherited, "filled an empty cpuset from its parent");
+        }
+        above = dir;
+    }
+    if above != root {
+        let clone = above.join("cgroup.clone_children");
+        let set = std::fs::read_to_string(&clone).map_err(prepare_err(&clone))?;
+        if set.trim() != "1" {
+            std::fs::write(&clone, "1").map_err(prepare_err(&clone))?;
+        }
+    }
+    Ok(())
+}
+
+/// `root` is the v2 mount point, `parent` the CT cgroup's parent below it. The root and every
+/// ancestor down to `parent` enable their available controllers for their children.
+fn delegate_v2(root: &Path, parent: &str) -> Result<(), CgroupError> {
+    let mut dir = root.to_path_buf();
+    enable_controllers_v2(&dir)?;
+    for part in parent.split('/').filter(|p| !p.is_empty()) {
+        dir.push(part);
+        mkdir_existing_ok(&dir)?;
+        enable_controllers_v2(&dir)?;
+    }
+    Ok(())
+}
+
+fn enable_controllers_v2(dir: &Path) -> Result<(), CgroupError> {
+    let available_path = dir.join("cgroup.controllers");
+    let available =
+        std::fs::read_to_string(&available_path).map_err(prepare_err(&available_path))?;
+    let subtree = dir.join("cgroup.subtree_control");
+    let enabled = std::fs::read_to_string(&subtree).map_err(prepare_err(&subtree))?;
+    let missing: Vec<&str> = available
+        .split_whitespace()
+        .filter(|c| !enabled.split_whitespace().any(|e| e == *c))
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let all: Vec<String> = missing.iter().map(|c| format!("+{c}")).collect();
+    if std::fs::write(&subtree, all.join(" ")).is_ok() {
+        return Ok(());
+    }
+    // One refused controller fails the whole write: enable the others one by one. What stays
+    // off shows up as a missing limit file when LXC or podinit writes that limit.
+    for c in missing {
+        if let Err(e) = std::fs::write(&subtree, format!("+{c}")) {
+            tracing::warn!(cgroup = %dir.display(), controller = c, error = %e, "cannot enable a cgroup controller for the pod CT");
+        }
+    }
+    Ok(())
+}
+
 /// Removes `relative` and everything below it in every hierarchy; missing directories are
 /// fine. A cgroup that still holds processes makes this fail (`EBUSY`), which is the point:
 /// it must not be reused while something lives in it.
@@ -378,6 +516,7 @@ mod tests {
 28 27 0:26 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755
 29 28 0:29 / /sys/fs/cgroup/cpu rw,relatime - cgroup cgroup rw,cpu
 30 28 0:32 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory
+33 28 0:33 / /sys/fs/cgroup/cpuset rw,relatime - cgroup cgroup rw,cpuset
 31 28 0:37 / /sys/fs/cgroup/systemd rw,relatime - cgroup cgroup rw,name=systemd
 32 28 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw
 ";
@@ -392,12 +531,19 @@ mod tests {
         assert_eq!(h.layout, Layout::Hybrid);
         assert_eq!(
             h.roots,
-            ["cpu", "memory", "systemd", "unified"]
+            ["cpu", "memory", "cpuset", "systemd", "unified"]
                 .map(|c| PathBuf::from("/sys/fs/cgroup").join(c))
+        );
+        assert_eq!(h.cpuset_v1, Some(PathBuf::from("/sys/fs/cgroup/cpuset")));
+        assert_eq!(
+            h.unified, None,
+            "the hybrid unified mount has no controllers"
         );
         let u = Hierarchies::from_mountinfo(UNIFIED).unwrap();
         assert_eq!(u.layout, Layout::Unified);
         assert_eq!(u.roots, [PathBuf::from("/sys/fs/cgroup")]);
+        assert_eq!(u.cpuset_v1, None);
+        assert_eq!(u.unified, Some(PathBuf::from("/sys/fs/cgroup")));
         let legacy: String = HYBRID
             .lines()
             .filter(|l| !l.contains("cgroup2"))
@@ -486,6 +632,209 @@ mod tests {
         remove_everywhere(std::slice::from_ref(&root), "a").unwrap();
         assert!(!root.join("a").exists());
         remove_everywhere(std::slice::from_ref(&root), "a").unwrap();
+    }
+
+    /// A fake v1 cpuset hierarchy as the kernel and the kubelet leave it: the root and
+    /// `kubepods` filled, `besteffort` made without `clone_children` and `pod<uid>` empty.
+    fn fake_cpuset_v1(root: &Path) {
+        let cg = |rel: &str, cpus: &str, mems: &str, clone: &str| {
+            let dir = root.join(rel);
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(dir.join("cpuset.cpus"), cpus).unwrap();
+            std::fs::write(dir.join("cpuset.mems"), mems).unwrap();
+            std::fs::write(dir.join("cgroup.clone_children"), clone).unwrap();
+        };
+        cg("", "0-3\n", "0\n", "0\n");
+        cg("kubepods", "0-3\n", "0\n", "1\n");
+        cg("kubepods/besteffort", "\n", "\n", "0\n");
+        cg("kubepods/besteffort/pod1234", "\n", "\n", "0\n");
+    }
+
+    fn v1_only(cpuset: &Path) -> Hierarchies {
+        Hierarchies {
+            layout: Layout::Hybrid,
+            roots: vec![cpuset.to_path_buf()],
+            cpuset_v1: Some(cpuset.to_path_buf()),
+            unified: None,
+        }
+    }
+
+    #[test]
+    fn v1_cpusets_of_the_kubelets_pod_cgroup_are_filled_from_the_nearest_ancestor() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        fake_cpuset_v1(root);
+        let read = |rel: &str, f: &str| std::fs::read_to_string(root.join(rel).join(f)).unwrap();
+        let c = CtCgroups::new(
+            CgroupDriver::Cgroupfs,
+            Some("/kubepods/besteffort/pod1234"),
+            ID,
+        )
+        .unwrap();
+        prepare_parents(&v1_only(root), &c.container).unwrap();
+        for rel in ["kubepods/besteffort", "kubepods/besteffort/pod1234"] {
+            assert_eq!(read(rel, "cpuset.cpus"), "0-3", "{rel}");
+            assert_eq!(read(rel, "cpuset.mems"), "0", "{rel}");
+        }
+        // The CT's own cgroup is LXC's to make; it inherits through clone_children.
+        assert_eq!(
+            read("kubepods/besteffort/pod1234", "cgroup.clone_children"),
+            "1"
+        );
+        assert!(!root.join(&c.container).exists());
+        // Values already there stay (an exclusive cpuset, a CPU manager's choice).
+        assert_eq!(read("kubepods", "cpuset.cpus"), "0-3\n");
+        assert_eq!(read("", "cgroup.clone_children"), "0\n");
+        // Idempotent.
+        prepare_parents(&v1_only(root), &c.container).unwrap();
+        assert_eq!(read("kubepods/besteffort/pod1234", "cpuset.cpus"), "0-3");
+    }
+
+    #[test]
+    fn v1_cpuset_values_set_below_the_root_are_inherited_not_the_roots() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        fake_cpuset_v1(root);
+        std::fs::write(root.join("kubepods/besteffort/cpuset.cpus"), "2-3\n").unwrap();
+        prepare_parents(&v1_only(root), "kubepods/besteffort/pod1234/ct").unwrap();
+        let pod = root.join("kubepods/besteffort/pod1234");
+        assert_eq!(
+            std::fs::read_to_string(pod.join("cpuset.cpus")).unwrap(),
+            "2-3"
+        );
+        assert_eq!(
+            std::fs::read_to_string(pod.join("cpuset.mems")).unwrap(),
+            "0"
+        );
+    }
+
+    #[test]
+    fn v1_cpuset_with_an_empty_root_is_an_error_not_an_empty_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        fake_cpuset_v1(root);
+        std::fs::write(root.join("cpuset.mems"), "").unwrap();
+        std::fs::write(root.join("kubepods/cpuset.mems"), "").unwrap();
+        let err = prepare_parents(&v1_only(root), "kubepods/besteffort/pod1234/ct").unwrap_err();
+        assert!(err.to_string().contains("cpuset.mems"), "{err}");
+    }
+
+    #[test]
+    fn v1_missing_parents_are_made_and_a_top_level_ct_needs_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        fake_cpuset_v1(root);
+        // On real cgroupfs mkdir makes the control files; the fake needs them written, so a
+        // missing parent shows up as an error naming the file it could not read.
+        let err = prepare_parents(&v1_only(root), "pvecri/ct").unwrap_err();
+        assert!(root.join("pvecri").is_dir());
+        assert!(err.to_string().contains("pvecri/cpuset.cpus"), "{err}");
+        prepare_parents(&v1_only(root), "ct").unwrap();
+        assert!(!root.join("ct").exists());
+    }
+
+    /// A fake v2 tree: the root delegates to `kubepods`, which delegates to the QoS class,
+    /// which delegates to the pod; the pod cgroup itself delegates nothing (runc stops at the
+    /// last component).
+    fn fake_v2(root: &Path, pod: &str) {
+        let controllers = "cpuset cpu io memory hugetlb pids rdma misc\n";
+        let mut dir = root.to_path_buf();
+        let parts: Vec<&str> = pod.split('/').collect();
+        for i in 0..=parts.len() {
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(dir.join("cgroup.controllers"), controllers).unwrap();
+            let delegated = if i < parts.len() { controllers } else { "" };
+            std::fs::write(dir.join("cgroup.subtree_control"), delegated).unwrap();
+            if let Some(part) = parts.get(i) {
+                dir.push(part);
+            }
+        }
+    }
+
+    fn v2_only(root: &Path) -> Hierarchies {
+        Hierarchies {
+            layout: Layout::Unified,
+            roots: vec![root.to_path_buf()],
+            cpuset_v1: None,
+            unified: Some(root.to_path_buf()),
+        }
+    }
+
+    #[test]
+    fn v2_cgroupfs_pod_cgroup_delegates_its_controllers_to_the_ct() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        fake_v2(root, "kubepods/burstable/pod1234");
+        let c = CtCgroups::new(
+            CgroupDriver::Cgroupfs,
+            Some("/kubepods/burstable/pod1234"),
+            ID,
+        )
+        .unwrap();
+        prepare_parents(&v2_only(root), &c.container).unwrap();
+        let pod = root.join("kubepods/burstable/pod1234");
+        assert_eq!(
+            std::fs::read_to_string(pod.join("cgroup.subtree_control")).unwrap(),
+            "+cpuset +cpu +io +memory +hugetlb +pids +rdma +misc"
+        );
+        // Ancestors that delegate everything already are not written to.
+        assert_eq!(
+            std::fs::read_to_string(root.join("kubepods/cgroup.subtree_control")).unwrap(),
+            "cpuset cpu io memory hugetlb pids rdma misc\n"
+        );
+        assert!(
+            !root.join(&c.container).exists(),
+            "LXC makes the CT's own cgroup"
+        );
+    }
+
+    #[test]
+    fn v2_systemd_pod_slice_delegates_only_what_is_missing() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let slice = "kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod9.slice";
+        fake_v2(root, slice);
+        let pod = root.join(slice);
+        // systemd enabled some controllers in the pod slice already.
+        std::fs::write(pod.join("cgroup.subtree_control"), "cpu memory pids\n").unwrap();
+        let c = CtCgroups::new(
+            CgroupDriver::Systemd,
+            Some("kubepods-besteffort-pod9.slice"),
+            ID,
+        )
+        .unwrap();
+        assert_eq!(c.container, format!("{slice}/pvecri-{ID}.scope"));
+        prepare_parents(&v2_only(root), &c.container).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(pod.join("cgroup.subtree_control")).unwrap(),
+            "+cpuset +io +hugetlb +rdma +misc"
+        );
+    }
+
+    #[test]
+    fn v2_without_controllers_writes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        fake_v2(root, "kubepods/besteffort/pod1");
+        for d in [
+            "",
+            "kubepods",
+            "kubepods/besteffort",
+            "kubepods/besteffort/pod1",
+        ] {
+            std::fs::write(root.join(d).join("cgroup.controllers"), "").unwrap();
+        }
+        std::fs::write(
+            root.join("kubepods/besteffort/pod1/cgroup.subtree_control"),
+            "",
+        )
+        .unwrap();
+        prepare_parents(&v2_only(root), "kubepods/besteffort/pod1/ct").unwrap();
+        assert_eq!(
+            std::fs::read_to_string(root.join("kubepods/besteffort/pod1/cgroup.subtree_control"))
+                .unwrap(),
+            ""
+        );
     }
 
     proptest! {

@@ -6,6 +6,8 @@ pub struct Mount {
     pub root: String,
     pub mount_point: String,
     pub fs_type: String,
+    /// Per-superblock options; for a cgroup v1 mount they name its controllers (`rw,cpuset`).
+    pub super_options: String,
 }
 
 /// Parses one line; `None` for a line that does not have the documented shape.
@@ -24,10 +26,13 @@ pub fn parse_line(line: &str) -> Option<Mount> {
         }
     }
     let fs_type = unescape(fields.next()?);
+    let _source = fields.next();
+    let super_options = fields.next().map(unescape).unwrap_or_default();
     Some(Mount {
         root,
         mount_point,
         fs_type,
+        super_options,
     })
 }
 
@@ -91,7 +96,8 @@ mod tests {
             Some(Mount {
                 root: "/".into(),
                 mount_point: "/sys/fs/cgroup/memory".into(),
-                fs_type: "cgroup".into()
+                fs_type: "cgroup".into(),
+                super_options: "rw,memory".into(),
             })
         );
     }

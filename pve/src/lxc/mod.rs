@@ -229,6 +229,7 @@ impl LxcDriver {
         // A CT that died without LXC's cleanup (monitor killed, aborted start) leaves its
         // cgroups behind, and LXC refuses to start into an existing one.
         self.remove_cgroups(&record.cgroups)?;
+        cgroup::prepare_parents(&self.hierarchies, &record.cgroups.container)?;
         let _ = std::fs::remove_file(ct.monitor_pid());
 
         let lxc_from = logs::len(&ct.lxc_log());
