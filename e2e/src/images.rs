@@ -3,7 +3,7 @@
 //!
 //! - [`LayerBuilder`]: hand-made layers, including malicious ones.
 //! - [`one_layer`], [`multi_layer`] (in every [`ImageFormat`]), [`config_image`],
-//!   [`index_image`]: small images built in milliseconds.
+//!   [`index_image`], [`umoci_image`]: small images built in milliseconds.
 //! - [`large_image`]: a few hundred MB in 4 layers from files on the machine, cached.
 
 mod catalog;

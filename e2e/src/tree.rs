@@ -130,7 +130,9 @@ pub fn expected_tree(layers: &[&[TarEntry]]) -> anyhow::Result<Tree> {
             }
         }
         for entry in entries.iter() {
-            if entry.is_opaque_marker() || entry.whiteout_target().is_some() {
+            // `/`, `.` or `./`: the root's own metadata, which is not a node of the tree.
+            let root = entry.path.split('/').all(|p| p.is_empty() || p == ".");
+            if entry.is_opaque_marker() || entry.whiteout_target().is_some() || root {
                 continue;
             }
             let path = normalize_path(&entry.path).with_context(|| bad(index, entry))?;

@@ -27,11 +27,17 @@
 //! OCI whiteouts (`.wh.<name>`, `.wh..wh..opq`) act on lower layers only, never on the
 //! layer's own entries, and never appear in the result.
 //!
+//! Member names are relative to the layer root, as containerd reads them: `/etc/x`,
+//! `./etc/x` and `etc/x` are the same path, and `/`, `.` and `./` are the root (umoci and
+//! KIWI write absolute names and a root entry `/`). An archive may end without its
+//! end-of-archive blocks and its last entry without padding (umoci 0.4.7 writes such
+//! layers); an end inside an entry's data or a header is an error.
+//!
 //! Confinement: every operation is relative to a directory opened with
 //! `openat2(RESOLVE_BENEATH)`. Symlinks in an entry's parent path are followed while they
 //! stay below the root; an absolute symlink or one climbing above the root is refused
-//! (like `..` components, absolute names, hard links to such paths and whiteouts of `.`
-//! or `..`) with [`StoreError::UnsafeEntry`] naming the entry. (containerd instead
+//! (like `..` components, hard links to such paths and whiteouts of `.` or `..`) with
+//! [`StoreError::UnsafeEntry`] naming the entry. (containerd instead
 //! resolves absolute symlinks as if chrooted; layer tars never need that, since tools
 //! write real paths.) The last component of an entry is never followed.
 //!

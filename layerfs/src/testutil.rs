@@ -106,9 +106,26 @@ fn pad(out: &mut Vec<u8>) {
     }
 }
 
+/// How a hand-made tar stream ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TarEnd {
+    /// Two zero blocks, as tar writers should.
+    Blocks,
+    /// No end-of-archive blocks.
+    NoBlocks,
+    /// No end-of-archive blocks and no padding after the last entry's data (umoci 0.4.7).
+    NoPadding,
+}
+
 /// An uncompressed tar stream of `entries`, with the end-of-archive marker.
 pub(crate) fn tar(entries: &[E]) -> Vec<u8> {
+    tar_ending(entries, TarEnd::Blocks)
+}
+
+/// An uncompressed tar stream of `entries`, ending as `end` says.
+pub(crate) fn tar_ending(entries: &[E], end: TarEnd) -> Vec<u8> {
     let mut out = Vec::new();
+    let mut unpadded = 0;
     for e in entries {
         if !e.xattrs.is_empty() {
             let mut pax = Vec::new();
@@ -140,9 +157,14 @@ pub(crate) fn tar(entries: &[E]) -> Vec<u8> {
         }
         out.extend_from_slice(h.as_bytes());
         out.extend_from_slice(data);
+        unpadded = out.len();
         pad(&mut out);
     }
-    out.extend_from_slice(&[0u8; 1024]);
+    match end {
+        TarEnd::Blocks => out.extend_from_slice(&[0u8; 1024]),
+        TarEnd::NoBlocks => {}
+        TarEnd::NoPadding => out.truncate(unpadded),
+    }
     out
 }
 

@@ -5,7 +5,7 @@ use std::process::Command;
 use serde_json::{Value, json};
 
 use super::image::{ImageFormat, IndexPlatform, TestImage, TestIndex};
-use super::layer::{Compression, LayerBuilder};
+use super::layer::{Compression, LayerBuilder, TarEnd};
 use crate::cmd::{require_program, run};
 
 /// Debian's busybox-static binary, the only program in the test images.
@@ -182,6 +182,52 @@ pub fn multi_layer(format: ImageFormat) -> anyhow::Result<TestImage> {
             multi_layer_changes(),
             multi_layer_recreates(),
         ],
+    )
+}
+
+/// Mode of the root entry `/` of the last layer of [`umoci_image`].
+pub const UMOCI_ROOT_MODE: u32 = 0o751;
+/// `/etc/os-release` of [`umoci_image`].
+pub const UMOCI_OS_RELEASE: &str = "NAME=\"pvecri umoci test\"\nID=umoci\n";
+/// The last entry of [`umoci_image`]'s top layer, cut without padding: 700 bytes.
+pub fn umoci_last_file() -> String {
+    "umoci 0.4.7 insert wrote this layer without end-of-archive blocks.\n"
+        .repeat(11)
+        .chars()
+        .take(700)
+        .collect()
+}
+
+/// `umoci`: an image as umoci and KIWI (openSUSE's official images) write it. Every layer
+/// starts with a root entry `/` and names everything from the root (`/bin/busybox`,
+/// whiteouts and hard link targets too). The base is [`busybox_layer`] so written; the top
+/// layer is what umoci 0.4.7's `insert` makes: no end-of-archive blocks and no padding after
+/// its last entry. The top layer adds `/etc/os-release` ([`UMOCI_OS_RELEASE`]), a hard link
+/// `/bin/busybox.link` to the base's `/bin/busybox`, a symlink `/usr/bin/os-release ->
+/// /etc/os-release`, whites out `/etc/motd`, sets the root's mode to [`UMOCI_ROOT_MODE`],
+/// and ends with `/etc/umoci-last` ([`umoci_last_file`]).
+pub fn umoci_image() -> anyhow::Result<TestImage> {
+    let mut base = LayerBuilder::new();
+    base.dir("/", 0o755);
+    for entry in busybox_layer()?.entries() {
+        base.entry(entry.clone());
+    }
+    base.absolute_names();
+    let mut insert = LayerBuilder::new();
+    insert
+        .dir("/", UMOCI_ROOT_MODE)
+        .dir("/etc", 0o755)
+        .file("/etc/os-release", UMOCI_OS_RELEASE, 0o644)
+        .whiteout("/etc/motd")
+        .hardlink("/bin/busybox.link", "/bin/busybox")
+        .symlink("/usr/bin/os-release", "/etc/os-release")
+        .file("/etc/umoci-last", umoci_last_file(), 0o644)
+        .end(TarEnd::Unterminated);
+    TestImage::build(
+        "umoci",
+        ImageFormat::Oci(Compression::Gzip),
+        base_config(host_arch()),
+        &[base, insert],
     )
 }
 

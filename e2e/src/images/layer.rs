@@ -139,11 +139,23 @@ impl TarEntry {
     }
 }
 
+/// How a layer's tar stream ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TarEnd {
+    /// Two zero blocks, as tar writers should.
+    #[default]
+    Blocks,
+    /// Neither end-of-archive blocks nor padding after the last entry's data, as umoci
+    /// 0.4.7's `insert` writes layers (its Go tar writer is never closed).
+    Unterminated,
+}
+
 /// Builds one layer entry by entry. Each adder returns the builder; `owner`, `mtime`,
 /// `mode` and `xattr` then change the entry added last.
 #[derive(Debug, Clone, Default)]
 pub struct LayerBuilder {
     entries: Vec<TarEntry>,
+    end: TarEnd,
 }
 
 impl LayerBuilder {
@@ -286,6 +298,29 @@ impl LayerBuilder {
         self
     }
 
+    /// Writes every name (and hard link target) from the root, `/etc/x` for `etc/x`, as
+    /// umoci and KIWI do; names already absolute stay as they are.
+    pub fn absolute_names(&mut self) -> &mut Self {
+        let absolute = |p: &mut String| {
+            if !p.starts_with('/') {
+                *p = format!("/{}", p.trim_start_matches("./"));
+            }
+        };
+        for entry in &mut self.entries {
+            absolute(&mut entry.path);
+            if let EntryKind::Hardlink(target) = &mut entry.kind {
+                absolute(target);
+            }
+        }
+        self
+    }
+
+    /// Ends the layer as [`TarEnd`] says.
+    pub fn end(&mut self, end: TarEnd) -> &mut Self {
+        self.end = end;
+        self
+    }
+
     pub fn entries(&self) -> &[TarEntry] {
         &self.entries
     }
@@ -293,13 +328,13 @@ impl LayerBuilder {
     /// The uncompressed tar stream.
     pub fn tar_bytes(&self) -> anyhow::Result<Vec<u8>> {
         let mut out = Vec::new();
-        write_tar(&self.entries, &mut out)?;
+        write_tar(&self.entries, self.end, &mut out)?;
         Ok(out)
     }
 
     /// Writes, compresses and hashes the layer in memory.
     pub fn finish(&self, compression: Compression) -> anyhow::Result<TestLayer> {
-        let (blob, digests) = encode(&self.entries, compression, Vec::new())?;
+        let (blob, digests) = encode(&self.entries, self.end, compression, Vec::new())?;
         Ok(TestLayer::new(
             compression,
             digests,
@@ -316,7 +351,7 @@ impl LayerBuilder {
     ) -> anyhow::Result<TestLayer> {
         let file =
             File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
-        let (writer, digests) = encode(&self.entries, compression, BufWriter::new(file))?;
+        let (writer, digests) = encode(&self.entries, self.end, compression, BufWriter::new(file))?;
         writer
             .into_inner()
             .map_err(|e| e.into_error())
@@ -422,11 +457,12 @@ impl TestLayer {
 
 fn encode<W: Write>(
     entries: &[TarEntry],
+    end: TarEnd,
     compression: Compression,
     sink: W,
 ) -> anyhow::Result<(W, Digests)> {
     let mut tar_stream = HashWriter::new(Compressor::new(compression, HashWriter::new(sink))?);
-    write_tar(entries, &mut tar_stream)?;
+    write_tar(entries, end, &mut tar_stream)?;
     let (compressor, diff_id, _) = tar_stream.finish();
     let (sink, digest, size) = compressor.finish()?.finish();
     Ok((
@@ -527,7 +563,19 @@ impl<W: Write> Write for Compressor<W> {
 /// Largest value an 8-byte octal ustar id field holds.
 const USTAR_MAX_ID: u64 = 0o7777777;
 
-fn write_tar<W: Write>(entries: &[TarEntry], out: W) -> anyhow::Result<()> {
+fn write_tar<W: Write>(entries: &[TarEntry], end: TarEnd, mut out: W) -> anyhow::Result<()> {
+    if end == TarEnd::Unterminated {
+        // Small layers only: written whole, then cut.
+        let mut bytes = Vec::new();
+        write_tar(entries, TarEnd::Blocks, &mut bytes)?;
+        let padding = entries
+            .last()
+            .map_or(0, |e| e.size().next_multiple_of(512) - e.size());
+        bytes.truncate(bytes.len() - 1024 - usize::try_from(padding)?);
+        out.write_all(&bytes)?;
+        out.flush()?;
+        return Ok(());
+    }
     let mut builder = tar::Builder::new(out);
     for entry in entries {
         write_entry(&mut builder, entry)
@@ -734,6 +782,56 @@ mod tests {
         assert_eq!(entries[6].link.as_deref(), Some(long.as_str()));
         assert_eq!(entries[7].kind, EntryType::Fifo);
         assert_eq!(entries[8].kind, EntryType::Char);
+    }
+
+    #[test]
+    fn unterminated_layers_lack_end_blocks_and_the_last_padding() {
+        let mut b = LayerBuilder::new();
+        b.dir("/", 0o755).file("/etc/x", "x".repeat(700), 0o644);
+        let terminated = b.tar_bytes().unwrap();
+        b.end(TarEnd::Unterminated);
+        let cut = b.tar_bytes().unwrap();
+        // Root header, file header, 700 bytes of data; nothing after.
+        assert_eq!(cut.len(), 512 + 512 + 700);
+        assert_eq!(&terminated[..cut.len()], &cut[..]);
+        assert_eq!(terminated.len(), 512 + 512 + 1024 + 1024);
+        let layer = b.finish(Compression::Gzip).unwrap();
+        assert_eq!(
+            layer.diff_id,
+            format!("sha256:{}", hex::encode(Sha256::digest(&cut)))
+        );
+    }
+
+    #[test]
+    fn absolute_names_start_every_name_and_link_target_at_the_root() {
+        let mut b = LayerBuilder::new();
+        b.dir("/", 0o755)
+            .file("etc/a", "", 0o644)
+            .file("./etc/b", "", 0o644)
+            .hardlink("etc/c", "etc/a")
+            .whiteout("etc/d");
+        b.absolute_names();
+        let names: Vec<(&str, Option<&str>)> = b
+            .entries()
+            .iter()
+            .map(|e| {
+                let link = match &e.kind {
+                    EntryKind::Hardlink(t) => Some(t.as_str()),
+                    _ => None,
+                };
+                (e.path.as_str(), link)
+            })
+            .collect();
+        assert_eq!(
+            names,
+            [
+                ("/", None),
+                ("/etc/a", None),
+                ("/etc/b", None),
+                ("/etc/c", Some("/etc/a")),
+                ("/etc/.wh.d", None)
+            ]
+        );
     }
 
     #[test]

@@ -57,10 +57,17 @@ fn run(driver: Driver) -> anyhow::Result<()> {
             }),
         ),
         (
-            "absolute",
-            format!("/{out}/pwned"),
+            "absolute-dotdot",
+            format!("/{UP}/{out}/pwned"),
             case(&|b| {
-                b.file(&format!("/{out}/pwned"), "x", 0o644);
+                b.file(&format!("/{UP}/{out}/pwned"), "x", 0o644);
+            }),
+        ),
+        (
+            "absolute-lower-symlink",
+            "/lowerlink/pwned".into(),
+            case(&|b| {
+                b.file("/lowerlink/pwned", "x", 0o644);
             }),
         ),
         (
@@ -117,10 +124,17 @@ fn run(driver: Driver) -> anyhow::Result<()> {
             }),
         ),
         (
-            "hardlink-absolute",
+            "hardlink-absolute-dotdot",
             "h".into(),
             case(&|b| {
-                b.hardlink("h", &format!("/{out}/sentinel"));
+                b.hardlink("h", &format!("/{UP}/{out}/sentinel"));
+            }),
+        ),
+        (
+            "hardlink-absolute-through-symlink",
+            "/h".into(),
+            case(&|b| {
+                b.hardlink("/h", "/lowerlink/sentinel");
             }),
         ),
         (
@@ -215,6 +229,40 @@ fn run(driver: Driver) -> anyhow::Result<()> {
     if layers.len() != 1 || layers[0].chain_id != base_info.chain_id {
         failures.push(format!("published layers: {layers:?}"));
     }
+
+    // Absolute names are read from the layer root, as containerd reads them: the host path
+    // of `outside`, written absolute, lands inside the root, and an absolute hard link
+    // target is the lower layer's file.
+    let mut inside = LayerBuilder::new();
+    inside
+        .dir("/", 0o755)
+        .file(&format!("/{out}/landed"), "inside\n", 0o644)
+        .hardlink("/passwd.link", "/etc/passwd");
+    let inside = inside.finish(TestCompression::Gzip)?;
+    let req = request(&inside, Some(&base_info.chain_id))?;
+    let info = store.apply_layer(&req, &mut inside.blob.open()?)?;
+    let target = fx.target("absolute");
+    store.create_rootfs(
+        "absolute",
+        Some(&info.chain_id),
+        &target,
+        &layerfs::RootfsOptions::default(),
+    )?;
+    if std::fs::read_to_string(target.join(&out).join("landed"))
+        .ok()
+        .as_deref()
+        != Some("inside\n")
+    {
+        failures.push(format!("/{out}/landed is not inside the root"));
+    }
+    let link = std::fs::metadata(target.join("passwd.link"))?;
+    if link.ino() != std::fs::metadata(target.join("etc/passwd"))?.ino() {
+        failures.push("/passwd.link is not a link to /etc/passwd".into());
+    }
+    if list_recursive(&outside)? != ["sentinel"] {
+        failures.push(format!("outside holds {:?}", list_recursive(&outside)?));
+    }
+    store.remove_rootfs("absolute")?;
     anyhow::ensure!(failures.is_empty(), "{}", failures.join("\n"));
     Ok(())
 }

@@ -1,11 +1,12 @@
 //! Property test of the two layer forms: random layers applied onto one directory (the
 //! zfs form) and applied as overlay layers, then mounted, give the same tree, and the two
-//! forms accept and reject the same layers.
+//! forms accept and reject the same layers. Some layers are written as umoci writes them
+//! (a root entry `/`, absolute names, no end-of-archive blocks, no padding at the end).
 
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
-use e2e::images::{Compression as TestCompression, LayerBuilder};
+use e2e::images::{Compression as TestCompression, LayerBuilder, TarEnd};
 use e2e::tree::{CompareOptions, compare, read_tree};
 use layerfs::{ApplyOptions, Compression, LowerLayers, StoreError, Target, apply_layer};
 use proptest::prelude::*;
@@ -44,12 +45,24 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
-fn layers() -> impl Strategy<Value = Vec<Vec<Op>>> {
-    proptest::collection::vec(proptest::collection::vec(op(), 1..10), 1..5)
+/// A layer's operations, and whether it is written as umoci writes layers.
+type Layer = (Vec<Op>, bool);
+
+fn layers() -> impl Strategy<Value = Vec<Layer>> {
+    proptest::collection::vec(
+        (
+            proptest::collection::vec(op(), 1..10),
+            proptest::bool::weighted(0.3),
+        ),
+        1..5,
+    )
 }
 
-fn build(ops: &[Op]) -> Vec<u8> {
+fn build((ops, umoci): &Layer) -> Vec<u8> {
     let mut b = LayerBuilder::new();
+    if *umoci {
+        b.dir("/", 0o755);
+    }
     for op in ops {
         match op {
             Op::Dir(p, m) => {
@@ -77,6 +90,9 @@ fn build(ops: &[Op]) -> Vec<u8> {
                 b.file(p, "x", 0o644).xattr("user.prop", vec![*v]);
             }
         }
+    }
+    if *umoci {
+        b.absolute_names().end(TarEnd::Unterminated);
     }
     b.finish(TestCompression::None)
         .unwrap()
@@ -134,7 +150,7 @@ fn mount_lowers(lowers: &[PathBuf], empty: &Path, target: &Path) {
     .unwrap();
 }
 
-fn check(layers: &[Vec<Op>]) -> Result<(), TestCaseError> {
+fn check(layers: &[Layer]) -> Result<(), TestCaseError> {
     let tmp = tempfile::Builder::new()
         .prefix("pvecri-layerfs-prop-")
         .tempdir_in("/var/tmp")
@@ -148,8 +164,8 @@ fn check(layers: &[Vec<Op>]) -> Result<(), TestCaseError> {
     let merged_fd = OwnedFd::from(std::fs::File::open(&merged).unwrap());
     let opts = ApplyOptions::default();
     let mut layer_dirs: Vec<PathBuf> = Vec::new();
-    for (i, ops) in layers.iter().enumerate() {
-        let data = build(ops);
+    for (i, layer) in layers.iter().enumerate() {
+        let data = build(layer);
         let a = outcome(apply_layer(
             &mut data.as_slice(),
             Compression::None,
@@ -174,7 +190,7 @@ fn check(layers: &[Vec<Op>]) -> Result<(), TestCaseError> {
             &b,
             "merged vs overlay outcome for layer {} {:?}",
             i,
-            ops
+            layer
         );
         if a != Outcome::Ok {
             return Ok(());

@@ -2,8 +2,8 @@
 //! filesystem each driver produces equals the tree the OCI rules give.
 
 use e2e::images::{
-    self, Compression as TestCompression, ImageFormat, LayerBuilder, TestLayer, multi_layer,
-    one_layer,
+    self, Compression as TestCompression, ImageFormat, LayerBuilder, TarEnd, TestLayer,
+    multi_layer, one_layer,
 };
 use e2e::tree::{CompareOptions, ensure_same, expected_tree, read_tree};
 use layerfs::{IdShift, RootfsOptions, StoreOptions};
@@ -138,6 +138,29 @@ fn implicit_parents_keep_lower_metadata() -> Vec<LayerBuilder> {
     vec![l1, l2]
 }
 
+/// As umoci and KIWI write layers: a root entry `/`, names from the root (whiteouts, opaque
+/// markers and hard link targets too); the top layer as umoci 0.4.7's `insert` ends it,
+/// without end-of-archive blocks or padding after its last entry.
+fn umoci_style() -> Vec<LayerBuilder> {
+    let mut l1 = LayerBuilder::new();
+    l1.dir("/", 0o755)
+        .dir("/etc", 0o755)
+        .file("/etc/motd", "hi\n", 0o644)
+        .dir("/bin", 0o755)
+        .file("/bin/tool", "#!/bin/sh\n", 0o755)
+        .dir("/d", 0o755)
+        .file("/d/old", "old\n", 0o644);
+    let mut l2 = LayerBuilder::new();
+    l2.dir("/", 0o751)
+        .whiteout("/etc/motd")
+        .opaque("/d")
+        .file("/d/new", "new\n", 0o644)
+        .hardlink("/bin/tool.link", "/bin/tool")
+        .file("/last", "x".repeat(700), 0o644)
+        .end(TarEnd::Unterminated);
+    vec![l1, l2]
+}
+
 fn cases() -> anyhow::Result<Vec<Case>> {
     let image = |format, shift| -> anyhow::Result<Case> {
         let img = multi_layer(format)?;
@@ -171,6 +194,7 @@ fn cases() -> anyhow::Result<Vec<Case>> {
             "implicit-parents-keep-lower-metadata",
             &implicit_parents_keep_lower_metadata(),
         )?,
+        hand_made("umoci-style", &umoci_style())?,
     ];
     let mut shifted = hand_made("special-files-uid-shift", &special_files())?;
     shifted.shift = true;

@@ -8,13 +8,19 @@
 //!   `trusted.overlay.opaque=y`. The parents are consulted only when an entry needs them (a
 //!   hard link to a lower file, or a parent directory the layer does not contain).
 //!
+//! Names are read as containerd reads them: relative to the layer root, whether written
+//! `etc/x`, `./etc/x` or `/etc/x`; `/`, `.` and `./` are the root itself and set its
+//! metadata. The same holds for hard link targets and whiteouts. The archive may end
+//! without end-of-archive blocks, and its last entry without padding (module `archive`).
+//!
 //! Confinement: every file system operation is relative to a directory fd opened with
 //! `openat2(RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS)` (or found by an equivalent user-space
-//! walk over the overlay layers). Absolute names, `..` components, symlinks that lead out of
-//! the root (absolute, or climbing above it), hard links to such paths and whiteouts of `.`
-//! or `..` fail the layer with [`StoreError::UnsafeEntry`]. A symlink is never followed for
-//! the last component of an entry: an existing one is replaced.
+//! walk over the overlay layers). `..` components, symlinks that lead out of the root
+//! (absolute, or climbing above it), hard links to such paths and whiteouts of `.` or `..`
+//! fail the layer with [`StoreError::UnsafeEntry`]. A symlink is never followed for the last
+//! component of an entry: an existing one is replaced.
 
+mod archive;
 mod meta;
 mod names;
 mod unpack;
@@ -106,14 +112,11 @@ pub fn apply_layer(
 ) -> Result<Applied, StoreError> {
     let ((stats, dropped), digests) = with_layer_stream(reader, compression, |tar_stream| {
         let mut unpacker = Unpacker::new(target, opts)?;
-        let mut archive = tar::Archive::new(tar_stream);
-        let entries = archive
-            .entries()
-            .map_err(|e| StoreError::invalid_stream(format!("reading the tar archive: {e}")))?;
-        for entry in entries {
-            let mut entry = entry
-                .map_err(|e| StoreError::invalid_stream(format!("reading the tar archive: {e}")))?;
-            unpacker.entry(&mut entry)?;
+        let end = archive::for_each_entry(tar_stream, |entry| unpacker.entry(entry))?;
+        if end == archive::End::InPadding {
+            tracing::debug!(
+                "the layer's tar archive ends without padding or end-of-archive blocks"
+            );
         }
         unpacker.finish()
     })?;

@@ -20,12 +20,12 @@ pub(crate) struct EntryPath {
 }
 
 impl EntryPath {
-    /// Normalizes a tar member name. `..` components and absolute names are unsafe: a layer
-    /// is a set of paths below its root, and tar tools never write either for a real layer.
+    /// Normalizes a tar member name (or a hard link's target) relative to the layer root:
+    /// leading `/`s are dropped, as containerd, CRI-O and Docker do (umoci and KIWI write
+    /// `/etc/x` and a root entry `/`), and `/`, `.` and `./` name the root itself. `..`
+    /// components are unsafe: a layer is a set of paths below its root, and no tool writes
+    /// them for a real layer (containerd clamps them at the root; refusing is stricter).
     pub(crate) fn parse(raw: &[u8], entry: &str) -> Result<EntryPath, StoreError> {
-        if raw.first() == Some(&b'/') {
-            return Err(StoreError::unsafe_entry(entry, "absolute path"));
-        }
         let mut components = Vec::new();
         for part in raw.split(|b| *b == b'/') {
             match part {
@@ -133,10 +133,15 @@ mod tests {
         assert_eq!(p("./a//b/./c/").unwrap().to_path(), PathBuf::from("a/b/c"));
         assert!(p("./").unwrap().name().is_none());
         assert!(p("").unwrap().name().is_none());
-        assert!(matches!(
-            p("/etc/passwd"),
-            Err(StoreError::UnsafeEntry { .. })
-        ));
+        assert_eq!(
+            p("/etc/passwd").unwrap().to_path(),
+            PathBuf::from("etc/passwd")
+        );
+        assert_eq!(p("//./etc//x/").unwrap().to_path(), PathBuf::from("etc/x"));
+        for root in ["/", "//", ".", "./", "/./", "/."] {
+            assert!(p(root).unwrap().name().is_none(), "{root:?}");
+        }
+        assert!(matches!(p("/../etc"), Err(StoreError::UnsafeEntry { .. })));
         assert!(matches!(
             p("a/../../etc"),
             Err(StoreError::UnsafeEntry { .. })
@@ -176,6 +181,19 @@ mod tests {
                 let joined = path.to_path();
                 prop_assert!(joined.is_relative());
                 prop_assert!(joined.components().all(|c| matches!(c, std::path::Component::Normal(_))));
+            }
+        }
+
+        /// `x`, `/x`, `./x` and `//x` name the same path below the root (or are all unsafe).
+        #[test]
+        fn absolute_and_dot_slash_names_are_relative_to_the_root(raw in proptest::collection::vec(
+            prop_oneof![Just(b'/'), Just(b'.'), Just(b'a'), any::<u8>()], 0..24)
+        ) {
+            let plain = EntryPath::parse(&raw, "x").map_err(|e| e.to_string());
+            for prefix in [&b"/"[..], b"./", b"//", b"/./"] {
+                let prefixed = [prefix, &raw[..]].concat();
+                let got = EntryPath::parse(&prefixed, "x").map_err(|e| e.to_string());
+                prop_assert_eq!(&got, &plain, "{:?}", String::from_utf8_lossy(&prefixed));
             }
         }
 

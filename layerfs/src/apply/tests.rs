@@ -43,7 +43,11 @@ impl Sandbox {
     }
 
     fn apply(&self, entries: &[E]) -> Result<Applied, StoreError> {
-        let data = tar(entries);
+        self.apply_ending(entries, TarEnd::Blocks)
+    }
+
+    fn apply_ending(&self, entries: &[E], end: TarEnd) -> Result<Applied, StoreError> {
+        let data = tar_ending(entries, end);
         apply_layer(
             &mut &data[..],
             Compression::None,
@@ -313,7 +317,11 @@ fn malicious_layers_are_rejected_naming_the_entry() {
     let cases: Vec<(Vec<E>, &str)> = vec![
         (vec![file("../evil", b"x")], "../evil"),
         (vec![file("a/../../evil", b"x")], "a/../../evil"),
-        (vec![file("/evil", b"x")], "/evil"),
+        (vec![file("/../evil", b"x")], "/../evil"),
+        (
+            vec![dir("/a/"), file("/a/../../evil", b"x")],
+            "/a/../../evil",
+        ),
         (
             vec![symlink("etc", "/etc"), file("etc/passwd", b"x")],
             "etc/passwd",
@@ -331,6 +339,15 @@ fn malicious_layers_are_rejected_naming_the_entry() {
             "a/up/outside/new",
         ),
         (vec![hardlink("pw", "../outside/sentinel")], "pw"),
+        (vec![hardlink("pw", "/../outside/sentinel")], "pw"),
+        (
+            vec![symlink("/o", "../outside"), hardlink("/pw", "/o/sentinel")],
+            "/pw",
+        ),
+        (
+            vec![symlink("/etc", "/etc"), file("/etc/passwd", b"x")],
+            "/etc/passwd",
+        ),
         (
             vec![symlink("o", "../outside"), hardlink("pw", "o/sentinel")],
             "pw",
@@ -350,6 +367,130 @@ fn malicious_layers_are_rejected_naming_the_entry() {
         let sb = Sandbox::new();
         assert_unsafe(sb.apply(&entries), bad);
         sb.assert_confined();
+    }
+}
+
+/// Layers as umoci and KIWI write them: a root entry `/`, absolute member names, hard link
+/// targets and whiteouts, no end-of-archive blocks and no padding after the last entry.
+/// containerd reads every name relative to the layer root, and so do we.
+#[test]
+fn absolute_names_and_root_entries_are_relative_to_the_root() {
+    let sb = Sandbox::new();
+    std::fs::set_permissions(&sb.root, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let mut root = dir("/");
+    root.mode = 0o751;
+    root.mtime = 1_234_567_890;
+    let base = [
+        root,
+        dir("/etc/"),
+        file("/etc/os-release", b"NAME=test\n"),
+        file("/etc/gone", b"bye"),
+        dir("/opq/"),
+        file("/opq/old", b"old"),
+        symlink("/etc/link", "/etc/os-release"),
+        hardlink("/etc/hard", "/etc/os-release"),
+        file("/last", b"no padding after me"),
+    ];
+    let raw = tar_ending(&base, TarEnd::NoPadding);
+    assert_ne!(raw.len() % 512, 0);
+    let gz = gzip(&raw);
+    let applied = apply_layer(
+        &mut &gz[..],
+        Compression::Gzip,
+        Target::Merged(sb.fd.as_fd()),
+        &opts(),
+    )
+    .unwrap();
+    assert!(applied.root_set);
+    assert_eq!(applied.entries, 9);
+    // The digests are those of the stream as it is: no padding was made up.
+    assert_eq!(applied.digests.diff_id, Digest::of_bytes(&raw));
+    assert_eq!(applied.digests.uncompressed_size, raw.len() as u64);
+    assert_eq!(applied.digests.compressed_digest, Digest::of_bytes(&gz));
+    let md = std::fs::metadata(&sb.root).unwrap();
+    assert_eq!(md.permissions().mode() & 0o7777, 0o751);
+    assert_eq!(md.mtime(), 1_234_567_890);
+    assert_eq!(
+        std::fs::read(sb.root.join("last")).unwrap(),
+        b"no padding after me"
+    );
+    let hard = std::fs::metadata(sb.root.join("etc/hard")).unwrap();
+    assert_eq!(hard.nlink(), 2);
+    assert_eq!(
+        std::fs::read_link(sb.root.join("etc/link")).unwrap(),
+        Path::new("/etc/os-release")
+    );
+
+    // `.` and `./` are the root too; whiteouts and opaque markers with absolute names.
+    let mut dot = dir(".");
+    dot.mode = 0o755;
+    let upper = [
+        dot,
+        file("/etc/.wh.gone", b""),
+        file("/opq/.wh..wh..opq", b""),
+        file("/opq/new", b"new"),
+        hardlink("/again", "etc/hard"),
+    ];
+    let applied = sb.apply_ending(&upper, TarEnd::NoBlocks).unwrap();
+    assert!(applied.root_set);
+    assert_eq!(
+        std::fs::metadata(&sb.root).unwrap().permissions().mode() & 0o7777,
+        0o755
+    );
+    let tree = snapshot(&sb.root);
+    assert!(!tree.contains_key("etc/gone"));
+    assert!(tree.contains_key("etc/os-release"));
+    assert!(!tree.contains_key("opq/old"));
+    assert!(tree.contains_key("opq/new"));
+    assert_eq!(std::fs::metadata(sb.root.join("again")).unwrap().nlink(), 3);
+    sb.assert_confined();
+}
+
+/// A layer cut inside an entry's data or header is refused, however it is compressed, and
+/// whatever the cut leaves at the end; cut inside the padding of its last entry, it is the
+/// layer without its end-of-archive blocks.
+#[test]
+fn a_truncated_layer_is_never_complete() {
+    let entries = [
+        dir("/d/"),
+        file("/d/a", &[3u8; 700]),
+        file("/d/b", &[4u8; 1300]),
+    ];
+    let full = tar_ending(&entries, TarEnd::NoBlocks);
+    // /d/ 0..512; /d/a header 512..1024, data 1024..1724, pad to 2048; /d/b header
+    // 2048..2560, data 2560..3860, pad to 4096.
+    assert_eq!(full.len(), 4096);
+    for cut in [1, 600, 1024, 1723, 2049, 2560, 3000, 3859] {
+        for compression in [Compression::None, Compression::Gzip] {
+            let sb = Sandbox::new();
+            let data = match compression {
+                Compression::Gzip => gzip(&full[..cut]),
+                _ => full[..cut].to_vec(),
+            };
+            let err = apply_layer(
+                &mut &data[..],
+                compression,
+                Target::Merged(sb.fd.as_fd()),
+                &opts(),
+            )
+            .unwrap_err();
+            assert!(
+                matches!(err, StoreError::InvalidLayer { .. }),
+                "cut at {cut}: {err}"
+            );
+        }
+    }
+    for (cut, files) in [(1724, 1), (2000, 1), (2048, 1), (3860, 2), (4000, 2)] {
+        let sb = Sandbox::new();
+        let applied = apply_layer(
+            &mut &full[..cut],
+            Compression::None,
+            Target::Merged(sb.fd.as_fd()),
+            &opts(),
+        )
+        .unwrap();
+        assert_eq!(applied.digests.diff_id, Digest::of_bytes(&full[..cut]));
+        assert_eq!(applied.entries, 1 + files, "cut at {cut}");
     }
 }
 
@@ -466,7 +607,57 @@ mod model {
         proptest::collection::vec(proptest::collection::vec(op(), 1..8), 1..4)
     }
 
+    /// How member names are written: `a/b`, `./a/b` or `/a/b` (umoci, KIWI) all name the
+    /// same path.
+    #[derive(Debug, Clone, Copy)]
+    pub(super) enum Style {
+        Plain,
+        DotSlash,
+        Absolute,
+    }
+
+    impl Style {
+        fn name(self, p: &str) -> String {
+            match self {
+                Style::Plain => p.to_owned(),
+                Style::DotSlash => format!("./{p}"),
+                Style::Absolute => format!("/{p}"),
+            }
+        }
+    }
+
+    pub(super) fn style() -> impl Strategy<Value = Style> {
+        prop_oneof![
+            Just(Style::Plain),
+            Just(Style::DotSlash),
+            Just(Style::Absolute)
+        ]
+    }
+
+    pub(super) fn tar_end() -> impl Strategy<Value = TarEnd> {
+        prop_oneof![
+            Just(TarEnd::Blocks),
+            Just(TarEnd::NoBlocks),
+            Just(TarEnd::NoPadding)
+        ]
+    }
+
     pub(super) fn to_entries(ops: &[Op]) -> Vec<E> {
+        to_styled_entries(ops, Style::Plain)
+    }
+
+    pub(super) fn to_styled_entries(ops: &[Op], style: Style) -> Vec<E> {
+        let mut entries = to_plain_entries(ops);
+        for e in &mut entries {
+            e.path = style.name(&e.path);
+            if let Kind::Hardlink(t) = &mut e.kind {
+                *t = style.name(t);
+            }
+        }
+        entries
+    }
+
+    fn to_plain_entries(ops: &[Op]) -> Vec<E> {
         ops.iter()
             .map(|op| match op {
                 Op::Dir(p) => dir(p),
@@ -675,15 +866,21 @@ proptest::proptest! {
     #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
 
     /// Random layers of files, directories, symlinks (dangling or escaping), hard links,
-    /// whiteouts and opaque markers: the applier agrees with the model on the outcome of
-    /// every layer and on the resulting tree, and never touches anything outside the root.
+    /// whiteouts and opaque markers, with names written plain, `./`-prefixed or absolute,
+    /// ending with or without end-of-archive blocks and padding: the applier agrees with
+    /// the model on the outcome of every layer and on the resulting tree, and never touches
+    /// anything outside the root.
     #[test]
-    fn merged_application_matches_the_model(layers in model::layers()) {
+    fn merged_application_matches_the_model(
+        layers in model::layers(),
+        style in model::style(),
+        end in model::tar_end(),
+    ) {
         let sb = Sandbox::new();
         let mut m = model::Model::default();
         for ops in &layers {
             let expected = m.apply(ops);
-            let got = sb.apply(&model::to_entries(ops));
+            let got = sb.apply_ending(&model::to_styled_entries(ops, style), end);
             let got = match got {
                 Ok(_) => model::Outcome::Ok,
                 Err(StoreError::UnsafeEntry { .. }) => model::Outcome::Unsafe,
@@ -785,6 +982,113 @@ mod mutated {
             for path in crate::testutil::walk(&sb.root) {
                 let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
                 prop_assert!(!name.starts_with(".wh."), "whiteout left in the result: {}", path.display());
+            }
+        }
+    }
+}
+
+mod truncated {
+    //! A layer stream cut at any byte: the applier either refuses it, or the cut was where
+    //! Go's tar reader (and so containerd) ends an archive cleanly, and the result is that
+    //! of the entries before the cut.
+
+    use super::*;
+    use proptest::prelude::*;
+
+    #[derive(Debug, PartialEq)]
+    enum Outcome {
+        Ok,
+        Unsafe,
+        Invalid,
+    }
+
+    fn outcome(result: &Result<Applied, StoreError>) -> Outcome {
+        match result {
+            Ok(_) => Outcome::Ok,
+            Err(StoreError::UnsafeEntry { .. }) => Outcome::Unsafe,
+            Err(StoreError::InvalidLayer { .. }) => Outcome::Invalid,
+            Err(other) => panic!("unexpected error {other}"),
+        }
+    }
+
+    /// Per entry: where its header starts and where its data ends (no PAX headers: the
+    /// model's entries have no xattrs).
+    fn layout(entries: &[E]) -> Vec<(usize, usize)> {
+        let mut pos = 0;
+        entries
+            .iter()
+            .map(|e| {
+                let size = match &e.kind {
+                    Kind::File(d) => d.len(),
+                    _ => 0,
+                };
+                let header = pos;
+                let data_end = pos + 512 + size;
+                pos = data_end.next_multiple_of(512);
+                (header, data_end)
+            })
+            .collect()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 256, failure_persistence: None, ..ProptestConfig::default() })]
+
+        #[test]
+        fn a_cut_layer_is_refused_or_holds_the_entries_before_the_cut(
+            layers in model::layers(),
+            style in model::style(),
+            cut in any::<proptest::sample::Index>(),
+        ) {
+            let mut entries = model::to_styled_entries(&layers[0], style);
+            // Files of up to three blocks, so that cuts fall inside data too.
+            for e in &mut entries {
+                if let Kind::File(d) = &mut e.kind
+                    && let Some(&c) = d.first()
+                {
+                    *d = vec![c; 1 + usize::from(c) * 6];
+                }
+            }
+            let full = tar_ending(&entries, TarEnd::NoBlocks);
+            let cut = cut.index(full.len() + 1);
+            let spans = layout(&entries);
+            prop_assert_eq!(full.len(), spans.last().map_or(0, |s| s.1.next_multiple_of(512)));
+            // How many entries a clean end at `cut` leaves, if it is one.
+            let complete = if cut == full.len() {
+                Some(entries.len())
+            } else {
+                spans.iter().enumerate().find_map(|(i, &(header, data_end))| {
+                    if cut == header {
+                        Some(i)
+                    } else if cut >= data_end && cut < data_end.next_multiple_of(512) {
+                        Some(i + 1)
+                    } else {
+                        None
+                    }
+                })
+            };
+            let sb = Sandbox::new();
+            let got = apply_layer(&mut &full[..cut], Compression::None, Target::Merged(sb.fd.as_fd()), &opts());
+            sb.assert_confined();
+            match complete {
+                Some(n) => {
+                    let reference = Sandbox::new();
+                    let expected = reference.apply(&entries[..n]);
+                    prop_assert_eq!(outcome(&got), outcome(&expected), "cut at {} of {}", cut, full.len());
+                    if let (Ok(got), Ok(_)) = (&got, &expected) {
+                        prop_assert_eq!(got.entries, n as u64);
+                        prop_assert_eq!(&got.digests.diff_id, &Digest::of_bytes(&full[..cut]));
+                        prop_assert_eq!(snapshot(&sb.root), snapshot(&reference.root));
+                    }
+                }
+                None => {
+                    prop_assert!(got.is_err(), "cut at {} of {} accepted", cut, full.len());
+                    // The entry the cut falls in.
+                    let i = spans.iter().rposition(|&(header, _)| header < cut).unwrap_or(0);
+                    let whole = Sandbox::new().apply(&entries[..=i]);
+                    if whole.is_ok() {
+                        prop_assert_eq!(outcome(&got), Outcome::Invalid, "cut at {} of {}", cut, full.len());
+                    }
+                }
             }
         }
     }
