@@ -8,3 +8,4 @@ pub mod daemon;
 pub mod metadata;
 pub mod runtime;
 pub mod server;
+pub mod stats;

@@ -77,7 +77,7 @@ pub use compression::Compression;
 pub use digest::{Digest, DigestError, chain_id, chain_ids};
 pub use error::{DigestKind, StoreError};
 pub use store::{
-    LayerInfo, LayerRequest, LayerStore, RemoveOutcome, RootfsOptions, StoreConfig, StoreOptions,
-    Usage, open_store, open_store_with,
+    LayerInfo, LayerRequest, LayerStore, RemoveOutcome, RootfsOptions, RootfsUsage, StoreConfig,
+    StoreOptions, Usage, open_store, open_store_with,
 };
 pub use stream::StreamDigests;

@@ -1,5 +1,6 @@
 //! The layer store interface that the image service and the daemon use.
 
+use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -65,6 +66,13 @@ pub struct Usage {
     pub used_inodes: u64,
     /// A directory on the store's file system.
     pub mountpoint: PathBuf,
+}
+
+/// What one container root filesystem adds on top of its image: its writable layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RootfsUsage {
+    pub bytes: u64,
+    pub inodes: u64,
 }
 
 /// Result of [`LayerStore::remove_layer`].
@@ -166,6 +174,11 @@ pub trait LayerStore: Send + Sync {
 
     /// Bytes and inodes the store uses.
     fn usage(&self) -> Result<Usage, StoreError>;
+
+    /// The writable layer of every root filesystem, by id (overlay: its upper directory;
+    /// zfs: what its clone holds beyond the image snapshot). One pass over the store, so
+    /// that stats for many containers cost one listing.
+    fn rootfs_usage(&self) -> Result<BTreeMap<String, RootfsUsage>, StoreError>;
 
     /// Whether layers keep extended attributes (false on zfs-fuse, which has none).
     fn xattrs_supported(&self) -> bool;

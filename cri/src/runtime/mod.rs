@@ -38,6 +38,8 @@ pub struct Runtime {
     /// The static podinit binary; `None` when it was not found (pods cannot start).
     pub(crate) podinit: Option<PathBuf>,
     pub(crate) pods_dir: PathBuf,
+    /// Readings kept between stats calls.
+    pub(crate) stats: Arc<crate::stats::Stats>,
     pod_locks: Mutex<HashMap<String, Arc<tokio::sync::RwLock<()>>>>,
     ctr_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
@@ -67,6 +69,7 @@ impl Runtime {
             cgroup_driver: parts.cgroup_driver,
             podinit: parts.podinit,
             pods_dir,
+            stats: Arc::default(),
             pod_locks: Mutex::new(HashMap::new()),
             ctr_locks: Mutex::new(HashMap::new()),
         })

@@ -15,6 +15,7 @@ use crate::config::CgroupDriver as ConfigCgroupDriver;
 use crate::daemon::Daemon;
 use crate::runtime::records::{ContainerRecord, PodRecord};
 use crate::runtime::{Runtime, labels_match};
+use crate::stats;
 use podinit::api::ContainerState as PiState;
 
 /// The kubelet's CRI API version this runtime speaks.
@@ -393,6 +394,61 @@ runtime_service! {
             Ok(Response::new(UpdateRuntimeConfigResponse {}))
         }
 
+        async fn container_stats(
+            &self,
+            request: Request<ContainerStatsRequest>,
+        ) -> Result<Response<ContainerStatsResponse>, Status> {
+            let stats =
+                stats::service::container_stats(self.rt()?, &request.into_inner().container_id)
+                    .await?;
+            Ok(Response::new(ContainerStatsResponse { stats: Some(stats) }))
+        }
+
+        async fn list_container_stats(
+            &self,
+            request: Request<ListContainerStatsRequest>,
+        ) -> Result<Response<ListContainerStatsResponse>, Status> {
+            let filter = request.into_inner().filter.unwrap_or_default();
+            let stats = stats::service::list_container_stats(self.rt()?, filter).await?;
+            Ok(Response::new(ListContainerStatsResponse { stats }))
+        }
+
+        async fn pod_sandbox_stats(
+            &self,
+            request: Request<PodSandboxStatsRequest>,
+        ) -> Result<Response<PodSandboxStatsResponse>, Status> {
+            let stats =
+                stats::service::pod_sandbox_stats(self.rt()?, &request.into_inner().pod_sandbox_id)
+                    .await?;
+            Ok(Response::new(PodSandboxStatsResponse { stats: Some(stats) }))
+        }
+
+        async fn list_pod_sandbox_stats(
+            &self,
+            request: Request<ListPodSandboxStatsRequest>,
+        ) -> Result<Response<ListPodSandboxStatsResponse>, Status> {
+            let filter = request.into_inner().filter.unwrap_or_default();
+            let stats = stats::service::list_pod_sandbox_stats(self.rt()?, filter).await?;
+            Ok(Response::new(ListPodSandboxStatsResponse { stats }))
+        }
+
+        async fn list_metric_descriptors(
+            &self,
+            _request: Request<ListMetricDescriptorsRequest>,
+        ) -> Result<Response<ListMetricDescriptorsResponse>, Status> {
+            Ok(Response::new(ListMetricDescriptorsResponse {
+                descriptors: stats::cadvisor::descriptors(),
+            }))
+        }
+
+        async fn list_pod_sandbox_metrics(
+            &self,
+            _request: Request<ListPodSandboxMetricsRequest>,
+        ) -> Result<Response<ListPodSandboxMetricsResponse>, Status> {
+            let pod_metrics = stats::service::list_pod_sandbox_metrics(self.rt()?).await?;
+            Ok(Response::new(ListPodSandboxMetricsResponse { pod_metrics }))
+        }
+
         type GetContainerEventsStream = EventStream;
 
         async fn get_container_events(
@@ -409,13 +465,7 @@ runtime_service! {
         exec(ExecRequest) -> ExecResponse;
         attach(AttachRequest) -> AttachResponse;
         port_forward(PortForwardRequest) -> PortForwardResponse;
-        container_stats(ContainerStatsRequest) -> ContainerStatsResponse;
-        list_container_stats(ListContainerStatsRequest) -> ListContainerStatsResponse;
-        pod_sandbox_stats(PodSandboxStatsRequest) -> PodSandboxStatsResponse;
-        list_pod_sandbox_stats(ListPodSandboxStatsRequest) -> ListPodSandboxStatsResponse;
         checkpoint_container(CheckpointContainerRequest) -> CheckpointContainerResponse;
-        list_metric_descriptors(ListMetricDescriptorsRequest) -> ListMetricDescriptorsResponse;
-        list_pod_sandbox_metrics(ListPodSandboxMetricsRequest) -> ListPodSandboxMetricsResponse;
     }
 }
 

@@ -16,6 +16,7 @@
 
 mod mount;
 
+use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::io::Read;
 use std::os::fd::{AsFd, OwnedFd};
@@ -34,8 +35,8 @@ use crate::error::{DigestKind, StoreError};
 use crate::files::{self, StoreLock};
 use crate::inflight::{Inflight, Role, Waited};
 use crate::store::{
-    LayerInfo, LayerRequest, LayerStore, RemoveOutcome, RootfsOptions, StoreOptions, Usage,
-    validate_rootfs_id,
+    LayerInfo, LayerRequest, LayerStore, RemoveOutcome, RootfsOptions, RootfsUsage, StoreOptions,
+    Usage, validate_rootfs_id,
 };
 use crate::sys;
 
@@ -637,6 +638,23 @@ impl LayerStore for OverlayStore {
             used_inodes,
             mountpoint: self.root.clone(),
         })
+    }
+
+    fn rootfs_usage(&self) -> Result<BTreeMap<String, RootfsUsage>, StoreError> {
+        let mut out = BTreeMap::new();
+        for id in self.rootfs_ids()? {
+            let upper = self.rootfs_dir(&id).join("upper");
+            let fd = match sys::open_dir(&upper) {
+                Ok(fd) => fd,
+                // Removed since the listing.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(StoreError::io_at("opening", &upper, e)),
+            };
+            let (bytes, inodes) = sys::disk_usage(fd.as_fd())
+                .map_err(|e| StoreError::io_at("measuring", &upper, e.into()))?;
+            out.insert(id, RootfsUsage { bytes, inodes });
+        }
+        Ok(out)
     }
 
     fn xattrs_supported(&self) -> bool {

@@ -36,8 +36,8 @@ use crate::files::{self, StoreLock};
 use crate::inflight::{Inflight, Role, Waited};
 use crate::overlay::verify;
 use crate::store::{
-    LayerInfo, LayerRequest, LayerStore, RemoveOutcome, RootfsOptions, StoreOptions, Usage,
-    looks_like_proxmox_volume, validate_rootfs_id,
+    LayerInfo, LayerRequest, LayerStore, RemoveOutcome, RootfsOptions, RootfsUsage, StoreOptions,
+    Usage, looks_like_proxmox_volume, validate_rootfs_id,
 };
 use crate::sys;
 use cmd::{Listing, NONE, prop};
@@ -686,38 +686,24 @@ impl LayerStore for ZfsStore {
             .unwrap_or(0);
         // Inodes: what each layer created, plus what each mounted container added on top
         // of its image (statvfs counts a whole clone, shared objects included).
-        let mut layer_inodes: BTreeMap<Digest, u64> = BTreeMap::new();
-        for id in self.layer_ids(&listing) {
-            let n = prop(&listing, &self.snapshot_name(&id), INODES_PROP)
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(0);
-            layer_inodes.insert(id, n);
-        }
+        let layer_inodes = self.layer_inodes(&listing);
         let mut used_inodes: u64 = layer_inodes.values().sum();
-        let rootfs_prefix = format!("{}/", self.child("rootfs"));
-        for (name, props) in &listing {
-            if !name.starts_with(&rootfs_prefix)
-                || name.contains('@')
-                || props.get("mounted").map(String::as_str) != Some("yes")
-            {
-                continue;
-            }
-            let Some(mountpoint) = prop(&listing, name, "mountpoint") else {
-                continue;
-            };
-            let Ok(st) = nix::sys::statvfs::statvfs(mountpoint) else {
-                continue;
-            };
-            let total = st.files().saturating_sub(st.files_free());
-            let image: u64 =
-                self.chain_inodes(&listing, prop(&listing, name, "origin"), &layer_inodes);
-            used_inodes += total.saturating_sub(image);
-        }
+        used_inodes += self
+            .rootfs_usage_from(&listing, &layer_inodes)
+            .values()
+            .map(|u| u.inodes)
+            .sum::<u64>();
         Ok(Usage {
             used_bytes,
             used_inodes,
             mountpoint: self.mount_root.clone(),
         })
+    }
+
+    fn rootfs_usage(&self) -> Result<BTreeMap<String, RootfsUsage>, StoreError> {
+        let listing = self.listing()?;
+        let layer_inodes = self.layer_inodes(&listing);
+        Ok(self.rootfs_usage_from(&listing, &layer_inodes))
     }
 
     fn xattrs_supported(&self) -> bool {
@@ -726,6 +712,53 @@ impl LayerStore for ZfsStore {
 }
 
 impl ZfsStore {
+    /// Inodes each complete layer created (recorded on its snapshot).
+    fn layer_inodes(&self, listing: &Listing) -> BTreeMap<Digest, u64> {
+        self.layer_ids(listing)
+            .into_iter()
+            .map(|id| {
+                let n = prop(listing, &self.snapshot_name(&id), INODES_PROP)
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0);
+                (id, n)
+            })
+            .collect()
+    }
+
+    /// A clone's `used` is what it holds beyond its origin snapshot: its writable layer.
+    /// Inodes are those of the mounted clone less those of its image's layers; an unmounted
+    /// clone counts none.
+    fn rootfs_usage_from(
+        &self,
+        listing: &Listing,
+        layer_inodes: &BTreeMap<Digest, u64>,
+    ) -> BTreeMap<String, RootfsUsage> {
+        let rootfs_prefix = format!("{}/", self.child("rootfs"));
+        let mut out = BTreeMap::new();
+        for (name, props) in listing {
+            let Some(id) = name.strip_prefix(&rootfs_prefix) else {
+                continue;
+            };
+            if id.contains('@') || id.contains('/') {
+                continue;
+            }
+            let bytes = prop(listing, name, "used")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            let mut inodes = 0;
+            if props.get("mounted").map(String::as_str) == Some("yes")
+                && let Some(mountpoint) = prop(listing, name, "mountpoint")
+                && let Ok(st) = nix::sys::statvfs::statvfs(mountpoint)
+            {
+                let total = st.files().saturating_sub(st.files_free());
+                let image = self.chain_inodes(listing, prop(listing, name, "origin"), layer_inodes);
+                inodes = total.saturating_sub(image);
+            }
+            out.insert(id.to_string(), RootfsUsage { bytes, inodes });
+        }
+        out
+    }
+
     /// Inodes created by the layers of the chain whose top snapshot is `origin`.
     fn chain_inodes(
         &self,
