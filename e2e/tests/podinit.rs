@@ -201,14 +201,21 @@ impl Pod {
         cmd.arg("-c").arg(script).arg("sh");
         cmd.args(cgroup.procs_files());
         cmd.arg("--");
+        // A private mount namespace without the host's zfs-fuse mounts: zfs-fuse calls a
+        // dataset busy while any namespace holds a copy of its mount, so a copy here (or one
+        // propagated in later) would make other tests' `zfs destroy` fail while this runs.
         cmd.args([
             "/usr/bin/unshare",
             "--fork",
             "--pid",
             "--mount",
             "--propagation",
-            "slave",
+            "private",
             "--mount-proc",
+            "/bin/sh",
+            "-c",
+            "umount -a -l -t fuse.zfs 2>/dev/null; exec \"$@\"",
+            "sh",
         ]);
         cmd.arg(bin)
             .arg("--pod-dir")

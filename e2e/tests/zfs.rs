@@ -3,6 +3,8 @@
 use std::path::Path;
 use std::process::Command;
 
+use anyhow::Context;
+
 use e2e::cmd::run;
 use e2e::mounts::{current_mounts, mounts_under};
 use e2e::zfs::{POOL_MOUNT_ROOT, POOL_NAME, TestPool, dataset_exists};
@@ -82,4 +84,84 @@ fn stale_scratch_of_a_dead_process_is_swept() {
         "a live process's dataset was swept"
     );
     assert!(Path::new(&live.mountpoint).is_dir());
+}
+
+/// A process in a mount namespace of its own that keeps only the pool's root mount and the
+/// mount of `dataset` (so that it holds no other test's dataset busy). Killed on drop.
+struct NamespaceHolder(std::process::Child);
+
+impl NamespaceHolder {
+    fn hold(dataset_mount: &Path) -> anyhow::Result<NamespaceHolder> {
+        let script = r#"
+            awk '{ for (i = 7; i <= NF; i++) if ($i == "-") { print $(i + 1), $5; break } }' \
+                /proc/self/mountinfo | sort -r -k2 | while read -r type point; do
+                [ "$type" = fuse.zfs ] || continue
+                [ "$point" = "$1" ] || [ "$point" = "$2" ] || umount -l "$point"
+            done
+            echo ready
+            exec sleep 120
+        "#;
+        let child = Command::new("unshare")
+            .args([
+                "--mount",
+                "--propagation",
+                "private",
+                "sh",
+                "-c",
+                script,
+                "sh",
+            ])
+            .arg(dataset_mount)
+            .arg(POOL_MOUNT_ROOT)
+            .stdout(std::process::Stdio::piped())
+            .spawn()?;
+        let mut holder = NamespaceHolder(child);
+        let mut line = String::new();
+        let stdout = holder.0.stdout.as_mut().context("no stdout pipe")?;
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line)?;
+        anyhow::ensure!(line.trim() == "ready", "the holder said {line:?}");
+        Ok(holder)
+    }
+}
+
+impl Drop for NamespaceHolder {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Another test's leak (here: a stale dataset whose mount a live mount namespace holds,
+/// which zfs-fuse calls busy) is reported and left for a later sweep, not an error; once
+/// the namespace is gone the next sweep destroys it.
+#[test]
+fn a_busy_stale_scratch_is_reported_and_swept_later() {
+    let pool = TestPool::shared().unwrap();
+    let name = format!("{POOL_NAME}/stale-busy-{:08x}", rand::random::<u32>());
+    run(Command::new("zfs").args(["create", "-o", "pvecri-test:owner=4194999:1", &name])).unwrap();
+    let mountpoint =
+        Path::new(POOL_MOUNT_ROOT).join(name.trim_start_matches(&format!("{POOL_NAME}/")));
+    assert!(mountpoint.is_dir());
+    let holder = NamespaceHolder::hold(&mountpoint).unwrap();
+    let holders = e2e::zfs::namespaces_holding(&name);
+    assert_eq!(holders.len(), 1, "{holders:?}");
+    assert!(
+        holders[0].starts_with(&format!("pid {} ", holder.0.id())) || holders[0].contains("sleep"),
+        "{holders:?}"
+    );
+
+    let left = pool.destroy_stale_scratch().unwrap();
+    assert!(
+        left.contains(&name),
+        "{name} not reported as left: {left:?}"
+    );
+    assert!(dataset_exists(&name).unwrap(), "the busy {name} vanished");
+
+    drop(holder);
+    let left = pool.destroy_stale_scratch().unwrap();
+    assert!(!left.contains(&name), "{name} still left: {left:?}");
+    assert!(
+        !dataset_exists(&name).unwrap(),
+        "{name} survived the second sweep"
+    );
 }

@@ -26,10 +26,12 @@ pub struct Fixture {
     pub cfg: StoreConfig,
     pub opts: StoreOptions,
     store: Option<Arc<dyn LayerStore>>,
+    /// Destroyed (with everything the store made in it) when the fixture goes, before
+    /// `work`: its datasets are mounted below `work`, whose removal would otherwise delete
+    /// their files one by one through zfs-fuse.
+    _scratch: Option<ScratchDataset>,
     /// Holds the overlay root or the zfs mount root, and rootfs targets.
     pub work: tempfile::TempDir,
-    /// Destroyed (with everything the store made in it) when the fixture goes.
-    _scratch: Option<ScratchDataset>,
 }
 
 impl Fixture {
