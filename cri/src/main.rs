@@ -117,6 +117,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .build()
         .context("starting the async runtime")?;
     runtime.block_on(async move {
+        // Before the socket exists: a SIGTERM sent as soon as it appears (while the daemon
+        // still starts) must end it cleanly, not by the default action.
+        let shutdown = shutdown_signal()?;
         let socket_path = config.socket.clone();
         let listener = server::socket::bind(&socket_path)?;
         if config.has_credentials() {
@@ -133,7 +136,6 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 return Err(e.into());
             }
         };
-        let shutdown = shutdown_signal()?;
         server::serve(daemon, listener, &socket_path, shutdown).await?;
         tracing::info!("stopped");
         Ok(())
