@@ -4,12 +4,15 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a test crate
 
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use e2e::pods::{PodEnv, Store, container_config, exec_ok, wait_container_state};
 use k8s_cri::v1::{
-    ContainerState, Int64Value, LinuxContainerConfig, LinuxContainerSecurityContext,
+    ContainerState, Int64Value, LinuxContainerConfig, LinuxContainerSecurityContext, Mount,
+    MountPropagation,
 };
+use nix::mount::MsFlags;
 use tonic::Code;
 
 const RUNNING: Duration = Duration::from_secs(20);
@@ -201,5 +204,336 @@ async fn privileged_and_all_capabilities_get_what_the_ct_holds() {
             message.contains(name.trim_start_matches("CAP_")),
             "{message}"
         );
+    }
+}
+
+/// A host directory for volume tests, unmounted (lazily, deepest first) and removed on drop.
+struct HostDir {
+    dir: tempfile::TempDir,
+}
+
+impl HostDir {
+    fn new() -> HostDir {
+        HostDir {
+            dir: tempfile::Builder::new()
+                .prefix("pvecri-vol-")
+                .tempdir()
+                .unwrap(),
+        }
+    }
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+    fn tmpfs(&self, rel: &str) -> PathBuf {
+        let p = self.path().join(rel);
+        std::fs::create_dir_all(&p).unwrap();
+        nix::mount::mount(
+            Some("none"),
+            &p,
+            Some("tmpfs"),
+            MsFlags::empty(),
+            None::<&str>,
+        )
+        .unwrap();
+        p
+    }
+    /// The directory bound onto itself with `flags` propagation (rshared, ...).
+    fn self_bind(&self, flags: MsFlags) {
+        nix::mount::mount(
+            Some(self.path()),
+            self.path(),
+            None::<&str>,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            None::<&str>,
+        )
+        .unwrap();
+        nix::mount::mount(
+            None::<&str>,
+            self.path(),
+            None::<&str>,
+            flags | MsFlags::MS_REC,
+            None::<&str>,
+        )
+        .unwrap();
+    }
+    /// How many mounts of this host's namespace are at or below the directory.
+    fn mounts(&self) -> usize {
+        let all = e2e::mounts::current_mounts().unwrap();
+        e2e::mounts::mounts_under(&all, self.path()).len()
+    }
+}
+
+impl Drop for HostDir {
+    fn drop(&mut self) {
+        let _ = e2e::mounts::unmount_under(self.path(), |_| false);
+    }
+}
+
+fn volume(host: &Path, container: &str) -> Mount {
+    Mount {
+        host_path: host.display().to_string(),
+        container_path: container.to_string(),
+        ..Default::default()
+    }
+}
+
+/// A read-only volume with a tmpfs below it: the volume itself is read-only, the tmpfs under
+/// it stays writable (not recursive), and the host can unmount and remove it all while the
+/// container runs: nothing of the volume is mounted in the host's namespace (the bug was a
+/// bind staged on the host, which kept the tmpfs's directory busy: EBUSY on rmdir).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn volumes_leave_nothing_mounted_on_the_host() {
+    let env = PodEnv::start(Store::Overlay).await.unwrap();
+    env.pull(&env.images.one_layer).await.unwrap();
+    let mut rt = env.rt().await.unwrap();
+    let pod = env.pod_config("ro-volume");
+    let pod_id = env.run_pod(&mut rt, &pod).await.unwrap();
+    let host = HostDir::new();
+    let tmpfs = host.tmpfs("tmpfs");
+    std::fs::write(host.path().join("file"), "from the host\n").unwrap();
+
+    let mut cfg = container_config("ro", &env.images.one_layer, &["sleep", "3600"]);
+    cfg.mounts = vec![Mount {
+        readonly: true,
+        ..volume(host.path(), "/mnt")
+    }];
+    let id = env
+        .run_container(&mut rt, &pod_id, &pod, cfg)
+        .await
+        .unwrap();
+    wait_container_state(&mut rt, &id, ContainerState::ContainerRunning, RUNNING)
+        .await
+        .unwrap();
+    assert_eq!(
+        exec_ok(&mut rt, &id, "cat /mnt/file").await.unwrap(),
+        "from the host\n"
+    );
+    exec_ok(&mut rt, &id, "touch /mnt/tmpfs/file")
+        .await
+        .unwrap();
+    let out = exec_ok(&mut rt, &id, "touch /mnt/new 2>&1 || true")
+        .await
+        .unwrap();
+    assert!(out.contains("Read-only file system"), "{out}");
+    assert!(
+        tmpfs.join("file").exists(),
+        "the write went to the host's tmpfs"
+    );
+    // Nothing of the volume is mounted in the host's namespace: below the container's
+    // directory there is its root filesystem only, and nothing at all below the volume.
+    let all = e2e::mounts::current_mounts().unwrap();
+    let ctr_dir = env.pod_dir(&pod_id).join("ctrs").join(&id);
+    let below: Vec<PathBuf> = e2e::mounts::mounts_under(&all, &ctr_dir)
+        .into_iter()
+        .map(|m| m.mount_point)
+        .collect();
+    assert_eq!(below, vec![ctr_dir.join("rootfs")]);
+    assert_eq!(host.mounts(), 1, "only the host's own tmpfs");
+
+    // The host takes its tmpfs away and removes the directory, as critest does.
+    nix::mount::umount2(&tmpfs, nix::mount::MntFlags::MNT_DETACH).unwrap();
+    std::fs::remove_dir_all(host.path()).expect("nothing on the host keeps the volume busy");
+    assert_eq!(host.mounts(), 0);
+    // The container is not disturbed.
+    exec_ok(&mut rt, &id, "ls /mnt").await.unwrap();
+}
+
+/// `recursive_read_only`: read-only all the way down (the tmpfs below too); advertised in
+/// Status; refused without `readonly` or with a propagation other than private.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recursive_read_only_volumes() {
+    let env = PodEnv::start(Store::Overlay).await.unwrap();
+    env.pull(&env.images.one_layer).await.unwrap();
+    let mut rt = env.rt().await.unwrap();
+    let status = rt
+        .status(k8s_cri::v1::StatusRequest { verbose: false })
+        .await
+        .unwrap()
+        .into_inner();
+    let handler = &status.runtime_handlers[0];
+    assert!(
+        handler
+            .features
+            .as_ref()
+            .unwrap()
+            .recursive_read_only_mounts,
+        "{status:?}"
+    );
+    let pod = env.pod_config("rro");
+    let pod_id = env.run_pod(&mut rt, &pod).await.unwrap();
+    let host = HostDir::new();
+    host.tmpfs("tmpfs");
+    let rro = Mount {
+        readonly: true,
+        recursive_read_only: true,
+        ..volume(host.path(), "/mnt")
+    };
+    let mut cfg = container_config("rro", &env.images.one_layer, &["sleep", "3600"]);
+    cfg.mounts = vec![rro.clone()];
+    let id = env
+        .run_container(&mut rt, &pod_id, &pod, cfg)
+        .await
+        .unwrap();
+    wait_container_state(&mut rt, &id, ContainerState::ContainerRunning, RUNNING)
+        .await
+        .unwrap();
+    for path in ["/mnt/x", "/mnt/tmpfs/x"] {
+        let out = exec_ok(&mut rt, &id, &format!("touch {path} 2>&1 || true"))
+            .await
+            .unwrap();
+        assert!(out.contains("Read-only file system"), "{path}: {out}");
+    }
+    let st = e2e::pods::container_status(&mut rt, &id).await.unwrap();
+    assert!(
+        st.mounts[0].recursive_read_only && st.mounts[0].readonly,
+        "{st:?}"
+    );
+    // The host's tmpfs itself is still writable.
+    std::fs::write(host.path().join("tmpfs/host"), "x").unwrap();
+
+    for (name, bad) in [
+        (
+            "rro-rw",
+            Mount {
+                readonly: false,
+                ..rro.clone()
+            },
+        ),
+        (
+            "rro-slave",
+            Mount {
+                propagation: MountPropagation::PropagationHostToContainer as i32,
+                ..rro.clone()
+            },
+        ),
+        (
+            "rro-shared",
+            Mount {
+                propagation: MountPropagation::PropagationBidirectional as i32,
+                ..rro.clone()
+            },
+        ),
+    ] {
+        let mut cfg = container_config(name, &env.images.one_layer, &["true"]);
+        cfg.mounts = vec![bad];
+        let (code, message) = status_code(env.create_container(&mut rt, &pod_id, &pod, cfg).await);
+        assert_eq!(code, Code::InvalidArgument, "{name}: {message}");
+        assert!(message.contains("recursive_read_only"), "{name}: {message}");
+    }
+}
+
+/// Mount propagation through the pod's CT, as runc gives it: Private sees nothing the host
+/// mounts later, HostToContainer does, Bidirectional also sends the container's mounts back
+/// to the host. Each needs a host path on a mount that can propagate (containerd's rule).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mount_propagation_reaches_through_the_ct() {
+    let env = PodEnv::start(Store::Overlay).await.unwrap();
+    env.pull(&env.images.one_layer).await.unwrap();
+    let mut rt = env.rt().await.unwrap();
+    let pod = env.pod_config("propagation");
+    let pod_id = env.run_pod(&mut rt, &pod).await.unwrap();
+    let source = HostDir::new();
+    std::fs::write(source.path().join("flag"), "x").unwrap();
+
+    for (name, propagation, host_to_ctr, ctr_to_host) in [
+        (
+            "private",
+            MountPropagation::PropagationPrivate,
+            false,
+            false,
+        ),
+        (
+            "slave",
+            MountPropagation::PropagationHostToContainer,
+            true,
+            false,
+        ),
+        (
+            "shared",
+            MountPropagation::PropagationBidirectional,
+            true,
+            true,
+        ),
+    ] {
+        let host = HostDir::new();
+        host.self_bind(MsFlags::MS_SHARED);
+        let vol = host.path().join("vol");
+        std::fs::create_dir_all(vol.join("from-host")).unwrap();
+        let mut cfg = with_security(
+            container_config(name, &env.images.one_layer, &["sleep", "3600"]),
+            LinuxContainerSecurityContext {
+                privileged: true,
+                ..Default::default()
+            },
+        );
+        cfg.mounts = vec![Mount {
+            propagation: propagation as i32,
+            ..volume(&vol, "/vol")
+        }];
+        let id = env
+            .run_container(&mut rt, &pod_id, &pod, cfg)
+            .await
+            .unwrap_or_else(|e| panic!("{name}: {e:#}"));
+        wait_container_state(&mut rt, &id, ContainerState::ContainerRunning, RUNNING)
+            .await
+            .unwrap();
+        let st = e2e::pods::container_status(&mut rt, &id).await.unwrap();
+        assert_eq!(st.mounts[0].propagation, propagation as i32, "{name}");
+
+        // The host mounts something below the volume after the container started.
+        nix::mount::mount(
+            Some(source.path()),
+            &vol.join("from-host"),
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .unwrap();
+        let seen = exec_ok(&mut rt, &id, "ls -A /vol/from-host").await.unwrap();
+        assert_eq!(
+            seen.contains("flag"),
+            host_to_ctr,
+            "{name}: host -> container: {seen:?}"
+        );
+
+        // The container mounts something below the volume.
+        exec_ok(
+            &mut rt,
+            &id,
+            "mkdir -p /vol/from-ctr && mount --bind /etc /vol/from-ctr",
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{name}: {e:#}"));
+        let on_host: Vec<_> = std::fs::read_dir(vol.join("from-ctr")).unwrap().collect();
+        assert_eq!(
+            !on_host.is_empty(),
+            ctr_to_host,
+            "{name}: container -> host: {on_host:?}"
+        );
+        rt.remove_container(k8s_cri::v1::RemoveContainerRequest {
+            container_id: id.clone(),
+        })
+        .await
+        .unwrap();
+    }
+
+    // HostToContainer and Bidirectional need a host mount that propagates.
+    let private = HostDir::new();
+    private.self_bind(MsFlags::MS_PRIVATE);
+    for (name, propagation) in [
+        (
+            "private-slave",
+            MountPropagation::PropagationHostToContainer,
+        ),
+        ("private-shared", MountPropagation::PropagationBidirectional),
+    ] {
+        let mut cfg = container_config(name, &env.images.one_layer, &["true"]);
+        cfg.mounts = vec![Mount {
+            propagation: propagation as i32,
+            ..volume(private.path(), "/vol")
+        }];
+        let (code, message) = status_code(env.create_container(&mut rt, &pod_id, &pod, cfg).await);
+        assert_eq!(code, Code::FailedPrecondition, "{name}: {message}");
+        assert!(message.contains("--make-rshared"), "{name}: {message}");
     }
 }

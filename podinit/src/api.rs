@@ -32,8 +32,18 @@ pub const EXEC_OUTPUT_CAP: usize = 16 * 1024 * 1024;
 /// Spec annotation naming the signal podinit sends a container when the pod shuts down
 /// (a name like `SIGQUIT` or a number; the image's `StopSignal`). Default `SIGTERM`.
 pub const STOP_SIGNAL_ANNOTATION: &str = "io.pvecri.stop-signal";
+/// Spec annotation listing (as a JSON array of indices into the spec's `mounts`) the bind
+/// mounts whose source is not a path but a mount tree passed with Create: the n-th listed
+/// mount takes the n-th passed tree. Their `source` then only names the host path, for
+/// people reading the spec. A tree cloned on the host and attached in the container's own
+/// mount namespace keeps the host's propagation peers, and leaves no mount on the host.
+pub const PASSED_MOUNTS_ANNOTATION: &str = "io.pvecri.passed-mounts";
 /// Largest request line podinit accepts.
 pub const MAX_REQUEST: usize = 1024 * 1024;
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
 
 /// One request.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -42,9 +52,15 @@ pub enum Request {
     /// -> [`Info`]
     Info,
     /// Reads and validates `ctrs/<id>/config.json` and records the container as created.
-    /// Optional fd: the log file (CRI log lines are appended to it); none = output discarded.
+    /// Fds: first, optionally, the log file (CRI log lines are appended to it; none = output
+    /// discarded); then `mounts` detached mount trees (`open_tree(OPEN_TREE_CLONE)`), the
+    /// sources of the spec's mounts that [`PASSED_MOUNTS_ANNOTATION`] lists, in its order.
     /// -> [`CreateReply`]
-    Create { id: String },
+    Create {
+        id: String,
+        #[serde(default, skip_serializing_if = "is_zero")]
+        mounts: usize,
+    },
     /// Starts the container's process. Answers once the process has been executed, or with the
     /// error that prevented it (missing executable, bad cwd, mount failure, ...). -> [`StartReply`]
     Start { id: String },
@@ -251,8 +267,18 @@ mod tests {
         let cases = vec![
             (Request::Info, r#"{"op":"info"}"#),
             (
-                Request::Create { id: "a".into() },
+                Request::Create {
+                    id: "a".into(),
+                    mounts: 0,
+                },
                 r#"{"op":"create","id":"a"}"#,
+            ),
+            (
+                Request::Create {
+                    id: "a".into(),
+                    mounts: 2,
+                },
+                r#"{"op":"create","id":"a","mounts":2}"#,
             ),
             (
                 Request::Kill {

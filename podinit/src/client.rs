@@ -94,8 +94,24 @@ impl Client {
         id: &str,
         log: Option<BorrowedFd<'_>>,
     ) -> Result<CreateReply, ClientError> {
-        let fds: Vec<BorrowedFd<'_>> = log.into_iter().collect();
-        self.call(&Request::Create { id: id.into() }, &fds, self.timeout)
+        self.create_with_mounts(id, log, &[])
+    }
+
+    /// [`Client::create`] with the mount trees the spec's [`PASSED_MOUNTS_ANNOTATION`] names.
+    ///
+    /// [`PASSED_MOUNTS_ANNOTATION`]: crate::api::PASSED_MOUNTS_ANNOTATION
+    pub fn create_with_mounts(
+        &self,
+        id: &str,
+        log: Option<BorrowedFd<'_>>,
+        mounts: &[BorrowedFd<'_>],
+    ) -> Result<CreateReply, ClientError> {
+        let fds: Vec<BorrowedFd<'_>> = log.into_iter().chain(mounts.iter().copied()).collect();
+        let req = Request::Create {
+            id: id.into(),
+            mounts: mounts.len(),
+        };
+        self.call(&req, &fds, self.timeout)
     }
 
     /// Starts the container; returns the main process's PID in the pod's PID namespace.

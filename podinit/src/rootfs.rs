@@ -151,8 +151,9 @@ fn ensure_file_in_root(root: BorrowedFd<'_>, path: &Path) -> io::Result<OwnedFd>
 }
 
 /// Builds the container's filesystem and pivots into it. `pod_shm` is the pod-wide `/dev/shm`
-/// (None: the container gets a private tmpfs there).
-pub fn setup(cfg: &ContainerConfig, pod_shm: Option<&Path>) -> SetupResult<()> {
+/// (None: the container gets a private tmpfs there); `passed` are the mount trees passed with
+/// Create, attached here, in the container's own mount namespace.
+pub fn setup(cfg: &ContainerConfig, pod_shm: Option<&Path>, passed: &[OwnedFd]) -> SetupResult<()> {
     ctx(
         mount(None, Path::new("/"), None, cfg.root_propagation, None),
         || "setting mount propagation of /".into(),
@@ -174,7 +175,7 @@ pub fn setup(cfg: &ContainerConfig, pod_shm: Option<&Path>) -> SetupResult<()> {
 
     let mut dev_is_tmpfs = false;
     for m in &cfg.mounts {
-        mount_one(root.as_fd(), m, pod_shm)
+        mount_one(root.as_fd(), m, pod_shm, passed)
             .map_err(|e| format!("mount {}: {e}", m.destination.display()))?;
         if m.destination == Path::new("/dev") {
             dev_is_tmpfs = matches!(&m.source, MountSource::Fs { fstype, .. } if fstype == "tmpfs");
@@ -214,9 +215,27 @@ pub fn setup(cfg: &ContainerConfig, pod_shm: Option<&Path>) -> SetupResult<()> {
     Ok(())
 }
 
-fn mount_one(root: BorrowedFd<'_>, m: &MountPlan, pod_shm: Option<&Path>) -> io::Result<()> {
+fn mount_one(
+    root: BorrowedFd<'_>,
+    m: &MountPlan,
+    pod_shm: Option<&Path>,
+    passed: &[OwnedFd],
+) -> io::Result<()> {
     let opts = &m.options;
     let dest = &m.destination;
+    if let MountSource::Passed(n) = m.source {
+        let tree = passed
+            .get(n)
+            .ok_or_else(|| io::Error::other(format!("mount tree {n} was not passed")))?;
+        let is_dir = sys::fstat(tree.as_fd())?.st_mode & libc::S_IFMT == libc::S_IFDIR;
+        let target = if is_dir {
+            mkdir_all_in_root(root, dest)?
+        } else {
+            ensure_file_in_root(root, dest)?
+        };
+        sys::move_mount_onto(tree.as_fd(), target.as_fd())?;
+        return finish_bind(root, dest, opts);
+    }
     match (&m.source, bind_source(&m.source, pod_shm)) {
         (MountSource::Fs { fstype, source }, _) => {
             let target = mkdir_all_in_root(root, dest)?;
@@ -247,23 +266,7 @@ fn mount_one(root: BorrowedFd<'_>, m: &MountPlan, pod_shm: Option<&Path>) -> io:
                 flags |= libc::MS_REC;
             }
             mount(Some(&src), &fd_path(target.as_fd()), None, flags, None)?;
-            // Reopen: the old handle still names the directory under the new mount.
-            let target = open_path(root, dest)?;
-            let extra = opts.flags & !(libc::MS_BIND | libc::MS_REC);
-            if extra != 0 {
-                let locked = locked_flags(sys::mount_flags(target.as_fd())?);
-                mount(
-                    None,
-                    &fd_path(target.as_fd()),
-                    None,
-                    libc::MS_BIND | libc::MS_REMOUNT | extra | locked,
-                    None,
-                )?;
-            }
-            if opts.recursive_ro {
-                set_recursive_readonly(target.as_fd())?;
-            }
-            propagate(target.as_fd(), &opts.propagation)
+            finish_bind(root, dest, opts)
         }
         (_, None) => {
             // No pod-wide /dev/shm (podinit is not PID 1 or could not mount it): private tmpfs.
@@ -279,12 +282,38 @@ fn mount_one(root: BorrowedFd<'_>, m: &MountPlan, pod_shm: Option<&Path>) -> io:
     }
 }
 
+/// After a bind (or an attached tree) is in place at `dest`: its flags (`ro` on the top mount
+/// only, unless `rro`), then its propagation.
+fn finish_bind(
+    root: BorrowedFd<'_>,
+    dest: &Path,
+    opts: &crate::mountopts::MountOptions,
+) -> io::Result<()> {
+    // Reopen: the old handle still names the directory under the new mount.
+    let target = open_path(root, dest)?;
+    let extra = opts.flags & !(libc::MS_BIND | libc::MS_REC);
+    if extra != 0 {
+        let locked = locked_flags(sys::mount_flags(target.as_fd())?);
+        mount(
+            None,
+            &fd_path(target.as_fd()),
+            None,
+            libc::MS_BIND | libc::MS_REMOUNT | extra | locked,
+            None,
+        )?;
+    }
+    if opts.recursive_ro {
+        set_recursive_readonly(target.as_fd())?;
+    }
+    propagate(target.as_fd(), &opts.propagation)
+}
+
 /// Where a bind mount reads from: its own source, or the pod's shm for `PodShm`.
 fn bind_source(s: &MountSource, pod_shm: Option<&Path>) -> Option<PathBuf> {
     match s {
         MountSource::Bind(p) => Some(p.clone()),
         MountSource::PodShm => pod_shm.map(Path::to_path_buf),
-        MountSource::Fs { .. } => None,
+        MountSource::Fs { .. } | MountSource::Passed(_) => None,
     }
 }
 
@@ -381,8 +410,12 @@ fn populate_dev(root: BorrowedFd<'_>) -> SetupResult<()> {
     Ok(())
 }
 
-/// `pivot_root` into `root` and detach the old root.
+/// `pivot_root` into `root` and detach the old root, as runc does it.
 fn pivot(root: &Path) -> SetupResult<()> {
+    let old_root = ctx(
+        sys::open(Path::new("/"), libc::O_DIRECTORY | libc::O_RDONLY, 0),
+        || "opening the old root".into(),
+    )?;
     ctx(std::env::set_current_dir(root), || {
         format!("chdir {}", root.display())
     })?;
@@ -392,7 +425,18 @@ fn pivot(root: &Path) -> SetupResult<()> {
     if ret < 0 {
         return Err(format!("pivot_root: {}", io::Error::last_os_error()));
     }
-    // The old root is stacked on "."; keep our unmount from propagating anywhere, then drop it.
+    // The old root is stacked on the new one. "." must name the old root's mount, not the
+    // new root's: a recursive change on the new root would reach the container's own
+    // mounts and turn a Bidirectional (shared) volume into a slave.
+    // SAFETY: fchdir to a directory fd we own.
+    if unsafe { libc::fchdir(old_root.as_raw_fd()) } < 0 {
+        return Err(format!(
+            "chdir to the old root: {}",
+            io::Error::last_os_error()
+        ));
+    }
+    drop(old_root);
+    // Keep our unmount from propagating anywhere, then drop the old root.
     ctx(
         mount(
             None,

@@ -72,6 +72,8 @@ struct Container {
     cfg: ContainerConfig,
     status: ContainerStatus,
     cgroup: ContainerCgroup,
+    /// Mount trees passed with Create, attached in the container's namespace at start.
+    passed_mounts: Vec<OwnedFd>,
     log: Option<OwnedFd>,
     stdout: Option<OutPipe>,
     stderr: Option<OutPipe>,
@@ -658,13 +660,24 @@ impl Server {
                 shutting_down: self.shutdown.is_some(),
                 capabilities: sys::grantable_caps().ok(),
             }),
-            Request::Create { id } => {
-                let log = if fds.is_empty() {
-                    None
-                } else {
-                    Some(fds.remove(0))
+            Request::Create { id, mounts } => {
+                let Some(first_mount) = fds.len().checked_sub(mounts) else {
+                    return Outcome::Reply(Err(ApiError::invalid(format!(
+                        "create names {mounts} mount fds but {} came with it",
+                        fds.len()
+                    ))));
                 };
-                Outcome::Reply(self.create(&id, log).and_then(|r| {
+                let passed = fds.split_off(first_mount);
+                let log = match fds.len() {
+                    0 => None,
+                    1 => fds.pop(),
+                    n => {
+                        return Outcome::Reply(Err(ApiError::invalid(format!(
+                            "create takes one log fd besides its mounts, not {n}"
+                        ))));
+                    }
+                };
+                Outcome::Reply(self.create(&id, log, passed).and_then(|r| {
                     serde_json::to_value(r).map_err(|e| ApiError::internal(e.to_string()))
                 }))
             }
@@ -771,7 +784,12 @@ impl Server {
         }
     }
 
-    fn create(&mut self, id: &str, log: Option<OwnedFd>) -> Result<CreateReply, ApiError> {
+    fn create(
+        &mut self,
+        id: &str,
+        log: Option<OwnedFd>,
+        passed: Vec<OwnedFd>,
+    ) -> Result<CreateReply, ApiError> {
         api::validate_id(id)?;
         self.refuse_when_shutting_down()?;
         if self.find(id).is_ok() {
@@ -781,7 +799,7 @@ impl Server {
             ));
         }
         let bundle = self.pod_dir.join(CTRS_DIR).join(id);
-        let cfg = spec::load(id, &bundle, &self.pod).map_err(|e| match e {
+        let cfg = spec::load(id, &bundle, &self.pod, passed.len()).map_err(|e| match e {
             SpecError::Read { ref source, .. } if source.kind() == io::ErrorKind::NotFound => {
                 ApiError::invalid(format!("no spec for container {id}: {e}"))
             }
@@ -809,6 +827,7 @@ impl Server {
             cfg,
             status: st,
             cgroup,
+            passed_mounts: passed,
             log,
             stdout: None,
             stderr: None,
@@ -838,8 +857,16 @@ impl Server {
                 "container {id} was already started"
             )));
         }
-        let spawned = spawn::spawn_container(&c.cfg, &c.cgroup, pod_shm.as_deref(), own.as_fd())
-            .map_err(|e| ApiError::internal(format!("forking container {id}: {e}")))?;
+        let spawned = spawn::spawn_container(
+            &c.cfg,
+            &c.cgroup,
+            pod_shm.as_deref(),
+            &c.passed_mounts,
+            own.as_fd(),
+        )
+        .map_err(|e| ApiError::internal(format!("forking container {id}: {e}")))?;
+        // The child has them (and attaches them); a container starts once.
+        c.passed_mounts.clear();
         let pid = u32::try_from(spawned.pid).unwrap_or(0);
         c.status.pid = Some(pid);
         c.stdout = spawned.stdout.map(|fd| out_pipe(fd, Stream::Stdout));

@@ -115,6 +115,7 @@ pub fn spawn_container(
     cfg: &ContainerConfig,
     cgroup: &ContainerCgroup,
     pod_shm: Option<&Path>,
+    passed_mounts: &[OwnedFd],
     own_pidns: BorrowedFd<'_>,
 ) -> io::Result<Spawned> {
     let (sync_parent, sync_child) = sys::seqpacket_pair()?;
@@ -134,7 +135,7 @@ pub fn spawn_container(
                 }
                 None => Stdio::Terminal,
             };
-            let err = container_child(cfg, cgroup, pod_shm, stdio, &sync_child);
+            let err = container_child(cfg, cgroup, pod_shm, passed_mounts, stdio, &sync_child);
             send_error(&sync_child, &err);
             sys::exit_child(SETUP_FAILED)
         }
@@ -164,10 +165,11 @@ fn container_child(
     cfg: &ContainerConfig,
     cgroup: &ContainerCgroup,
     pod_shm: Option<&Path>,
+    passed_mounts: &[OwnedFd],
     stdio: Stdio<'_>,
     sync: &OwnedFd,
 ) -> String {
-    match container_child_inner(cfg, cgroup, pod_shm, stdio, sync) {
+    match container_child_inner(cfg, cgroup, pod_shm, passed_mounts, stdio, sync) {
         Ok(never) => match never {},
         Err(e) => e,
     }
@@ -177,6 +179,7 @@ fn container_child_inner(
     cfg: &ContainerConfig,
     cgroup: &ContainerCgroup,
     pod_shm: Option<&Path>,
+    passed_mounts: &[OwnedFd],
     stdio: Stdio<'_>,
     sync: &OwnedFd,
 ) -> SetupResult<std::convert::Infallible> {
@@ -191,7 +194,7 @@ fn container_child_inner(
     if let Some(adj) = p.oom_score_adj {
         set_oom_score_adj(adj)?;
     }
-    rootfs::setup(cfg, pod_shm)?;
+    rootfs::setup(cfg, pod_shm, passed_mounts)?;
     match stdio {
         Stdio::Pipes(inp, out, err) => {
             for (fd, n) in [(inp, 0), (out, 1), (err, 2)] {

@@ -115,6 +115,8 @@ pub enum MountSource {
     Fs { fstype: String, source: String },
     /// The pod-wide `/dev/shm` podinit keeps (bound into every container without its own).
     PodShm,
+    /// The n-th mount tree passed with Create (see [`crate::api::PASSED_MOUNTS_ANNOTATION`]).
+    Passed(usize),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -204,8 +206,13 @@ pub struct ConsoleSize {
     pub width: u64,
 }
 
-/// Reads `<bundle>/config.json` and validates it.
-pub fn load(id: &str, bundle: &Path, pod: &PodContext) -> Result<ContainerConfig, SpecError> {
+/// Reads `<bundle>/config.json` and validates it; `passed` mount trees came with it.
+pub fn load(
+    id: &str,
+    bundle: &Path,
+    pod: &PodContext,
+    passed: usize,
+) -> Result<ContainerConfig, SpecError> {
     let path = bundle.join(crate::api::CONFIG_FILE);
     let data = std::fs::read(&path).map_err(|source| SpecError::Read {
         path: path.clone(),
@@ -213,16 +220,18 @@ pub fn load(id: &str, bundle: &Path, pod: &PodContext) -> Result<ContainerConfig
     })?;
     let spec: SpecDoc =
         serde_json::from_slice(&data).map_err(|source| SpecError::Parse { path, source })?;
-    validate(id, bundle, &spec, pod)
+    validate(id, bundle, &spec, pod, passed)
 }
 
 /// Checks a spec against what podinit supports and builds the container's configuration.
 /// Path existence (root, bind sources) is checked too, so that a bad request fails at create.
+/// `passed` is the number of mount trees that came with the request.
 pub fn validate(
     id: &str,
     bundle: &Path,
     spec: &SpecDoc,
     pod: &PodContext,
+    passed: usize,
 ) -> Result<ContainerConfig, SpecError> {
     reject_unsupported_top_level(spec, pod)?;
 
@@ -318,7 +327,9 @@ pub fn validate(
         None => Resources::default(),
     };
 
-    let mounts = plan_mounts(bundle, spec.mounts.as_deref().unwrap_or(&[]))?;
+    let spec_mounts = spec.mounts.as_deref().unwrap_or(&[]);
+    let passed_at = passed_mount_indices(spec, spec_mounts.len(), passed)?;
+    let mounts = plan_mounts(bundle, spec_mounts, &passed_at)?;
 
     let masked_paths = abs_paths("linux.maskedPaths", linux.masked_paths())?;
     let readonly_paths = abs_paths("linux.readonlyPaths", linux.readonly_paths())?;
@@ -689,13 +700,55 @@ fn default_mount(dest: &str, fstype: &str, source: &str, options: &[&str]) -> Mo
     }
 }
 
+/// Which of the spec's mounts take a passed mount tree: `at[i] = Some(n)` for the mount the
+/// annotation lists n-th. The annotation and the passed trees must agree in number.
+fn passed_mount_indices(
+    spec: &SpecDoc,
+    mount_count: usize,
+    passed: usize,
+) -> Result<Vec<Option<usize>>, SpecError> {
+    let key = crate::api::PASSED_MOUNTS_ANNOTATION;
+    let listed: Vec<usize> = match spec.annotations.as_ref().and_then(|a| a.get(key)) {
+        None => Vec::new(),
+        Some(v) => serde_json::from_str(v).map_err(|e| {
+            SpecError::Invalid(format!(
+                "annotation {key}: {v:?} is not a list of mount indices: {e}"
+            ))
+        })?,
+    };
+    if listed.len() != passed {
+        return invalid(format!(
+            "annotation {key} lists {} mounts, but {passed} mount trees were passed",
+            listed.len()
+        ));
+    }
+    let mut at = vec![None; mount_count];
+    for (n, &i) in listed.iter().enumerate() {
+        match at.get_mut(i) {
+            Some(slot @ None) => *slot = Some(n),
+            Some(Some(_)) => return invalid(format!("annotation {key}: mount {i} listed twice")),
+            None => {
+                return invalid(format!(
+                    "annotation {key}: mount {i} does not exist (the spec has {mount_count})"
+                ));
+            }
+        }
+    }
+    Ok(at)
+}
+
 /// The spec's mounts with podinit's defaults added for what the spec leaves out: `/proc`,
 /// `/sys` (read-only), a `/dev` tmpfs first; `/dev/pts`, the pod's `/dev/shm` and `/dev/mqueue`
 /// after the spec's own.
-fn plan_mounts(bundle: &Path, mounts: &[Mount]) -> Result<Vec<MountPlan>, SpecError> {
+fn plan_mounts(
+    bundle: &Path,
+    mounts: &[Mount],
+    passed_at: &[Option<usize>],
+) -> Result<Vec<MountPlan>, SpecError> {
     let mut spec_plans = Vec::new();
     for (i, m) in mounts.iter().enumerate() {
-        spec_plans.push(plan_mount(bundle, m).map_err(|e| {
+        let passed = passed_at.get(i).copied().flatten();
+        spec_plans.push(plan_mount(bundle, m, passed).map_err(|e| {
             SpecError::Invalid(format!("mounts[{i}] ({}): {e}", m.destination().display()))
         })?);
     }
@@ -765,7 +818,7 @@ fn plan_mounts(bundle: &Path, mounts: &[Mount]) -> Result<Vec<MountPlan>, SpecEr
     Ok(out)
 }
 
-fn plan_mount(bundle: &Path, m: &Mount) -> Result<MountPlan, String> {
+fn plan_mount(bundle: &Path, m: &Mount, passed: Option<usize>) -> Result<MountPlan, String> {
     let dest = m.destination();
     if !dest.is_absolute() {
         return Err("destination is not an absolute path".into());
@@ -781,6 +834,16 @@ fn plan_mount(bundle: &Path, m: &Mount) -> Result<MountPlan, String> {
         if !(typ.is_empty() || typ == "bind" || typ == "none") {
             return Err(format!("type {typ:?} with a bind option"));
         }
+        let mut options = options;
+        options.bind = true;
+        if let Some(n) = passed {
+            // The tree came with the request; `source` only names it on the host.
+            return Ok(MountPlan {
+                destination,
+                source: MountSource::Passed(n),
+                options,
+            });
+        }
         let src = m
             .source()
             .as_ref()
@@ -789,8 +852,6 @@ fn plan_mount(bundle: &Path, m: &Mount) -> Result<MountPlan, String> {
         if std::fs::symlink_metadata(&src).is_err() {
             return Err(format!("source {} does not exist", src.display()));
         }
-        let mut options = options;
-        options.bind = true;
         return Ok(MountPlan {
             destination,
             source: MountSource::Bind(src),
@@ -810,6 +871,9 @@ fn plan_mount(bundle: &Path, m: &Mount) -> Result<MountPlan, String> {
             other => return Err(format!("mount type {other:?} is not supported")),
         }
     };
+    if passed.is_some() {
+        return Err("a passed mount tree must be a bind mount".into());
+    }
     if options.recursive_ro {
         return Err("rro is only supported on bind mounts".into());
     }
@@ -846,12 +910,19 @@ mod tests {
             self.dir.path()
         }
         fn check(&self, spec: serde_json::Value) -> Result<ContainerConfig, SpecError> {
+            self.check_passing(spec, 0)
+        }
+        fn check_passing(
+            &self,
+            spec: serde_json::Value,
+            passed: usize,
+        ) -> Result<ContainerConfig, SpecError> {
             let spec: SpecDoc =
                 serde_json::from_value(spec).map_err(|source| SpecError::Parse {
                     path: PathBuf::from("inline"),
                     source,
                 })?;
-            validate("c1", self.path(), &spec, &pod())
+            validate("c1", self.path(), &spec, &pod(), passed)
         }
     }
 
@@ -955,6 +1026,63 @@ mod tests {
             other => panic!("unexpected {other:?}"),
         }
         assert!(c.mounts[3].options.recursive);
+    }
+
+    #[test]
+    fn passed_mount_trees_are_matched_by_the_annotation() {
+        let b = Bundle::new();
+        let mounts = json!([
+            {"destination": "/a", "type": "bind", "source": "/host/a", "options": ["rbind", "rprivate"]},
+            {"destination": "/b", "type": "bind", "source": "mounts/0", "options": ["rbind"]},
+            {"destination": "/c", "type": "bind", "source": "/host/c", "options": ["rbind", "ro"]}
+        ]);
+        let spec = with(
+            with(base(), "/mounts", mounts.clone()),
+            "/annotations",
+            json!({crate::api::PASSED_MOUNTS_ANNOTATION: "[2, 0]"}),
+        );
+        let c = b.check_passing(spec, 2).expect("valid");
+        let find = |d: &str| {
+            c.mounts
+                .iter()
+                .find(|m| m.destination == Path::new(d))
+                .expect("planned")
+                .source
+                .clone()
+        };
+        // The host paths need not exist here: the trees stand for them.
+        assert_eq!(find("/a"), MountSource::Passed(1));
+        assert_eq!(find("/c"), MountSource::Passed(0));
+        assert_eq!(find("/b"), MountSource::Bind(b.path().join("mounts/0")));
+
+        for (annotation, passed, needle) in [
+            ("[2, 0]", 1, "2 mounts, but 1"),
+            ("[0, 0]", 2, "listed twice"),
+            ("[7]", 1, "does not exist"),
+            ("two", 1, "not a list"),
+        ] {
+            let spec = with(
+                with(base(), "/mounts", mounts.clone()),
+                "/annotations",
+                json!({crate::api::PASSED_MOUNTS_ANNOTATION: annotation}),
+            );
+            let e = err_of(b.check_passing(spec, passed));
+            assert!(e.contains(needle), "{annotation}: {e}");
+        }
+        // Trees passed without the annotation are refused too.
+        let e = err_of(b.check_passing(with(base(), "/mounts", mounts.clone()), 1));
+        assert!(e.contains("0 mounts, but 1"), "{e}");
+        // A tree can only stand in for a bind mount.
+        let spec = with(
+            with(
+                base(),
+                "/mounts",
+                json!([{"destination": "/t", "type": "tmpfs"}]),
+            ),
+            "/annotations",
+            json!({crate::api::PASSED_MOUNTS_ANNOTATION: "[0]"}),
+        );
+        assert!(err_of(b.check_passing(spec, 1)).contains("bind mount"));
     }
 
     #[test]

@@ -24,8 +24,12 @@ fn cstring(path: &Path) -> io::Result<std::ffi::CString> {
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains a NUL byte"))
 }
 
-/// Most fds podinit accepts with one message.
-pub const MAX_FDS: usize = 4;
+/// Most fds one message carries: the kernel's SCM_MAX_FD (a log fd plus a container's
+/// mounts must fit).
+pub const MAX_FDS: usize = 253;
+/// Control buffer for MAX_FDS fds: `CMSG_SPACE(253 * 4)` = 16 + 1012 rounded up to 8, in
+/// u64s so that it is aligned for `cmsghdr`.
+const CBUF_WORDS: usize = (16 + MAX_FDS * 4).div_ceil(8);
 
 /// `sendmsg` of `data` with `fds` attached as `SCM_RIGHTS`; never raises SIGPIPE.
 pub fn send_with_fds(
@@ -39,7 +43,7 @@ pub fn send_with_fds(
     let raw: Vec<RawFd> = fds.iter().map(|f| f.as_raw_fd()).collect();
     let fd_bytes = std::mem::size_of_val(raw.as_slice());
     // u64 elements keep the control buffer aligned for cmsghdr.
-    let mut cbuf = [0u64; 16];
+    let mut cbuf = [0u64; CBUF_WORDS];
     let mut iov = libc::iovec {
         iov_base: data.as_ptr() as *mut libc::c_void,
         iov_len: data.len(),
@@ -53,8 +57,8 @@ pub fn send_with_fds(
         let space = unsafe { libc::CMSG_SPACE(fd_bytes as u32) } as usize;
         msg.msg_control = cbuf.as_mut_ptr().cast();
         msg.msg_controllen = space;
-        // SAFETY: msg_control points at a zeroed buffer of at least `space` bytes (16 u64s hold
-        // the header plus MAX_FDS ints), so the first header and its data fit.
+        // SAFETY: msg_control points at a zeroed buffer of at least `space` bytes (CBUF_WORDS
+        // u64s hold the header plus MAX_FDS ints), so the first header and its data fit.
         unsafe {
             let cmsg = libc::CMSG_FIRSTHDR(&msg);
             (*cmsg).cmsg_level = libc::SOL_SOCKET;
@@ -79,7 +83,7 @@ pub fn recv_with_fds(
     fds: &mut Vec<OwnedFd>,
     nonblocking: bool,
 ) -> io::Result<usize> {
-    let mut cbuf = [0u64; 16];
+    let mut cbuf = [0u64; CBUF_WORDS];
     let mut iov = libc::iovec {
         iov_base: buf.as_mut_ptr().cast(),
         iov_len: buf.len(),
@@ -511,6 +515,30 @@ fn capget() -> io::Result<[CapData; 2]> {
     Ok(data)
 }
 
+const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x04;
+const MOVE_MOUNT_T_EMPTY_PATH: libc::c_uint = 0x40;
+
+/// Attaches the detached mount tree `tree` (from `open_tree(OPEN_TREE_CLONE)`) on the
+/// directory or file `target` names, in the calling process's mount namespace.
+pub fn move_mount_onto(tree: BorrowedFd<'_>, target: BorrowedFd<'_>) -> io::Result<()> {
+    let empty = c"";
+    // SAFETY: move_mount with two fds and empty NUL-terminated paths; it reads nothing else.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            tree.as_raw_fd(),
+            empty.as_ptr(),
+            target.as_raw_fd(),
+            empty.as_ptr(),
+            MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH,
+        )
+    };
+    if ret < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// This thread's effective capability set.
 pub fn effective_caps() -> io::Result<u64> {
     let data = capget()?;
@@ -598,6 +626,20 @@ mod tests {
         let mut got = Vec::new();
         std::io::Read::read_to_end(&mut std::fs::File::from(r), &mut got).expect("read");
         assert_eq!(got, b"x");
+    }
+
+    #[test]
+    fn as_many_fds_as_the_kernel_takes_in_one_message() {
+        let (a, b) = std::os::unix::net::UnixStream::pair().expect("pair");
+        let null = open(Path::new("/dev/null"), libc::O_RDONLY, 0).expect("open");
+        let many: Vec<BorrowedFd<'_>> = (0..MAX_FDS).map(|_| null.as_fd()).collect();
+        send_with_fds(a.as_fd(), b"x", &many).expect("send");
+        let mut buf = [0u8; 4];
+        let mut fds = Vec::new();
+        recv_with_fds(b.as_fd(), &mut buf, &mut fds, false).expect("recv");
+        assert_eq!(fds.len(), MAX_FDS);
+        let too_many: Vec<BorrowedFd<'_>> = (0..=MAX_FDS).map(|_| null.as_fd()).collect();
+        assert!(send_with_fds(a.as_fd(), b"x", &too_many).is_err());
     }
 
     #[test]

@@ -214,9 +214,11 @@ impl Runtime {
             .map_err(|e| {
                 RuntimeError::internal(format!("image {}: bad layer id: {e}", image.id))
             })?;
-        let (id, dir) = (record.id.clone(), ctr_dir.clone());
+        let id = record.id.clone();
         let cri_mounts = record.config.mounts.clone();
-        let staged = Self::blocking(move || {
+        let prepared = Self::blocking(move || {
+            // The mounts first: they are checked, and cost nothing to drop.
+            let prepared = mounts::prepare(&cri_mounts)?;
             std::fs::create_dir_all(&rootfs).map_err(|e| {
                 RuntimeError::internal(format!("creating {}: {e}", rootfs.display()))
             })?;
@@ -226,10 +228,12 @@ impl Runtime {
                 &rootfs,
                 &layerfs::RootfsOptions { quota_bytes: None },
             )?;
-            mounts::stage(&dir, &cri_mounts)
+            Ok(prepared)
         })
         .await?;
-        record.mounts = staged;
+        let (records, trees): (Vec<_>, Vec<_>) =
+            prepared.into_iter().map(|p| (p.record, p.tree)).unzip();
+        record.mounts = records;
 
         let rootfs = ctr_dir.join("rootfs");
         let ureq = user_request(&record.config, &image.config);
@@ -249,9 +253,10 @@ impl Runtime {
                 .mounts
                 .iter()
                 .map(|m| StagedMount {
-                    index: m.index,
+                    host_path: m.host_path.clone(),
                     container_path: m.container_path.clone(),
                     readonly: m.readonly,
+                    recursive_read_only: m.recursive_read_only,
                     propagation: k8s_cri::v1::MountPropagation::try_from(m.propagation)
                         .unwrap_or(k8s_cri::v1::MountPropagation::PropagationPrivate),
                 })
@@ -285,8 +290,16 @@ impl Runtime {
         })
         .await?;
         let id = record.id.clone();
+        if trees.len() > podinit::sys::MAX_FDS - 1 {
+            return Err(RuntimeError::invalid(format!(
+                "{} mounts; a container takes at most {}",
+                trees.len(),
+                podinit::sys::MAX_FDS - 1
+            )));
+        }
         self.podinit(&pod.id, move |c| {
-            c.create(&id, log.as_ref().map(|f| f.as_fd()))
+            let trees: Vec<_> = trees.iter().map(|t| t.as_fd()).collect();
+            c.create_with_mounts(&id, log.as_ref().map(|f| f.as_fd()), &trees)
         })
         .await
         .map_err(|e| e.context("podinit create"))?;

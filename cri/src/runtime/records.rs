@@ -42,13 +42,16 @@ impl PodRecord {
     }
 }
 
-/// A CRI mount as staged on the host under `ctrs/<id>/mounts/<index>`.
+/// A CRI mount of a container (passed to podinit as a mount tree of `host_path`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MountRecord {
+    /// Its place in the request's mounts.
     pub index: usize,
     pub host_path: String,
     pub container_path: String,
     pub readonly: bool,
+    #[serde(default)]
+    pub recursive_read_only: bool,
     pub propagation: i32,
 }
 

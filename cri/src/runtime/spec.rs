@@ -83,12 +83,14 @@ pub struct ResolvedUser {
     pub additional_gids: Vec<u32>,
 }
 
-/// A CRI mount whose host path the daemon has bound at `ctrs/<id>/mounts/<index>`.
+/// A CRI mount whose host path the daemon passes to podinit as a mount tree.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StagedMount {
-    pub index: usize,
+    pub host_path: String,
     pub container_path: String,
     pub readonly: bool,
+    /// `rro`: read-only all the way down (mount_setattr with AT_RECURSIVE).
+    pub recursive_read_only: bool,
     pub propagation: MountPropagation,
 }
 
@@ -424,6 +426,8 @@ pub fn build(input: SpecInput<'_>) -> Result<Spec, SpecError> {
             ));
         }
     }
+    // The n-th passed mount tree is the n-th of these, in `mounts` at `passed[n]`.
+    let mut passed = Vec::new();
     for m in &input.mounts {
         if !m.container_path.starts_with('/') {
             return Err(SpecError::Mount {
@@ -433,15 +437,11 @@ pub fn build(input: SpecInput<'_>) -> Result<Spec, SpecError> {
         }
         let mut options = vec!["rbind", propagation_option(m.propagation)];
         options.push(if m.readonly { "ro" } else { "rw" });
-        mounts.push(mount(
-            &m.container_path,
-            "bind",
-            &format!(
-                "{POD_DIR_IN_CT}/ctrs/{}/mounts/{}",
-                input.container_id, m.index
-            ),
-            &options,
-        ));
+        if m.recursive_read_only {
+            options.push("rro");
+        }
+        passed.push(mounts.len());
+        mounts.push(mount(&m.container_path, "bind", &m.host_path, &options));
     }
 
     let pid_mode = sc
@@ -521,7 +521,13 @@ pub fn build(input: SpecInput<'_>) -> Result<Spec, SpecError> {
     spec.set_mounts(Some(mounts));
     spec.set_linux(Some(linux));
     spec.set_hooks(None);
-    let annotations: HashMap<String, String> = config.annotations.clone().into_iter().collect();
+    let mut annotations: HashMap<String, String> = config.annotations.clone().into_iter().collect();
+    if !passed.is_empty() {
+        annotations.insert(
+            podinit::api::PASSED_MOUNTS_ANNOTATION.to_string(),
+            serde_json::to_string(&passed).unwrap_or_default(),
+        );
+    }
     spec.set_annotations(Some(annotations));
     Ok(spec)
 }
@@ -711,12 +717,22 @@ mod tests {
                 gid: 1000,
                 additional_gids: vec![],
             },
-            mounts: vec![StagedMount {
-                index: 0,
-                container_path: "/etc/hosts".into(),
-                readonly: true,
-                propagation: MountPropagation::PropagationHostToContainer,
-            }],
+            mounts: vec![
+                StagedMount {
+                    host_path: "/var/lib/kubelet/pods/x/etc-hosts".into(),
+                    container_path: "/etc/hosts".into(),
+                    readonly: true,
+                    recursive_read_only: false,
+                    propagation: MountPropagation::PropagationHostToContainer,
+                },
+                StagedMount {
+                    host_path: "/srv/data".into(),
+                    container_path: "/data".into(),
+                    readonly: true,
+                    recursive_read_only: true,
+                    propagation: MountPropagation::PropagationPrivate,
+                },
+            ],
             pod_files: &["hosts", "resolv.conf", "hostname"],
             pod_caps: &host_caps(),
         })
@@ -744,12 +760,24 @@ mod tests {
             .unwrap();
         assert_eq!(
             hosts.source().as_ref().unwrap(),
-            &PathBuf::from("/pvecri/ctrs/cid/mounts/0")
+            &PathBuf::from("/var/lib/kubelet/pods/x/etc-hosts")
         );
         assert_eq!(
             hosts.options().as_ref().unwrap(),
             &["rbind", "rslave", "ro"]
         );
+        let data = mounts
+            .iter()
+            .position(|m| m.destination() == &PathBuf::from("/data"))
+            .unwrap();
+        assert_eq!(
+            mounts[data].options().as_ref().unwrap(),
+            &["rbind", "rprivate", "ro", "rro"]
+        );
+        let hosts_at = mounts.iter().position(|m| std::ptr::eq(m, hosts)).unwrap();
+        // podinit finds the passed mount trees by this annotation, in the order passed.
+        let passed = &spec.annotations().as_ref().unwrap()[podinit::api::PASSED_MOUNTS_ANNOTATION];
+        assert_eq!(passed, &format!("[{hosts_at},{data}]"));
         assert!(dests.contains(&"/etc/resolv.conf".to_string()));
         let linux = spec.linux().as_ref().unwrap();
         let ns: Vec<LinuxNamespaceType> = linux

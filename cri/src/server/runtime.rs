@@ -80,7 +80,7 @@ impl RuntimeApi {
             runtime_handlers: vec![RuntimeHandler {
                 name: String::new(),
                 features: Some(RuntimeHandlerFeatures {
-                    recursive_read_only_mounts: false,
+                    recursive_read_only_mounts: crate::runtime::mounts::kernel_has_mount_setattr(),
                     user_namespaces: false,
                 }),
             }],
@@ -551,6 +551,7 @@ fn container_status(c: &ContainerRecord, st: &podinit::api::ContainerStatus) -> 
                 container_path: m.container_path.clone(),
                 host_path: m.host_path.clone(),
                 readonly: m.readonly,
+                recursive_read_only: m.recursive_read_only,
                 propagation: m.propagation,
                 ..Default::default()
             })
