@@ -21,7 +21,10 @@
 //!
 //! A blob is gzip, zstd or plain tar as its media type says ([`Compression`]), and its
 //! magic bytes must agree. Two threads: one reads, hashes and decompresses, the other
-//! hashes the tar stream and does the file system work. Regular files, directories,
+//! hashes the tar stream and does the file system work. Tar forms are read as Go's
+//! `archive/tar` reads them (containerd): ustar, GNU (long names and links, old sparse
+//! files) and PAX (long names, ids, times, xattrs, GNU sparse files 0.0, 0.1 and 1.0,
+//! written with holes). Regular files, directories,
 //! symlinks, hard links (to this or a lower layer), devices, FIFOs, owners (optionally
 //! shifted, [`IdShift`]), modes with setuid/setgid/sticky, times and xattrs are applied.
 //! OCI whiteouts (`.wh.<name>`, `.wh..wh..opq`) act on lower layers only, never on the

@@ -18,6 +18,8 @@ pub(crate) struct E {
     pub mode: u32,
     pub mtime: u64,
     pub xattrs: Vec<(String, Vec<u8>)>,
+    /// Other PAX records, written as given.
+    pub pax: Vec<(String, Vec<u8>)>,
 }
 
 pub(crate) fn dir(path: &str) -> E {
@@ -27,6 +29,7 @@ pub(crate) fn dir(path: &str) -> E {
         mode: 0o755,
         mtime: 1_600_000_000,
         xattrs: vec![],
+        pax: vec![],
     }
 }
 
@@ -37,6 +40,7 @@ pub(crate) fn file(path: &str, data: &[u8]) -> E {
         mode: 0o644,
         mtime: 1_600_000_001,
         xattrs: vec![],
+        pax: vec![],
     }
 }
 
@@ -47,6 +51,7 @@ pub(crate) fn symlink(path: &str, target: &str) -> E {
         mode: 0o777,
         mtime: 1_600_000_002,
         xattrs: vec![],
+        pax: vec![],
     }
 }
 
@@ -57,6 +62,7 @@ pub(crate) fn hardlink(path: &str, target: &str) -> E {
         mode: 0o644,
         mtime: 0,
         xattrs: vec![],
+        pax: vec![],
     }
 }
 
@@ -67,6 +73,7 @@ pub(crate) fn fifo(path: &str) -> E {
         mode: 0o600,
         mtime: 1_600_000_003,
         xattrs: vec![],
+        pax: vec![],
     }
 }
 
@@ -127,10 +134,13 @@ pub(crate) fn tar_ending(entries: &[E], end: TarEnd) -> Vec<u8> {
     let mut out = Vec::new();
     let mut unpadded = 0;
     for e in entries {
-        if !e.xattrs.is_empty() {
+        if !e.xattrs.is_empty() || !e.pax.is_empty() {
             let mut pax = Vec::new();
             for (k, v) in &e.xattrs {
                 pax.extend(pax_record(&format!("SCHILY.xattr.{k}"), v));
+            }
+            for (k, v) in &e.pax {
+                pax.extend(pax_record(k, v));
             }
             let h = raw_header(
                 b"PaxHeader",

@@ -23,6 +23,7 @@
 mod archive;
 mod meta;
 mod names;
+mod sparse;
 mod unpack;
 mod view;
 

@@ -494,6 +494,143 @@ fn a_truncated_layer_is_never_complete() {
     }
 }
 
+fn apply_gz(sb: &Sandbox, gz: &[u8]) -> Applied {
+    apply_layer(
+        &mut &gz[..],
+        Compression::Gzip,
+        Target::Merged(sb.fd.as_fd()),
+        &opts(),
+    )
+    .unwrap()
+}
+
+/// Sparse files as GNU tar writes them, in every form it has (`testdata/README.md`): the
+/// real name and the whole content, as Go's reader (and so containerd) gives them; the PAX
+/// forms with holes.
+#[test]
+fn gnu_tar_sparse_files_in_every_format() {
+    let mut expected = vec![0u8; 3_145_828];
+    expected[4096..4096 + 5000].fill(b'A');
+    expected[2 << 20..(2 << 20) + 700].fill(b'B');
+    expected[(3 << 20) + 50..(3 << 20) + 100].fill(b'C');
+    let fixtures: [(&str, &[u8]); 4] = [
+        ("pax0.0", include_bytes!("testdata/sparse-pax0.0.tar.gz")),
+        ("pax0.1", include_bytes!("testdata/sparse-pax0.1.tar.gz")),
+        ("pax1.0", include_bytes!("testdata/sparse-pax1.0.tar.gz")),
+        ("gnu", include_bytes!("testdata/sparse-gnu.tar.gz")),
+    ];
+    for (format, gz) in fixtures {
+        let sb = Sandbox::new();
+        apply_gz(&sb, gz);
+        assert_eq!(
+            keys(&snapshot(&sb.root)),
+            BTreeSet::from(["sparse.bin"]),
+            "{format}"
+        );
+        let path = sb.root.join("sparse.bin");
+        assert!(
+            std::fs::read(&path).unwrap() == expected,
+            "{format}: content"
+        );
+        if format.starts_with("pax") {
+            let md = std::fs::metadata(&path).unwrap();
+            assert!(
+                md.blocks() * 512 < 1 << 20,
+                "{format}: {} blocks",
+                md.blocks()
+            );
+        }
+        sb.assert_confined();
+    }
+}
+
+/// A PAX sparse map that names more data than the entry holds, or less, is refused.
+#[test]
+fn a_sparse_map_that_disagrees_with_the_data_is_invalid() {
+    let sparse = |map: &str, data: &[u8]| {
+        let mut e = file("./GNUSparseFile.1/f", data);
+        e.pax = vec![
+            ("GNU.sparse.size".into(), b"100".to_vec()),
+            ("GNU.sparse.numblocks".into(), b"1".to_vec()),
+            ("GNU.sparse.name".into(), b"f".to_vec()),
+            ("GNU.sparse.map".into(), map.as_bytes().to_vec()),
+        ];
+        e
+    };
+    let sb = Sandbox::new();
+    sb.apply(&[sparse("10,5", b"hello")]).unwrap();
+    let content = std::fs::read(sb.root.join("f")).unwrap();
+    assert_eq!(content.len(), 100);
+    assert_eq!(&content[10..15], b"hello");
+    assert!(!sb.root.join("GNUSparseFile.1").exists());
+    for (map, data) in [
+        ("10,5", &b"hell"[..]),
+        ("10,5", b"hello!"),
+        ("98,5", b"hello"),
+    ] {
+        let sb = Sandbox::new();
+        let err = sb.apply(&[sparse(map, data)]).unwrap_err();
+        assert!(
+            matches!(err, StoreError::InvalidLayer { .. }),
+            "{map} {data:?}: {err}"
+        );
+    }
+    // The real name is checked like any other.
+    let mut escape = sparse("0,1", b"x");
+    escape.pax[2].1 = b"../evil".to_vec();
+    assert_unsafe(Sandbox::new().apply(&[escape]), "../evil");
+}
+
+/// Long names as GNU tar writes them: GNU long name and long link entries, PAX `path` and
+/// `linkpath`, and the ustar prefix field.
+#[test]
+fn gnu_tar_long_names_in_every_format() {
+    let dir = format!("{}/{}", "d".repeat(70), "e".repeat(70));
+    let fixtures: [(&str, &[u8]); 3] = [
+        ("gnu", include_bytes!("testdata/long-gnu.tar.gz")),
+        ("posix", include_bytes!("testdata/long-posix.tar.gz")),
+        ("ustar", include_bytes!("testdata/long-ustar.tar.gz")),
+    ];
+    for (format, gz) in fixtures {
+        let sb = Sandbox::new();
+        let applied = apply_gz(&sb, gz);
+        assert!(applied.root_set, "{format}");
+        let file = sb.root.join(&dir).join("file-with-a-long-name.txt");
+        assert_eq!(std::fs::read(&file).unwrap(), b"long named\n", "{format}");
+        if format != "ustar" {
+            let hard = sb.root.join(&dir).join("hardlink-with-a-long-name-too.txt");
+            assert_eq!(
+                std::fs::metadata(&hard).unwrap().ino(),
+                std::fs::metadata(&file).unwrap().ino(),
+                "{format}"
+            );
+            assert_eq!(
+                std::fs::read_link(sb.root.join("link")).unwrap(),
+                Path::new(&dir).join("file-with-a-long-name.txt"),
+                "{format}"
+            );
+        }
+        sb.assert_confined();
+    }
+}
+
+/// A hard link to a symlink links the symlink itself, as link(2) and containerd do (an
+/// escaping target is no matter: the symlink is not followed).
+#[test]
+fn a_hard_link_to_a_symlink_links_the_symlink() {
+    let sb = Sandbox::new();
+    sb.apply(&[
+        symlink("/etc/alt", "/etc/passwd"),
+        hardlink("/etc/alt2", "/etc/alt"),
+    ])
+    .unwrap();
+    let a = std::fs::symlink_metadata(sb.root.join("etc/alt")).unwrap();
+    let b = std::fs::symlink_metadata(sb.root.join("etc/alt2")).unwrap();
+    assert!(b.file_type().is_symlink());
+    assert_eq!((a.ino(), a.nlink()), (b.ino(), 2));
+    sb.assert_confined();
+}
+
 #[test]
 fn a_symlink_from_a_lower_layer_cannot_be_written_through() {
     let sb = Sandbox::new();

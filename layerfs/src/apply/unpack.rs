@@ -20,6 +20,7 @@ use tar::EntryType;
 
 use super::meta::{Dropped, Meta, MetaOptions, is_overlay_xattr};
 use super::names::{EntryPath, NameKind, check_inner_components, classify, join};
+use super::sparse::{self, Sparse};
 use super::view::{LayerView, Node, OPAQUE_XATTR, ResolveError, Resolved};
 use super::{ApplyOptions, LowerLayers, Target};
 use crate::error::StoreError;
@@ -142,7 +143,12 @@ impl<'a> Unpacker<'a> {
         &mut self,
         entry: &mut tar::Entry<'_, R>,
     ) -> Result<(), StoreError> {
-        let raw = entry.path_bytes().into_owned();
+        let sparse = pax_sparse(entry)?;
+        // A PAX sparse file's header names a placeholder; the records name the file.
+        let raw = match sparse.as_ref().and_then(|s| s.name.clone()) {
+            Some(real) => real,
+            None => entry.path_bytes().into_owned(),
+        };
         let name = String::from_utf8_lossy(&raw).into_owned();
         let mut kind = entry.header().entry_type();
         match kind {
@@ -173,12 +179,18 @@ impl<'a> Unpacker<'a> {
             let parent = self.dir(path.parent(), &name, Need::Create, "parent")?;
             return self.hardlink(&parent, &last, &target, &name);
         }
+        if sparse.is_some() && !matches!(kind, EntryType::Regular | EntryType::Continuous) {
+            return Err(StoreError::invalid(
+                &name,
+                "sparse file records on an entry that is not a regular file",
+            ));
+        }
         let meta = Meta::from_entry(entry, &name, &self.meta_opts(), &mut self.dropped)?;
         let parent = self.dir(path.parent(), &name, Need::Create, "parent")?;
         match kind {
             EntryType::Directory => self.make_dir(&parent, &last, &meta, &name),
             EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse => {
-                self.make_file(&parent, &last, &meta, entry, &name)
+                self.make_file(&parent, &last, &meta, entry, sparse.as_ref(), &name)
             }
             EntryType::Symlink => {
                 let target = entry
@@ -819,6 +831,7 @@ impl<'a> Unpacker<'a> {
         name: &OsStr,
         meta: &Meta,
         data: &mut tar::Entry<'_, R>,
+        sparse: Option<&Sparse>,
         entry: &str,
     ) -> Result<(), StoreError> {
         let create = || {
@@ -835,7 +848,12 @@ impl<'a> Unpacker<'a> {
         };
         let fd = self.create_non_dir(parent, name, entry, "creating file", create)?;
         let mut file = File::from(fd);
-        loop {
+        if let Some(sparse) = sparse {
+            let physical = data.size();
+            sparse::write(sparse, data, physical, &mut file, &mut self.buf)
+                .map_err(|e| StoreError::invalid(entry, e))?;
+        }
+        while sparse.is_none() {
             let n = match data.read(&mut self.buf) {
                 Ok(0) => break,
                 Ok(n) => n,
@@ -1367,6 +1385,28 @@ impl<'a> Unpacker<'a> {
         }
         Ok(())
     }
+}
+
+/// The PAX sparse description of an entry, if it has one.
+fn pax_sparse<R: Read>(entry: &mut tar::Entry<'_, R>) -> Result<Option<Sparse>, StoreError> {
+    let header_name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+    let bad = |e: String| StoreError::invalid(&header_name, e);
+    let mut records = Vec::new();
+    if let Some(extensions) = entry
+        .pax_extensions()
+        .map_err(|e| bad(format!("reading PAX records: {e}")))?
+    {
+        for ext in extensions {
+            let ext = ext.map_err(|e| bad(format!("reading PAX records: {e}")))?;
+            if ext.key_bytes().starts_with(b"GNU.sparse.") {
+                records.push((ext.key_bytes().to_vec(), ext.value_bytes().to_vec()));
+            }
+        }
+    }
+    if records.is_empty() {
+        return Ok(None);
+    }
+    sparse::from_pax(records.iter().map(|(k, v)| (k.as_slice(), v.as_slice()))).map_err(bad)
 }
 
 /// An overlayfs whiteout: a character device 0:0.
