@@ -133,11 +133,19 @@ impl StandInRegistry {
     /// Starts a registry and copies every stand-in into it with skopeo (as Docker schema 2,
     /// which is what the upstream registries serve for these images).
     pub fn start() -> anyhow::Result<StandInRegistry> {
+        Self::start_with(|_| true)
+    }
+
+    /// The same with only the stand-ins `wanted` picks.
+    pub fn start_with(wanted: impl Fn(&StandIn) -> bool) -> anyhow::Result<StandInRegistry> {
         require_program("/usr/bin/skopeo", "skopeo")?;
         let images_dir = k8s_tools_dir()?.join("images");
         let text = std::fs::read_to_string(images_dir.join("images.txt"))
             .with_context(|| format!("reading {}/images.txt", images_dir.display()))?;
-        let images = parse_images_txt(&text)?;
+        let images: Vec<StandIn> = parse_images_txt(&text)?
+            .into_iter()
+            .filter(|i| wanted(i))
+            .collect();
         let registry = Registry::start(RegistryOptions::default())?;
         let layout = images_dir.join("oci");
         for image in &images {

@@ -9,6 +9,7 @@ pub mod critest;
 pub mod daemon;
 pub mod images;
 pub mod k8s_tools;
+pub mod kubelet;
 pub mod lock;
 pub mod mounts;
 pub mod pods;

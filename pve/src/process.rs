@@ -51,6 +51,33 @@ pub fn pid_namespace(pid: u32) -> Option<u64> {
         .map(|m| m.ino())
 }
 
+/// The pid, as the host sees it, of the process that is `ns_pid` in the PID namespace whose
+/// init is `init` (a host pid). The processes of a CT are its init's children (or the init
+/// itself): each child's `NSpid` line lists its pid in every namespace from the host's down,
+/// so the one whose second entry is `ns_pid` is the process sought.
+pub fn host_pid_in(init: u32, ns_pid: u32) -> Option<u32> {
+    // A CT in the host's PID namespace (hostPID pods): its pids are the host's.
+    if pid_namespace(init).is_some_and(|ns| Some(ns) == pid_namespace(std::process::id())) {
+        return Some(ns_pid);
+    }
+    if ns_pid == 1 {
+        return Some(init);
+    }
+    children(init).into_iter().find(|child| {
+        std::fs::read_to_string(format!("/proc/{child}/status"))
+            .ok()
+            .and_then(|s| ns_pids(&s))
+            .is_some_and(|pids| pids.get(1) == Some(&ns_pid))
+    })
+}
+
+/// The `NSpid:` line of a `/proc/<pid>/status`: the pid in each nested namespace, outermost
+/// first.
+pub fn ns_pids(status: &str) -> Option<Vec<u32>> {
+    let line = status.lines().find_map(|l| l.strip_prefix("NSpid:"))?;
+    line.split_whitespace().map(|p| p.parse().ok()).collect()
+}
+
 /// A handle on a process that stays valid even if its pid is reused.
 pub struct Pidfd {
     fd: AsyncFd<OwnedFd>,
@@ -112,6 +139,28 @@ mod tests {
         assert_eq!(read_pid_file(&path).unwrap(), None);
         std::fs::write(&path, "0").unwrap();
         assert_eq!(read_pid_file(&path).unwrap(), None);
+    }
+
+    #[test]
+    fn nspid_lines() {
+        let status = "Name:\tsleep\nTgid:\t24428\nNSpid:\t24428\t2\t1\nPPid:\t24393\n";
+        assert_eq!(ns_pids(status), Some(vec![24428, 2, 1]));
+        assert_eq!(ns_pids("NSpid:\t7\n"), Some(vec![7]));
+        assert_eq!(ns_pids("Name:\tx\n"), None);
+        assert_eq!(ns_pids("NSpid:\t7\tx\n"), None);
+    }
+
+    #[test]
+    fn pids_of_a_ct_in_our_own_pid_namespace_are_host_pids() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let me = std::process::id();
+        // Our own namespace is the host's here: its pids are taken as they are.
+        assert_eq!(host_pid_in(me, child.id()), Some(child.id()));
+        child.kill().unwrap();
+        child.wait().unwrap();
     }
 
     #[tokio::test]

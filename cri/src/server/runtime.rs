@@ -332,9 +332,15 @@ runtime_service! {
             let st = rt.observed_status(&c).await;
             let mut info = HashMap::new();
             if req.verbose {
+                // podinit knows the pid in the CT's namespace; tools (`crictl inspect`,
+                // nsenter -t) want the host's, as containerd gives.
+                let pid = match (st.pid, rt.find_pod(&c.pod_id).ok().and_then(|p| p.init_pid)) {
+                    (Some(pid), Some(init)) => pve::process::host_pid_in(init, pid),
+                    _ => None,
+                };
                 let verbose = serde_json::json!({
                     "pod_sandbox_id": c.pod_id,
-                    "pid": st.pid,
+                    "pid": pid,
                     "bundle": rt.ctr_dir(&c.pod_id, &c.id),
                     "mounts": c.mounts,
                     "start_error": st.start_error,
