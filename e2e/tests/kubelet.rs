@@ -268,6 +268,12 @@ async fn scenario() -> anyhow::Result<()> {
         crictl,
     };
     let result = t.checks(&stand_ins, events.path()).await;
+    // The logs stay for inspection: target/kubelet/.
+    let report = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/kubelet");
+    std::fs::create_dir_all(&report)?;
+    std::fs::copy(&kubelet.log_path, report.join("kubelet.log"))?;
+    std::fs::copy(&env.daemon.log_path, report.join("pvecri.log"))?;
+    eprintln!("kubelet and daemon logs: {}", report.display());
     if let Err(e) = result {
         let pods = kubelet.pods().map(|p| summarize(&p)).unwrap_or_default();
         bail!(
@@ -762,6 +768,10 @@ impl Test<'_> {
             via_kubelet.contains("attempt-start"),
             "the kubelet's previous log: {via_kubelet:?}"
         );
+        eprintln!(
+            "restart: restartCount {}, last exit code {}",
+            flaky["restartCount"], last["exitCode"]
+        );
         Ok(())
     }
 
@@ -792,6 +802,9 @@ impl Test<'_> {
                         w[1]
                     );
                 }
+                eprintln!(
+                    "chatty: rotated log ends at line {last_rotated}, the reopened 0.log starts at {first_current}"
+                );
                 return Ok(());
             }
             if Instant::now() > deadline {
@@ -879,6 +892,10 @@ impl Test<'_> {
             "the container died {after_term:.1} s after SIGTERM and {after_prestop:.1} s after \
              the preStop hook, with a grace period of 3 s"
         );
+        eprintln!(
+            "lifecycle: preStop, SIGTERM {:.1} s later, SIGKILL {after_term:.1} s after SIGTERM",
+            term - prestop
+        );
         Ok(())
     }
 
@@ -925,6 +942,10 @@ impl Test<'_> {
                 .as_u64()
                 .is_some_and(|b| b > 0),
             "no working set: {main}"
+        );
+        eprintln!(
+            "stats summary: limits/main CPU {} ns, working set {} bytes",
+            main["cpu"]["usageCoreNanoSeconds"], main["memory"]["workingSetBytes"]
         );
         Ok(())
     }

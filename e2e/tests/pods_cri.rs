@@ -641,3 +641,117 @@ async fn pods_start_and_go_concurrently(store: Store) {
         .collect();
     assert!(left.is_empty(), "pod directories left: {left:?}");
 }
+
+/// StopPodSandbox kills what still runs; a container that already exited, or was never
+/// started, is nothing to kill: no error, and no warning in the daemon's log (the kubelet
+/// stops every pod this way once its containers are done).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopping_a_pod_with_exited_and_created_containers_is_quiet() {
+    let env = PodEnv::start(Store::Overlay).await.unwrap();
+    env.pull(&env.images.one_layer).await.unwrap();
+    let mut rt = env.rt().await.unwrap();
+    let pod = env.pod_config("quiet");
+    let pod_id = env.run_pod(&mut rt, &pod).await.unwrap();
+    let image = env.images.one_layer.clone();
+    let done = env
+        .run_container(
+            &mut rt,
+            &pod_id,
+            &pod,
+            container_config("done", &image, &["true"]),
+        )
+        .await
+        .unwrap();
+    wait_container_state(&mut rt, &done, ContainerState::ContainerExited, RUNNING)
+        .await
+        .unwrap();
+    let created = env
+        .create_container(
+            &mut rt,
+            &pod_id,
+            &pod,
+            container_config("created", &image, &["sleep", "60"]),
+        )
+        .await
+        .unwrap();
+    let running = env
+        .run_container(
+            &mut rt,
+            &pod_id,
+            &pod,
+            container_config("running", &image, &["sleep", "60"]),
+        )
+        .await
+        .unwrap();
+    wait_container_state(&mut rt, &running, ContainerState::ContainerRunning, RUNNING)
+        .await
+        .unwrap();
+    rt.stop_pod_sandbox(StopPodSandboxRequest {
+        pod_sandbox_id: pod_id.clone(),
+    })
+    .await
+    .unwrap();
+    let st = container_status(&mut rt, &running).await.unwrap();
+    assert_eq!(st.state, ContainerState::ContainerExited as i32);
+    assert_eq!(st.exit_code, 137, "killed with the pod");
+    assert_eq!(
+        container_status(&mut rt, &done).await.unwrap().exit_code,
+        0,
+        "an exit before the stop is kept"
+    );
+    assert_ne!(
+        container_status(&mut rt, &created).await.unwrap().state,
+        ContainerState::ContainerRunning as i32
+    );
+    let log = env.daemon.log();
+    assert!(
+        !log.contains("stopping container with its pod"),
+        "the stop warned about containers that were not running:\n{log}"
+    );
+}
+
+/// `crictl inspect` shows `info.pid`, which tools hand to nsenter: the host's pid, as
+/// containerd gives, not the one inside the pod CT.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verbose_container_status_gives_the_host_pid() {
+    let env = PodEnv::start(Store::Overlay).await.unwrap();
+    env.pull(&env.images.one_layer).await.unwrap();
+    let mut rt = env.rt().await.unwrap();
+    let pod = env.pod_config("pid");
+    let pod_id = env.run_pod(&mut rt, &pod).await.unwrap();
+    let image = env.images.one_layer.clone();
+    let mut pids = Vec::new();
+    for name in ["first", "second"] {
+        let id = env
+            .run_container(
+                &mut rt,
+                &pod_id,
+                &pod,
+                container_config(name, &image, &["sleep", &format!("6{}", pids.len())]),
+            )
+            .await
+            .unwrap();
+        wait_container_state(&mut rt, &id, ContainerState::ContainerRunning, RUNNING)
+            .await
+            .unwrap();
+        let info = rt
+            .container_status(ContainerStatusRequest {
+                container_id: id.clone(),
+                verbose: true,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .info;
+        let verbose: serde_json::Value = serde_json::from_str(&info["info"]).unwrap();
+        let pid = verbose["pid"].as_u64().expect("a pid while it runs");
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
+        assert_eq!(
+            cmdline,
+            format!("sleep\06{}\0", pids.len()).into_bytes(),
+            "{name}: pid {pid} is not the container's process on the host"
+        );
+        pids.push(pid);
+    }
+    assert_ne!(pids[0], pids[1]);
+}

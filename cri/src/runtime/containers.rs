@@ -394,7 +394,11 @@ impl Runtime {
         let cid = id.to_string();
         self.podinit(pod_id, move |c| c.kill(&cid, Signal::SIGKILL as i32))
             .await
-            .or_else(ignore_gone)?;
+            .or_else(|e| match e.code {
+                // Not running (exited, or never started): nothing to kill.
+                tonic::Code::FailedPrecondition => Ok(()),
+                _ => ignore_gone(e),
+            })?;
         let cid = id.to_string();
         match self.podinit(pod_id, move |c| c.wait(&cid, KILL_WAIT)).await {
             Ok(s) if s.state != ContainerState::Running => Ok(()),
