@@ -392,14 +392,14 @@ impl Kubelet {
     /// Everything but the pods: mounts, files, cgroups, sysctls. Returns what failed.
     fn put_back(&mut self) -> Vec<String> {
         let mut problems = Vec::new();
-        if let Some(dir) = self.dir.as_ref() {
-            if let Err(e) = unmount_under(dir.path(), |_| false) {
-                problems.push(format!("unmounting under the kubelet's root: {e:#}"));
-                // Removing the directory would delete through a mount: keep it.
-                if let Some(dir) = self.dir.take() {
-                    let kept = dir.keep();
-                    problems.push(format!("left {} in place", kept.display()));
-                }
+        if let Some(dir) = self.dir.as_ref()
+            && let Err(e) = unmount_under(dir.path(), |_| false)
+        {
+            problems.push(format!("unmounting under the kubelet's root: {e:#}"));
+            // Removing the directory would delete through a mount: keep it.
+            if let Some(dir) = self.dir.take() {
+                let kept = dir.keep();
+                problems.push(format!("left {} in place", kept.display()));
             }
         }
         if let Some(dir) = self.dir.as_ref()

@@ -642,7 +642,7 @@ impl Test<'_> {
             .context("no pid in the verbose info")?;
         let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
         ensure!(
-            cmdline == b"sleep\0600\0",
+            cmdline == b"sleep\x00600\x00",
             "pid {pid} from ContainerStatus is not the container's process on the host: {:?}",
             String::from_utf8_lossy(&cmdline)
         );

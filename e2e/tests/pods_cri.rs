@@ -748,7 +748,7 @@ async fn verbose_container_status_gives_the_host_pid() {
         let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
         assert_eq!(
             cmdline,
-            format!("sleep\06{}\0", pids.len()).into_bytes(),
+            format!("sleep\x006{}\x00", pids.len()).into_bytes(),
             "{name}: pid {pid} is not the container's process on the host"
         );
         pids.push(pid);
