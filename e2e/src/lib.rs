@@ -1,6 +1,7 @@
 //! End-to-end test harness for pvecri: a shared zfs-fuse pool, a local registry, test
 //! images, and the daemon with a CRI client.
 
+pub mod cgroups;
 pub mod cmd;
 pub mod cni;
 pub mod containerd;

@@ -6,133 +6,21 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a test crate
 
-use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use e2e::cgroups::{Cg, init_pid};
 use e2e::pods::{PodEnv, Store, container_config, eventually, exec_ok, sh, wait_container_state};
 use k8s_cri::v1::{
     ContainerState, ContainerStats, ContainerStatsFilter, ContainerStatsRequest,
     ListContainerStatsRequest, ListMetricDescriptorsRequest, ListPodSandboxMetricsRequest,
     ListPodSandboxStatsRequest, PodSandboxStatsFilter, PodSandboxStatsRequest,
-    PodSandboxStatusRequest,
 };
 
 e2e::on_both_stores!(writable_layer_usage);
 
 const RUNNING: Duration = Duration::from_secs(20);
 const MIB: u64 = 1 << 20;
-
-/// The CT init's pid, from PodSandboxStatus's verbose info.
-async fn init_pid(rt: &mut e2e::cri_client::RuntimeClient, pod_id: &str) -> u32 {
-    let resp = rt
-        .pod_sandbox_status(PodSandboxStatusRequest {
-            pod_sandbox_id: pod_id.to_string(),
-            verbose: true,
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let info: serde_json::Value = serde_json::from_str(&resp.info["info"]).unwrap();
-    info["init_pid"].as_u64().unwrap() as u32
-}
-
-/// A cgroup as the test finds it: per v1 controller, or the v2 directory under "".
-struct Cg(BTreeMap<String, PathBuf>);
-
-impl Cg {
-    /// The pod's cgroup, found independently of the daemon: `/proc/<pid>/cgroup` joined to
-    /// the mount points in our mountinfo; on v2 podinit sits in its leaf `podinit`.
-    fn of_pod(pid: u32) -> Cg {
-        let proc = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
-        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-        let mut out = BTreeMap::new();
-        for line in mounts.lines() {
-            let (l, r) = line.split_once(" - ").unwrap();
-            let mp = l.split(' ').nth(4).unwrap();
-            let mut r = r.split(' ');
-            let fstype = r.next().unwrap();
-            let opts = r.nth(1).unwrap_or("");
-            for entry in proc.lines() {
-                let mut p = entry.splitn(3, ':');
-                let (_, ctrls, path) = (p.next(), p.next().unwrap(), p.next().unwrap());
-                let path = path.trim_start_matches('/');
-                if fstype == "cgroup" {
-                    for c in ["cpuacct", "memory", "pids", "cpu"] {
-                        if ctrls.split(',').any(|x| x == c) && opts.split(',').any(|x| x == c) {
-                            out.insert(c.to_string(), Path::new(mp).join(path));
-                        }
-                    }
-                } else if fstype == "cgroup2" && ctrls.is_empty() && mp == "/sys/fs/cgroup" {
-                    let dir = Path::new(mp).join(path);
-                    let dir = if dir.ends_with("podinit") {
-                        dir.parent().unwrap().to_path_buf()
-                    } else {
-                        dir
-                    };
-                    out.insert(String::new(), dir);
-                }
-            }
-        }
-        if out.contains_key("memory") {
-            out.remove("");
-        }
-        Cg(out)
-    }
-
-    fn child(&self, name: &str) -> Cg {
-        Cg(self
-            .0
-            .iter()
-            .map(|(k, v)| (k.clone(), v.join(name)))
-            .collect())
-    }
-
-    fn v2(&self) -> bool {
-        self.0.contains_key("")
-    }
-
-    fn read(&self, controller: &str, file: &str) -> String {
-        let dir = self.0.get(controller).or_else(|| self.0.get("")).unwrap();
-        std::fs::read_to_string(dir.join(file)).unwrap()
-    }
-
-    fn stat(&self, controller: &str, file: &str, key: &str) -> u64 {
-        self.read(controller, file)
-            .lines()
-            .find_map(|l| l.strip_prefix(&format!("{key} ")))
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap()
-    }
-
-    fn cpu_ns(&self) -> u64 {
-        if self.v2() {
-            self.stat("", "cpu.stat", "usage_usec") * 1000
-        } else {
-            self.read("cpuacct", "cpuacct.usage")
-                .trim()
-                .parse()
-                .unwrap()
-        }
-    }
-
-    /// Usage less inactive file pages, as cAdvisor computes the working set.
-    fn working_set(&self) -> u64 {
-        if self.v2() {
-            let usage: u64 = self.read("", "memory.current").trim().parse().unwrap();
-            usage.saturating_sub(self.stat("", "memory.stat", "inactive_file"))
-        } else {
-            let usage: u64 = self
-                .read("memory", "memory.usage_in_bytes")
-                .trim()
-                .parse()
-                .unwrap();
-            usage.saturating_sub(self.stat("memory", "memory.stat", "total_inactive_file"))
-        }
-    }
-}
 
 fn within(actual: u64, expected: u64, pct: u64, what: &str) {
     let diff = actual.abs_diff(expected);
@@ -179,11 +67,11 @@ async fn stats_track_the_cgroup() {
             .await
             .unwrap();
     }
-    let pid = init_pid(&mut rt, &pod_id).await;
-    let pod_cg = Cg::of_pod(pid);
-    let cg = pod_cg.child(&format!("ctr-{burn_id}"));
+    let pid = init_pid(&mut rt, &pod_id).await.unwrap();
+    let pod_cg = Cg::of_pod(pid).unwrap();
+    let cg = pod_cg.container(&burn_id);
     eventually("the burner holds its 64 MiB", RUNNING, || {
-        let ws = cg.working_set();
+        let ws = cg.working_set().unwrap();
         async move { Ok((ws >= 64 * MIB).then_some(())) }
     })
     .await
@@ -191,7 +79,7 @@ async fn stats_track_the_cgroup() {
 
     // Cumulative CPU and memory, read right after the daemon's reading.
     let first = container_stats(&mut rt, &burn_id).await;
-    let (cpu0, t0) = (cg.cpu_ns(), Instant::now());
+    let (cpu0, t0) = (cg.cpu_ns().unwrap(), Instant::now());
     let got = first
         .cpu
         .as_ref()
@@ -203,7 +91,7 @@ async fn stats_track_the_cgroup() {
     let mem = first.memory.as_ref().unwrap();
     within(
         mem.working_set_bytes.unwrap().value,
-        cg.working_set(),
+        cg.working_set().unwrap(),
         10,
         "working_set_bytes",
     );
@@ -216,7 +104,7 @@ async fn stats_track_the_cgroup() {
     // The rate between two readings: what the cgroup counted over the same window.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let second = container_stats(&mut rt, &burn_id).await;
-    let (cpu1, t1) = (cg.cpu_ns(), Instant::now());
+    let (cpu1, t1) = (cg.cpu_ns().unwrap(), Instant::now());
     let rate = (cpu1 - cpu0) as f64 / (t1 - t0).as_secs_f64();
     let nano = second.cpu.unwrap().usage_nano_cores.unwrap().value;
     within(nano, rate as u64, 10, "usage_nano_cores");
@@ -238,13 +126,13 @@ async fn stats_track_the_cgroup() {
     let linux = ps.linux.unwrap();
     within(
         linux.cpu.unwrap().usage_core_nano_seconds.unwrap().value,
-        pod_cg.cpu_ns(),
+        pod_cg.cpu_ns().unwrap(),
         10,
         "pod usage_core_nano_seconds",
     );
     within(
         linux.memory.unwrap().working_set_bytes.unwrap().value,
-        pod_cg.working_set(),
+        pod_cg.working_set().unwrap(),
         10,
         "pod working_set_bytes",
     );
@@ -388,7 +276,7 @@ async fn stats_track_the_cgroup() {
         .unwrap();
     within(
         ws.value.unwrap().value,
-        cg.working_set(),
+        cg.working_set().unwrap(),
         10,
         "metric working set",
     );

@@ -14,7 +14,7 @@ use crate::sys;
 
 const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
 /// Controllers podinit places containers in.
-const CONTROLLERS: &[&str] = &["memory", "cpu", "cpuacct", "pids", "hugetlb"];
+const CONTROLLERS: &[&str] = &["memory", "cpu", "cpuacct", "pids", "hugetlb", "cpuset"];
 /// Name of podinit's own leaf on v2.
 const SELF_LEAF: &str = "podinit";
 
@@ -187,8 +187,15 @@ impl CgroupRoot {
             mode: self.mode,
             dirs,
         };
-        for (_, d) in &cg.dirs {
-            if let Err(e) = mkdir_fresh(d) {
+        for (c, d) in &cg.dirs {
+            let made = mkdir_fresh(d).and_then(|()| {
+                if self.mode == Mode::V1 && c == "cpuset" {
+                    inherit_cpuset(d)
+                } else {
+                    Ok(())
+                }
+            });
+            if let Err(e) = made {
                 cg.remove();
                 return Err(e);
             }
@@ -306,10 +313,22 @@ impl ContainerCgroup {
                 }
             }
         }
+        if let Some(cpus) = &r.cpuset_cpus {
+            self.write("cpuset", available, "cpuset.cpus", cpus)?;
+        }
+        if let Some(mems) = &r.cpuset_mems {
+            self.write("cpuset", available, "cpuset.mems", mems)?;
+        }
         if let Some(pids) = r.pids_limit {
             self.write("pids", available, "pids.max", &max_or(pids))?;
         }
         for (size, limit) in &r.hugepage_limits {
+            // The kubelet sends a zero limit for every page size the node has; without the
+            // hugetlb controller that cannot be enforced, and refusing it would refuse every pod.
+            if *limit == 0 && !available.iter().any(|a| a == "hugetlb") {
+                tracing::debug!("hugetlb controller unavailable: zero {size} limit not enforced");
+                continue;
+            }
             let file = if v2 {
                 format!("hugetlb.{size}.max")
             } else {
@@ -414,6 +433,30 @@ fn mkdir_fresh(p: &Path) -> Result<(), CgroupError> {
             source: e,
         }),
     }
+}
+
+/// A v1 cpuset cgroup starts with no CPUs and no memory nodes, and no process can join it
+/// until it has both, unless its parent has `cgroup.clone_children` set (LXC sets it): copy the
+/// parent's where they are empty.
+fn inherit_cpuset(dir: &Path) -> Result<(), CgroupError> {
+    let Some(parent) = dir.parent() else {
+        return Ok(());
+    };
+    for file in ["cpuset.cpus", "cpuset.mems"] {
+        let own = dir.join(file);
+        let current = match std::fs::read_to_string(&own) {
+            Ok(s) => s,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => String::new(),
+            Err(e) => return Err(io_err("reading", &own)(e)),
+        };
+        if !current.trim().is_empty() {
+            continue;
+        }
+        let from = parent.join(file);
+        let value = std::fs::read_to_string(&from).map_err(io_err("reading", &from))?;
+        std::fs::write(&own, value.trim()).map_err(io_err("writing", &own))?;
+    }
+    Ok(())
 }
 
 fn max_or(v: i64) -> String {
@@ -604,6 +647,36 @@ mod tests {
         assert_eq!(cg.procs_files(), vec![d.join("cgroup.procs")]);
         std::fs::write(d.join("memory.events"), "oom 1\noom_kill 1\n").expect("write");
         assert!(cg.oom_killed());
+    }
+
+    #[test]
+    fn v1_cpuset_children_get_the_parents_cpus_and_then_their_own() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let base = |c: &str| dir.path().join(c);
+        for c in ["cpuset", "memory"] {
+            std::fs::create_dir(base(c)).expect("mkdir");
+        }
+        std::fs::write(base("cpuset").join("cpuset.cpus"), "0-3\n").expect("write");
+        std::fs::write(base("cpuset").join("cpuset.mems"), "0\n").expect("write");
+        let root = CgroupRoot {
+            mode: Mode::V1,
+            bases: vec![
+                ("cpuset".into(), base("cpuset")),
+                ("memory".into(), base("memory")),
+            ],
+            enabled: vec![],
+        };
+        root.create("a", &Resources::default()).expect("create");
+        let read = |p: &str| std::fs::read_to_string(dir.path().join(p)).expect(p);
+        assert_eq!(read("cpuset/ctr-a/cpuset.cpus"), "0-3");
+        assert_eq!(read("cpuset/ctr-a/cpuset.mems"), "0");
+        let res = Resources {
+            cpuset_cpus: Some("1".into()),
+            ..Default::default()
+        };
+        root.create("b", &res).expect("create");
+        assert_eq!(read("cpuset/ctr-b/cpuset.cpus"), "1");
+        assert_eq!(read("cpuset/ctr-b/cpuset.mems"), "0");
     }
 
     #[test]

@@ -140,6 +140,9 @@ pub struct Resources {
     pub hugepage_limits: Vec<(String, i64)>,
     /// cgroup v2 files to write as given (`linux.resources.unified`).
     pub unified: Vec<(String, String)>,
+    /// CPUs and memory nodes the container may use (cpuset list syntax, `0-3,6`).
+    pub cpuset_cpus: Option<String>,
+    pub cpuset_mems: Option<String>,
 }
 
 impl Resources {
@@ -565,6 +568,22 @@ fn rlimit_resource(t: PosixRlimitType) -> u32 {
     }
 }
 
+/// cpuset list syntax: comma-separated numbers and ranges.
+pub fn is_cpu_list(s: &str) -> bool {
+    s.split(',').all(|part| {
+        let mut ends = part.splitn(2, '-');
+        let num = |x: Option<&str>| {
+            x.is_some_and(|x| {
+                !x.is_empty() && x.len() <= 5 && x.bytes().all(|b| b.is_ascii_digit())
+            })
+        };
+        match (ends.next(), ends.next()) {
+            (a, None) => num(a),
+            (a, Some(b)) => num(a) && num(Some(b)),
+        }
+    })
+}
+
 fn validate_resources(r: &LinuxResources) -> Result<Resources, SpecError> {
     let mut out = Resources::default();
     if r.devices().as_ref().is_some_and(|d| !d.is_empty()) {
@@ -596,11 +615,22 @@ fn validate_resources(r: &LinuxResources) -> Result<Resources, SpecError> {
             ("burst", c.burst().is_some()),
             ("realtimeRuntime", c.realtime_runtime().is_some()),
             ("realtimePeriod", c.realtime_period().is_some()),
-            ("cpus", c.cpus().as_ref().is_some_and(|s| !s.is_empty())),
-            ("mems", c.mems().as_ref().is_some_and(|s| !s.is_empty())),
         ];
         if let Some((name, _)) = unsupported.iter().find(|(_, set)| *set) {
             return invalid(format!("linux.resources.cpu.{name}: not supported"));
+        }
+        for (name, list, out) in [
+            ("cpus", c.cpus(), &mut out.cpuset_cpus),
+            ("mems", c.mems(), &mut out.cpuset_mems),
+        ] {
+            if let Some(list) = list.as_ref().filter(|s| !s.is_empty()) {
+                if !is_cpu_list(list) {
+                    return invalid(format!(
+                        "linux.resources.cpu.{name}: {list:?} is not a list like 0-3,6"
+                    ));
+                }
+                *out = Some(list.clone());
+            }
         }
     }
     if let Some(p) = r.pids() {
@@ -1297,7 +1327,7 @@ mod tests {
         let spec = with(
             base(),
             "/linux/resources",
-            json!({"memory": {"limit": 1048576, "swap": 1048576}, "cpu": {"shares": 512, "quota": 50000, "period": 100000},
+            json!({"memory": {"limit": 1048576, "swap": 1048576}, "cpu": {"shares": 512, "quota": 50000, "period": 100000, "cpus": "0-1,3", "mems": "0"},
                    "pids": {"limit": 64}, "hugepageLimits": [{"pageSize": "2MB", "limit": 0}],
                    "unified": {"memory.high": "900000"}}),
         );
@@ -1313,6 +1343,8 @@ mod tests {
                 pids_limit: Some(64),
                 hugepage_limits: vec![("2MB".into(), 0)],
                 unified: vec![("memory.high".into(), "900000".into())],
+                cpuset_cpus: Some("0-1,3".into()),
+                cpuset_mems: Some("0".into()),
             }
         );
         for (val, needle) in [
@@ -1321,7 +1353,9 @@ mod tests {
                 "devices",
             ),
             (json!({"memory": {"reservation": 5}}), "reservation"),
-            (json!({"cpu": {"cpus": "0-1"}}), "cpus"),
+            (json!({"cpu": {"cpus": "0-1\n"}}), "cpus"),
+            (json!({"cpu": {"mems": "a"}}), "mems"),
+            (json!({"cpu": {"cpus": "1,,2"}}), "cpus"),
             (json!({"blockIO": {"weight": 10}}), "blockIO"),
             (json!({"unified": {"../x": "1"}}), "unified"),
         ] {

@@ -12,6 +12,7 @@ pub mod podfiles;
 pub mod pods;
 pub mod reconcile;
 pub mod records;
+pub mod resources;
 pub mod spec;
 pub mod user;
 

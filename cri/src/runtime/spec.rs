@@ -467,10 +467,27 @@ pub fn build(input: SpecInput<'_>) -> Result<Spec, SpecError> {
 
     let mut res = LinuxResources::default();
     if let Some(r) = resources {
-        if r.memory_limit_in_bytes > 0 {
+        if r.memory_limit_in_bytes > 0 || r.memory_swap_limit_in_bytes != 0 {
             let mut m = LinuxMemory::default();
-            m.set_limit(Some(r.memory_limit_in_bytes));
+            m.set_limit(Some(r.memory_limit_in_bytes).filter(|l| *l > 0));
+            m.set_swap(Some(r.memory_swap_limit_in_bytes).filter(|s| *s != 0));
             res.set_memory(Some(m));
+        }
+        if !r.hugepage_limits.is_empty() {
+            res.set_hugepage_limits(Some(
+                r.hugepage_limits
+                    .iter()
+                    .map(|h| {
+                        let mut l = oci_spec::runtime::LinuxHugepageLimit::default();
+                        l.set_page_size(h.page_size.clone());
+                        l.set_limit(i64::try_from(h.limit).unwrap_or(i64::MAX));
+                        l
+                    })
+                    .collect(),
+            ));
+        }
+        if !r.unified.is_empty() {
+            res.set_unified(Some(r.unified.clone()));
         }
         let mut cpu = LinuxCpu::default();
         let mut any_cpu = false;
@@ -484,6 +501,14 @@ pub fn build(input: SpecInput<'_>) -> Result<Spec, SpecError> {
         }
         if r.cpu_period > 0 {
             cpu.set_period(Some(r.cpu_period as u64));
+            any_cpu = true;
+        }
+        if !r.cpuset_cpus.is_empty() {
+            cpu.set_cpus(Some(r.cpuset_cpus.clone()));
+            any_cpu = true;
+        }
+        if !r.cpuset_mems.is_empty() {
+            cpu.set_mems(Some(r.cpuset_mems.clone()));
             any_cpu = true;
         }
         if any_cpu {

@@ -400,6 +400,17 @@ runtime_service! {
             Ok(Response::new(UpdateRuntimeConfigResponse {}))
         }
 
+        async fn update_container_resources(
+            &self,
+            request: Request<UpdateContainerResourcesRequest>,
+        ) -> Result<Response<UpdateContainerResourcesResponse>, Status> {
+            let req = request.into_inner();
+            self.rt()?
+                .update_container_resources(&req.container_id, req.linux)
+                .await?;
+            Ok(Response::new(UpdateContainerResourcesResponse {}))
+        }
+
         async fn container_stats(
             &self,
             request: Request<ContainerStatsRequest>,
@@ -467,7 +478,6 @@ runtime_service! {
         }
     }
     not_built_yet {
-        update_container_resources(UpdateContainerResourcesRequest) -> UpdateContainerResourcesResponse;
         exec(ExecRequest) -> ExecResponse;
         attach(AttachRequest) -> AttachResponse;
         port_forward(PortForwardRequest) -> PortForwardResponse;
@@ -563,7 +573,7 @@ fn container_status(c: &ContainerRecord, st: &podinit::api::ContainerStatus) -> 
             })
             .collect(),
         log_path: c.log_path.clone(),
-        resources: None,
+        resources: crate::runtime::resources::status(c),
         image_id: c.image_id.clone(),
         user: None,
     }
