@@ -133,6 +133,8 @@ impl Fixture {
             pod_dir,
             podinit: self.podinit(init),
             network: NetworkMode::Isolated,
+            host_pid: false,
+            host_ipc: false,
             cgroup_parent: Some(format!(
                 "/{}/burstable/pod{}",
                 self.cgroup_top,
@@ -896,6 +898,7 @@ async fn the_default_config_builds_the_lxc_driver_under_the_state_dir() {
         pod_dir_bound: true,
         cgroups: pve::cgroup::CtCgroups::new(CgroupDriver::Cgroupfs, None, &id).unwrap(),
         privileged: true,
+        host_pid: false,
     };
     std::fs::write(
         leftover.join("pod.json"),

@@ -47,6 +47,8 @@ fn spec(state: &Path, podinit: &Path, id: String) -> PodSpec {
         pod_dir,
         podinit: podinit.to_path_buf(),
         network: NetworkMode::Isolated,
+        host_pid: false,
+        host_ipc: false,
         cgroup_parent: Some("/pvecri-bench/burstable/pod0".into()),
         cgroup_driver: CgroupDriver::Cgroupfs,
         oom_score_adj: Some(-998),

@@ -1,6 +1,8 @@
 //! podinit: PID 1 of every pvecri pod CT.
 //!
-//! `podinit [--pod-dir DIR] [--grace-period SECS] [--log-level LEVEL] [--log-file PATH]`
+//! `podinit [--pod-dir DIR] [--grace-period SECS] [--host-ipc] [--log-level LEVEL] [--log-file PATH]`
+//!
+//! `--host-ipc`: the pod shares the host's IPC namespace and `/dev/shm`; podinit mounts none.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -8,11 +10,12 @@ use std::time::Duration;
 
 use podinit::server::{self, Options};
 
-const USAGE: &str = "usage: podinit [--pod-dir DIR] [--grace-period SECS] [--log-level error|warn|info|debug|trace] [--log-file PATH]";
+const USAGE: &str = "usage: podinit [--pod-dir DIR] [--grace-period SECS] [--host-ipc] [--log-level error|warn|info|debug|trace] [--log-file PATH]";
 
 struct Args {
     pod_dir: PathBuf,
     grace: Duration,
+    host_ipc: bool,
     level: tracing::Level,
     log_file: Option<PathBuf>,
 }
@@ -21,6 +24,7 @@ fn parse_args() -> Result<Args, String> {
     let mut args = Args {
         pod_dir: PathBuf::from(podinit::api::DEFAULT_POD_DIR),
         grace: Duration::from_secs(10),
+        host_ipc: false,
         level: tracing::Level::INFO,
         log_file: None,
     };
@@ -52,6 +56,7 @@ fn parse_args() -> Result<Args, String> {
                 args.level = v.parse().map_err(|_| format!("bad --log-level {v:?}"))?;
             }
             "--log-file" => args.log_file = Some(PathBuf::from(value()?)),
+            "--host-ipc" if inline.is_none() => args.host_ipc = true,
             "--version" => {
                 return Err(format!("podinit {}", env!("CARGO_PKG_VERSION")));
             }
@@ -91,6 +96,7 @@ fn main() -> ExitCode {
     match server::run(Options {
         pod_dir: args.pod_dir,
         grace: args.grace,
+        host_ipc: args.host_ipc,
     }) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

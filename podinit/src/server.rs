@@ -43,6 +43,9 @@ pub struct Options {
     pub pod_dir: PathBuf,
     /// Time containers get between their stop signal and SIGKILL when the pod shuts down.
     pub grace: Duration,
+    /// The pod shares the host's IPC namespace: `/dev/shm` is the host's (the pod host binds
+    /// it) and podinit must not cover it with a tmpfs of its own.
+    pub host_ipc: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -217,7 +220,7 @@ impl Server {
             ipc_ns: spec::ns_id(Path::new("/proc/self/ns/ipc")),
             uts_ns: spec::ns_id(Path::new("/proc/self/ns/uts")),
         };
-        let pod_shm = setup_pod_shm();
+        let pod_shm = setup_pod_shm(opts.host_ipc);
         close_stale_statuses(&opts.pod_dir);
 
         let socket = opts.pod_dir.join(SOCKET_NAME);
@@ -1442,11 +1445,17 @@ fn read_capped(job: &mut ExecJob, stream: Stream, scratch: &mut [u8], drain: boo
     }
 }
 
-/// Mounts the pod-wide `/dev/shm` (tmpfs) when podinit is the pod's init; `None` otherwise,
-/// and containers then get a private one each.
-fn setup_pod_shm() -> Option<PathBuf> {
-    if std::process::id() != 1 {
-        tracing::info!("not PID 1: containers get private /dev/shm");
+/// The pod-wide `/dev/shm` bound into containers whose spec has none: the host's in a host
+/// IPC pod, else a tmpfs podinit mounts when it has a mount namespace of its own (it is the
+/// pod's init, or runs in a CT that keeps the host's PID namespace); `None` otherwise, and
+/// containers then get a private one each.
+fn setup_pod_shm(host_ipc: bool) -> Option<PathBuf> {
+    if host_ipc {
+        tracing::info!("host IPC namespace: containers share the host's /dev/shm");
+        return Some(PathBuf::from("/dev/shm"));
+    }
+    if !sys::owns_mount_namespace() {
+        tracing::info!("in the host's mount namespace: containers get private /dev/shm");
         return None;
     }
     let shm = PathBuf::from("/dev/shm");

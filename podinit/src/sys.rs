@@ -403,6 +403,22 @@ fn prctl(option: libc::c_int, arg2: libc::c_ulong) -> io::Result<()> {
     Ok(())
 }
 
+/// Whether this process may mount over shared paths such as `/dev/shm`: it is PID 1 (of a
+/// pod CT, or of `unshare --pid --mount`), or its mount namespace differs from PID 1's (a CT
+/// in the host's PID namespace, where PID 1 is the host's init). Unknown counts as no.
+pub fn owns_mount_namespace() -> bool {
+    if std::process::id() == 1 {
+        return true;
+    }
+    match (
+        std::fs::read_link("/proc/self/ns/mnt"),
+        std::fs::read_link("/proc/1/ns/mnt"),
+    ) {
+        (Ok(own), Ok(init)) => own != init,
+        _ => false,
+    }
+}
+
 pub fn set_child_subreaper() -> io::Result<()> {
     prctl(libc::PR_SET_CHILD_SUBREAPER, 1)
 }

@@ -404,6 +404,41 @@ pub fn remove_everywhere(roots: &[PathBuf], relative: &str) -> Result<(), Cgroup
     Ok(())
 }
 
+/// Processes in `relative` or below it, in any hierarchy (each appears once).
+///
+/// A CT that keeps the host's PID namespace does not end with its init: whatever the pod
+/// left running lives on, reparented to the host's init, and only its cgroup still says
+/// whose it is.
+pub fn procs_everywhere(roots: &[PathBuf], relative: &str) -> Vec<u32> {
+    let mut found = Vec::new();
+    if relative.is_empty() {
+        return found;
+    }
+    for root in roots {
+        collect_procs(&root.join(relative), &mut found);
+    }
+    found.sort_unstable();
+    found.dedup();
+    found
+}
+
+fn collect_procs(dir: &Path, found: &mut Vec<u32>) {
+    if let Ok(text) = std::fs::read_to_string(dir.join("cgroup.procs")) {
+        found.extend(
+            text.split_whitespace()
+                .filter_map(|p| p.parse::<u32>().ok()),
+        );
+    }
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            collect_procs(&entry.path(), found);
+        }
+    }
+}
+
 fn remove_tree(dir: &Path) -> Result<(), CgroupError> {
     let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,
@@ -437,6 +472,21 @@ mod tests {
     use proptest::prelude::*;
 
     const ID: &str = crate::spec::tests::ID;
+
+    #[test]
+    fn procs_are_collected_from_the_whole_tree_of_every_hierarchy() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+        std::fs::create_dir_all(a.join("ct/c1")).unwrap();
+        std::fs::create_dir_all(b.join("ct")).unwrap();
+        std::fs::write(a.join("ct/cgroup.procs"), "10\n11\n").unwrap();
+        std::fs::write(a.join("ct/c1/cgroup.procs"), "12\n").unwrap();
+        std::fs::write(b.join("ct/cgroup.procs"), "11\n13\n").unwrap();
+        let roots = [a, b, tmp.path().join("missing")];
+        assert_eq!(procs_everywhere(&roots, "ct"), [10, 11, 12, 13]);
+        assert!(procs_everywhere(&roots, "").is_empty());
+        assert!(procs_everywhere(&roots, "other").is_empty());
+    }
 
     #[test]
     fn cgroupfs_parent_gets_the_ct_below_it() {

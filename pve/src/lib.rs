@@ -13,9 +13,13 @@
 //! What podinit can rely on inside a pod CT (both drivers):
 //! * it runs as PID 1 of a new PID namespace, as `/sbin/podinit --pod-dir /pvecri`, with the
 //!   pod directory at `/pvecri` (host mounts made under it later appear; its own mounts stay
-//!   inside) and its stdout/stderr in the CT's console log;
+//!   inside) and its stdout/stderr in the CT's console log. In a `hostPID` pod
+//!   ([`PodSpec::host_pid`]) it is an ordinary process of the host's PID namespace instead: it
+//!   reaps its own children as a child subreaper and signals only its own processes;
 //! * the CT has its own network (only `lo`, up, unless host network), IPC, UTS (the pod's
-//!   hostname), mount and cgroup namespaces; a pod-wide tmpfs at `/dev/shm`;
+//!   hostname), mount and cgroup namespaces; a pod-wide tmpfs at `/dev/shm`. A `hostIPC`
+//!   pod ([`PodSpec::host_ipc`]) keeps the host's IPC namespace and has the host's `/dev/shm`
+//!   bound there; podinit then gets `--host-ipc` and mounts no `/dev/shm` of its own;
 //! * its cgroup is the root of its cgroup namespace and mounted writable at `/sys/fs/cgroup`
 //!   (one mount per hierarchy on cgroup v1): it makes one child cgroup per container. On
 //!   cgroup v2 it must move itself into a leaf child before enabling controllers for its
@@ -24,7 +28,8 @@
 //!   applies each container's restrictions itself;
 //! * stop sends SIGTERM once, then SIGKILL after the timeout. A PID 1 drops signals it has no
 //!   handler for, so podinit must install its SIGTERM handler before it signals readiness
-//!   (its API socket); a stop that comes earlier waits out the timeout.
+//!   (its API socket); a stop that comes earlier waits out the timeout. A CT in the host's PID
+//!   namespace does not end with its init: stop and destroy kill what is left in its cgroup.
 
 pub mod cgroup;
 pub mod config;

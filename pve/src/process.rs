@@ -45,8 +45,17 @@ pub fn children(pid: u32) -> Vec<u32> {
 
 /// Inode of `pid`'s PID namespace.
 pub fn pid_namespace(pid: u32) -> Option<u64> {
+    namespace(pid, "pid")
+}
+
+/// Inode of `pid`'s mount namespace.
+pub fn mount_namespace(pid: u32) -> Option<u64> {
+    namespace(pid, "mnt")
+}
+
+fn namespace(pid: u32, which: &str) -> Option<u64> {
     use std::os::unix::fs::MetadataExt;
-    std::fs::metadata(format!("/proc/{pid}/ns/pid"))
+    std::fs::metadata(format!("/proc/{pid}/ns/{which}"))
         .ok()
         .map(|m| m.ino())
 }
@@ -76,6 +85,17 @@ pub fn host_pid_in(init: u32, ns_pid: u32) -> Option<u32> {
 pub fn ns_pids(status: &str) -> Option<Vec<u32>> {
     let line = status.lines().find_map(|l| l.strip_prefix("NSpid:"))?;
     line.split_whitespace().map(|p| p.parse().ok()).collect()
+}
+
+/// Sends SIGKILL to `pid`; a process already gone is fine.
+pub fn kill_now(pid: u32) -> io::Result<()> {
+    let Some(raw) = i32::try_from(pid).ok().and_then(Pid::from_raw) else {
+        return Ok(());
+    };
+    match rustix::process::kill_process(raw, Signal::KILL) {
+        Ok(()) | Err(rustix::io::Errno::SRCH) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// A handle on a process that stays valid even if its pid is reused.

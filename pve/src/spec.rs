@@ -66,6 +66,13 @@ pub struct PodSpec {
     /// Host path of the static podinit binary, bound read-only at `/sbin/podinit`.
     pub podinit: PathBuf,
     pub network: NetworkMode,
+    /// `hostPID`: the CT stays in the host's PID namespace (podinit is not PID 1 there, and
+    /// the pod's processes see, and are seen by, every process of the node).
+    #[serde(default)]
+    pub host_pid: bool,
+    /// `hostIPC`: the CT stays in the host's IPC namespace, and its `/dev/shm` is the host's.
+    #[serde(default)]
+    pub host_ipc: bool,
     /// The kubelet's cgroup parent (a cgroupfs path or a systemd slice name).
     pub cgroup_parent: Option<String>,
     pub cgroup_driver: CgroupDriver,
@@ -178,6 +185,23 @@ impl PodSpec {
         }
         sysctl::validate_all(&self.sysctls, self.network)
             .map_err(|e| invalid("sysctls", e.to_string()))?;
+        if !self.privileged && (self.host_pid || self.host_ipc) {
+            return Err(invalid(
+                "privileged",
+                "a pod in the host's PID or IPC namespace cannot have its own user namespace",
+            ));
+        }
+        if self.host_ipc
+            && self
+                .sysctls
+                .keys()
+                .any(|k| !sysctl::normalize(k).starts_with("net."))
+        {
+            return Err(invalid(
+                "sysctls",
+                "IPC sysctls would change the host's own settings in a host IPC namespace",
+            ));
+        }
         if let Some(quota) = self.resources.cpu_quota
             && quota > 0
             && self.resources.cpu_period == Some(0)
@@ -252,6 +276,8 @@ pub(crate) mod tests {
             pod_dir: PathBuf::from("/var/lib/pvecri/pods").join(ID),
             podinit: PathBuf::from("/usr/lib/pvecri/podinit"),
             network: NetworkMode::Isolated,
+            host_pid: false,
+            host_ipc: false,
             cgroup_parent: Some("/kubepods/burstable/pod1234".to_string()),
             cgroup_driver: CgroupDriver::Cgroupfs,
             oom_score_adj: None,
@@ -323,6 +349,22 @@ pub(crate) mod tests {
             s.hostname = bad.to_string();
             assert_eq!(s.validate().unwrap_err().field, "hostname", "{bad:?}");
         }
+    }
+
+    #[test]
+    fn host_namespaces_need_a_privileged_ct_and_no_ipc_sysctls() {
+        let mut s = spec();
+        s.host_pid = true;
+        s.host_ipc = true;
+        s.validate().unwrap();
+        s.privileged = false;
+        assert_eq!(s.validate().unwrap_err().field, "privileged");
+        s.privileged = true;
+        s.sysctls
+            .insert("kernel.shm_rmid_forced".to_string(), "1".to_string());
+        assert_eq!(s.validate().unwrap_err().field, "sysctls");
+        s.host_ipc = false;
+        s.validate().unwrap();
     }
 
     #[test]

@@ -136,6 +136,14 @@ impl Runtime {
         user_request(&config, &serde_json::Value::Null)
             .check()
             .map_err(|e| RuntimeError::invalid(e.to_string()))?;
+        super::namespaces::check_container(
+            super::namespaces::of_pod(&pod.config).unwrap_or_default(),
+            config
+                .linux
+                .as_ref()
+                .and_then(|l| l.security_context.as_ref())
+                .and_then(|s| s.namespace_options.as_ref()),
+        )?;
         if !config.devices.is_empty() {
             return Err(RuntimeError::unimplemented("devices are not supported yet"));
         }

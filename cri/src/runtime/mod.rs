@@ -8,6 +8,7 @@ pub mod containers;
 pub mod error;
 pub mod ids;
 pub mod mounts;
+pub mod namespaces;
 pub mod podfiles;
 pub mod pods;
 pub mod reconcile;

@@ -9,7 +9,7 @@ use pve::{CtStatus, NetworkMode, PodResources, PodSpec};
 
 use super::error::{Result, RuntimeError};
 use super::records::{PodRecord, PodState};
-use super::{Runtime, ids, now_ns, podfiles, remove_tree};
+use super::{Runtime, ids, namespaces, now_ns, podfiles, remove_tree};
 use crate::cni::config::load_network;
 use crate::cni::invoke::{Attachment, PortMapping};
 use crate::metadata::Table;
@@ -40,23 +40,7 @@ fn validate(config: &PodSandboxConfig) -> Result<()> {
             "pod sandbox metadata needs a name, a namespace and a uid",
         ));
     }
-    let ns = config
-        .linux
-        .as_ref()
-        .and_then(|l| l.security_context.as_ref())
-        .and_then(|s| s.namespace_options.as_ref());
-    if let Some(ns) = ns {
-        if ns.pid() == NamespaceMode::Node {
-            return Err(RuntimeError::invalid(
-                "host PID namespace (hostPID) is not supported: a pod runs in its own CT",
-            ));
-        }
-        if ns.ipc() == NamespaceMode::Node {
-            return Err(RuntimeError::invalid(
-                "host IPC namespace (hostIPC) is not supported: a pod runs in its own CT",
-            ));
-        }
-    }
+    namespaces::of_pod(config)?;
     Ok(())
 }
 
@@ -71,6 +55,8 @@ fn pod_spec(rt: &Runtime, id: &str, config: &PodSandboxConfig, podinit: &Path) -
         .is_some_and(|u| u.mode() == NamespaceMode::Pod);
     let res = linux.resources.clone().unwrap_or_default();
     let hostname = pod_hostname(config);
+    // Validated at RunPodSandbox.
+    let host = namespaces::of_pod(config).unwrap_or_default();
     PodSpec {
         id: id.to_string(),
         name: format!("{}/{}", m.namespace, m.name),
@@ -83,6 +69,8 @@ fn pod_spec(rt: &Runtime, id: &str, config: &PodSandboxConfig, podinit: &Path) -
         } else {
             NetworkMode::Isolated
         },
+        host_pid: host.pid,
+        host_ipc: host.ipc,
         cgroup_parent: Some(linux.cgroup_parent.clone()).filter(|p| !p.is_empty()),
         cgroup_driver: rt.cgroup_driver,
         oom_score_adj: None,
@@ -492,8 +480,9 @@ mod tests {
     #[test]
     fn validation() {
         assert!(validate(&config(NamespaceMode::Pod)).is_ok());
+        assert!(validate(&config(NamespaceMode::Node)).is_ok(), "hostPID");
         assert_eq!(
-            validate(&config(NamespaceMode::Node)).unwrap_err().code,
+            validate(&config(NamespaceMode::Target)).unwrap_err().code,
             tonic::Code::InvalidArgument
         );
         assert_eq!(

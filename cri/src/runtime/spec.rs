@@ -451,13 +451,8 @@ pub fn build(input: SpecInput<'_>) -> Result<Spec, SpecError> {
     let mut namespaces = vec![ns(LinuxNamespaceType::Mount)];
     match pid_mode {
         NamespaceMode::Container => namespaces.push(ns(LinuxNamespaceType::Pid)),
-        NamespaceMode::Pod => {}
-        NamespaceMode::Node => {
-            return Err(SpecError::Unsupported(
-                "host PID namespace (hostPID) is not supported: containers run inside the pod's CT"
-                    .into(),
-            ));
-        }
+        // The host's is podinit's in a pod that keeps it (checked at CreateContainer).
+        NamespaceMode::Pod | NamespaceMode::Node => {}
         NamespaceMode::Target => {
             return Err(SpecError::Unsupported(
                 "targeting another container's PID namespace is not supported".into(),
@@ -823,7 +818,7 @@ mod tests {
     }
 
     #[test]
-    fn host_pid_is_refused() {
+    fn host_pid_shares_podinit_s_namespace() {
         let c = ContainerConfig {
             linux: Some(LinuxContainerConfig {
                 security_context: Some(LinuxContainerSecurityContext {
@@ -837,7 +832,7 @@ mod tests {
             }),
             ..Default::default()
         };
-        let e = build(SpecInput {
+        let spec = build(SpecInput {
             container_id: "c",
             config: &c,
             image_config: &image(),
@@ -847,7 +842,17 @@ mod tests {
             pod_files: &[],
             pod_caps: &host_caps(),
         })
-        .unwrap_err();
-        assert!(matches!(e, SpecError::Unsupported(_)), "{e}");
+        .unwrap();
+        let ns: Vec<LinuxNamespaceType> = spec
+            .linux()
+            .as_ref()
+            .unwrap()
+            .namespaces()
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|n| n.typ())
+            .collect();
+        assert_eq!(ns, [LinuxNamespaceType::Mount]);
     }
 }

@@ -115,6 +115,10 @@ pub struct CtRecord {
     pub pod_dir_bound: bool,
     pub cgroups: CtCgroups,
     pub privileged: bool,
+    /// The CT keeps the host's PID namespace: its processes outlive its init unless killed
+    /// through its cgroup.
+    #[serde(default)]
+    pub host_pid: bool,
 }
 
 /// Removes a directory tree; gone already is fine.
@@ -156,6 +160,7 @@ mod tests {
                 monitor_pivot: "m".into(),
             },
             privileged: false,
+            host_pid: false,
         };
         ct.write_record(&record).unwrap();
         assert_eq!(ct.read_record().unwrap(), record);

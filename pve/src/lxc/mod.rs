@@ -5,9 +5,10 @@
 //! and stop fast:
 //! * the monitor's pid comes from the pid file `lxc-start -p` writes and is trusted only while
 //!   its command line is LXC's monitor title for this CT (`[lxc monitor] <lxcpath> <id>`);
-//! * the CT's init is the monitor's child in another PID namespace;
+//! * the CT's init is the monitor's child in another mount namespace;
 //! * stop signals the init through a pidfd (SIGTERM, then SIGKILL), then waits for the monitor
-//!   to finish its cleanup (cgroups) and exit.
+//!   to finish its cleanup (cgroups) and exit. A CT in the host's PID namespace does not end
+//!   with its init: what is left in its cgroup is killed too.
 //!
 //! The CT's state is thus rediscovered from its directory and `/proc` after a restart; the
 //! standard tools work on it too (`lxc-ls -P <lxcpath>`, `lxc-attach -P <lxcpath> -n <id>`).
@@ -228,7 +229,7 @@ impl LxcDriver {
         }
         // A CT that died without LXC's cleanup (monitor killed, aborted start) leaves its
         // cgroups behind, and LXC refuses to start into an existing one.
-        self.remove_cgroups(&record.cgroups)?;
+        self.remove_cgroups(id, &record.cgroups).await?;
         cgroup::prepare_parents(&self.hierarchies, &record.cgroups.container)?;
         let _ = std::fs::remove_file(ct.monitor_pid());
 
@@ -360,6 +361,11 @@ impl LxcDriver {
                 }
             }
         }
+        if let Ok(record) = ct.read_record()
+            && record.host_pid
+        {
+            self.kill_leftovers(id, &record.cgroups).await?;
+        }
         if !monitor
             .wait_exit(self.opts.kill_grace)
             .await
@@ -409,10 +415,41 @@ impl LxcDriver {
         })
     }
 
-    fn remove_cgroups(&self, cgroups: &CtCgroups) -> Result<(), PodHostError> {
+    /// Removes the CT's cgroups, killing first whatever still lives in them (only a CT in the
+    /// host's PID namespace, or one whose monitor was killed, leaves processes behind).
+    async fn remove_cgroups(&self, id: &str, cgroups: &CtCgroups) -> Result<(), PodHostError> {
+        self.kill_leftovers(id, cgroups).await?;
         cgroup::remove_everywhere(&self.hierarchies.roots, &cgroups.container)?;
         cgroup::remove_everywhere(&self.hierarchies.roots, &cgroups.monitor)?;
         Ok(())
+    }
+
+    /// SIGKILLs every process in the CT's cgroup tree until none is left (new ones may be
+    /// forked while the first are killed), for at most the kill grace.
+    async fn kill_leftovers(&self, id: &str, cgroups: &CtCgroups) -> Result<(), PodHostError> {
+        let deadline = tokio::time::Instant::now() + self.opts.kill_grace;
+        loop {
+            let left = cgroup::procs_everywhere(&self.hierarchies.roots, &cgroups.container);
+            if left.is_empty() {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(PodHostError::Ct {
+                    id: id.to_string(),
+                    message: format!(
+                        "processes {left:?} are still in its cgroup {} {:?} after SIGKILL",
+                        cgroups.container, self.opts.kill_grace
+                    ),
+                    log: String::new(),
+                });
+            }
+            debug!(id, ?left, "killing what the pod CT left in its cgroup");
+            for pid in left {
+                process::kill_now(pid)
+                    .map_err(|e| PodHostError::io(format!("pod CT {id}: killing {pid}"), e))?;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     /// Everything create does on disk, in a staging directory that is renamed into place at
@@ -450,6 +487,8 @@ impl LxcDriver {
             sysctls: &spec.sysctls,
             oom_score_adj,
             privileged: spec.privileged,
+            host_pid: spec.host_pid,
+            host_ipc: spec.host_ipc,
         });
 
         let staging = CtDir::new(&self.opts.lxcpath, &format!("{CREATING_PREFIX}{id}"));
@@ -478,6 +517,7 @@ impl LxcDriver {
                     pod_dir_bound,
                     cgroups: cgroups.clone(),
                     privileged: spec.privileged,
+                    host_pid: spec.host_pid,
                 })
                 .map_err(|e| PodHostError::io_at("writing", &staging.record(), e))?;
             pod_dir::make_shared(&spec.pod_dir, pod_dir_bound)
@@ -537,7 +577,7 @@ impl LxcDriver {
         self.stop_locked(ct, id, Duration::ZERO).await?;
         match ct.read_record() {
             Ok(record) => {
-                self.remove_cgroups(&record.cgroups)?;
+                self.remove_cgroups(id, &record.cgroups).await?;
                 if record.pod_dir_bound {
                     pod_dir::release(&record.pod_dir).map_err(|e| {
                         PodHostError::io_at("unmounting pod directory", &record.pod_dir, e)
@@ -569,12 +609,14 @@ fn is_monitor_cmdline(cmdline: &str, lxcpath: &Path, id: &str) -> bool {
     argv0.ends_with("lxc-start") && rest.starts_with(&format!("-n {id} -P {lxcpath} "))
 }
 
-/// The CT's init: the monitor's child living in another PID namespace.
+/// The CT's init: the monitor's child living in another mount namespace (a CT always gets
+/// its own; its PID namespace may be the host's). Helpers LXC forks meanwhile stay in the
+/// monitor's.
 fn init_of(monitor: u32) -> Option<u32> {
-    let monitor_ns = process::pid_namespace(monitor)?;
+    let monitor_ns = process::mount_namespace(monitor)?;
     process::children(monitor)
         .into_iter()
-        .find(|child| process::pid_namespace(*child).is_some_and(|ns| ns != monitor_ns))
+        .find(|child| process::mount_namespace(*child).is_some_and(|ns| ns != monitor_ns))
 }
 
 fn find_program(program: &Path) -> Option<PathBuf> {
@@ -692,6 +734,7 @@ impl PodHost for LxcDriver {
                         monitor_pivot: String::new(),
                     },
                     privileged: true,
+                    host_pid: false,
                 }
             });
             found.push(CtInfo {

@@ -19,6 +19,10 @@
 //!   share between the pod's containers, like the pause container's IPC namespace.
 //! * Console output (podinit's own stdout/stderr) goes to `console.log`, capped at 1 MiB, and
 //!   LXC's log to `lxc.log`, both in the CT's directory, for error reports.
+//! * Host namespaces (`hostPID`, `hostIPC`): `lxc.namespace.keep` keeps the host's PID and
+//!   IPC namespaces (see [`kept_namespaces`]); the CT still gets its own mount, UTS and
+//!   cgroup namespaces. A `hostIPC` pod's `/dev/shm` is the host's, bound, and podinit is told
+//!   (`--host-ipc`) not to cover it with a tmpfs of its own.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -50,6 +54,43 @@ pub struct CtConfig<'a> {
     /// Already clamped (`oom::clamp`).
     pub oom_score_adj: Option<i32>,
     pub privileged: bool,
+    pub host_pid: bool,
+    pub host_ipc: bool,
+}
+
+/// The `lxc.namespace.keep` value for a CT in some of the host's namespaces, or `None` when
+/// the CT gets all of its own (LXC's default).
+///
+/// LXC makes a new namespace for everything not kept (`keep` and `clone` exclude each other),
+/// so the list names all the namespaces the host lends: always the user namespace (the CT is
+/// privileged) and the time namespace (as without `keep`), the network namespace for host
+/// network, and the PID and IPC namespaces asked for. The Proxmox driver needs the same line:
+/// Proxmox refuses `lxc.namespace.*` keys in CT configs, but not an `lxc.include` of a file
+/// that holds it.
+pub fn kept_namespaces(network: NetworkMode, host_pid: bool, host_ipc: bool) -> Option<String> {
+    if !host_pid && !host_ipc {
+        return None;
+    }
+    let mut kept = vec!["user", "time"];
+    if network == NetworkMode::Host {
+        kept.push("net");
+    }
+    if host_pid {
+        kept.push("pid");
+    }
+    if host_ipc {
+        kept.push("ipc");
+    }
+    Some(kept.join(" "))
+}
+
+/// podinit's command line inside the CT.
+pub fn podinit_command(host_ipc: bool) -> String {
+    let mut cmd = format!("{PODINIT_IN_CT} --pod-dir {POD_DIR_IN_CT}");
+    if host_ipc {
+        cmd.push_str(" --host-ipc");
+    }
+    cmd
 }
 
 /// Renders the config. Inputs must have passed `PodSpec::validate` (no control characters, so
@@ -62,10 +103,7 @@ pub fn render(c: &CtConfig<'_>) -> String {
     };
     key("lxc.uts.name", &c.hostname);
     key("lxc.rootfs.path", &format!("dir:{dir}/rootfs"));
-    key(
-        "lxc.init.cmd",
-        &format!("{PODINIT_IN_CT} --pod-dir {POD_DIR_IN_CT}"),
-    );
+    key("lxc.init.cmd", &podinit_command(c.host_ipc));
     key("lxc.signal.halt", &"SIGTERM");
     key("lxc.autodev", &1);
     key("lxc.tty.max", &0);
@@ -106,18 +144,28 @@ pub fn render(c: &CtConfig<'_>) -> String {
             &POD_DIR_IN_CT[1..]
         ),
     );
-    key(
-        "lxc.mount.entry",
-        &format!(
-            "shm dev/shm tmpfs rw,nosuid,nodev,noexec,mode=1777,size={SHM_SIZE_BYTES},create=dir 0 0"
-        ),
-    );
+    if c.host_ipc {
+        key(
+            "lxc.mount.entry",
+            &"/dev/shm dev/shm none rbind,create=dir 0 0",
+        );
+    } else {
+        key(
+            "lxc.mount.entry",
+            &format!(
+                "shm dev/shm tmpfs rw,nosuid,nodev,noexec,mode=1777,size={SHM_SIZE_BYTES},create=dir 0 0"
+            ),
+        );
+    }
     match c.network {
         NetworkMode::Isolated => {
             key("lxc.net.0.type", &"empty");
             key("lxc.net.0.flags", &"up");
         }
         NetworkMode::Host => key("lxc.net.0.type", &"none"),
+    }
+    if let Some(kept) = kept_namespaces(c.network, c.host_pid, c.host_ipc) {
+        key("lxc.namespace.keep", &kept);
     }
     key("lxc.cgroup.dir.container", &c.cgroups.container);
     key("lxc.cgroup.dir.monitor", &c.cgroups.monitor);
@@ -183,6 +231,8 @@ mod tests {
             sysctls: &sysctls,
             oom_score_adj: None,
             privileged: true,
+            host_pid: false,
+            host_ipc: false,
         };
         f(&mut c);
         render(&c)
@@ -259,6 +309,42 @@ lxc.cgroup.dir.monitor.pivot = pvecri-monitor
             ]
         );
         assert!(text.starts_with("# pod CT for default/web (unprivileged)"));
+    }
+
+    #[test]
+    fn host_pid_and_ipc_keep_the_host_namespaces() {
+        let text = render_with(|c| {
+            c.host_pid = true;
+            c.host_ipc = true;
+            c.network = NetworkMode::Host;
+        });
+        assert!(
+            text.contains("lxc.namespace.keep = user time net pid ipc\n"),
+            "{text}"
+        );
+        assert!(text.contains("lxc.init.cmd = /sbin/podinit --pod-dir /pvecri --host-ipc\n"));
+        assert!(text.contains("lxc.mount.entry = /dev/shm dev/shm none rbind,create=dir 0 0\n"));
+        assert!(!text.contains("shm dev/shm tmpfs"));
+
+        let text = render_with(|c| c.host_pid = true);
+        assert!(
+            text.contains("lxc.namespace.keep = user time pid\n"),
+            "{text}"
+        );
+        assert!(text.contains("lxc.init.cmd = /sbin/podinit --pod-dir /pvecri\n"));
+        assert!(text.contains("shm dev/shm tmpfs"));
+        assert!(text.contains("lxc.net.0.type = empty\n"));
+
+        assert!(!render_with(|_| {}).contains("lxc.namespace"));
+    }
+
+    #[test]
+    fn kept_namespace_lists() {
+        assert_eq!(kept_namespaces(NetworkMode::Host, false, false), None);
+        assert_eq!(
+            kept_namespaces(NetworkMode::Isolated, false, true).as_deref(),
+            Some("user time ipc")
+        );
     }
 
     #[test]
