@@ -5,6 +5,7 @@ pub mod catalog;
 pub mod cni;
 pub mod config;
 pub mod daemon;
+pub mod events;
 pub mod metadata;
 pub mod runtime;
 pub mod server;

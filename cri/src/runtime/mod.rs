@@ -42,6 +42,8 @@ pub struct Runtime {
     pub(crate) pods_dir: PathBuf,
     /// Readings kept between stats calls.
     pub(crate) stats: Arc<crate::stats::Stats>,
+    /// GetContainerEvents' subscribers and what they were sent.
+    pub events: crate::events::Events,
     pod_locks: Mutex<HashMap<String, Arc<tokio::sync::RwLock<()>>>>,
     ctr_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
@@ -72,6 +74,7 @@ impl Runtime {
             podinit: parts.podinit,
             pods_dir,
             stats: Arc::default(),
+            events: crate::events::Events::new(),
             pod_locks: Mutex::new(HashMap::new()),
             ctr_locks: Mutex::new(HashMap::new()),
         })

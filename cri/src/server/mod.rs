@@ -30,6 +30,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
     tracing::info!(socket = %socket_path.display(), "serving CRI");
+    let exits = tokio::spawn(crate::events::watch_exits(daemon.clone()));
     let result = tonic::transport::Server::builder()
         .add_service(RuntimeServiceServer::new(runtime::RuntimeApi::new(
             daemon.clone(),
@@ -37,6 +38,7 @@ pub async fn serve(
         .add_service(ImageServiceServer::new(image::ImageApi::new(daemon)))
         .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
         .await;
+    exits.abort();
     if let Err(e) = std::fs::remove_file(socket_path) {
         tracing::warn!(socket = %socket_path.display(), error = %e, "removing socket");
     }

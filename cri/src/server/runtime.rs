@@ -2,7 +2,6 @@
 //! logic and converts the answer; RPCs not built yet answer `Unimplemented`.
 
 use std::collections::HashMap;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -91,8 +90,7 @@ impl RuntimeApi {
     }
 }
 
-type EventStream =
-    Pin<Box<dyn futures::Stream<Item = Result<ContainerEventResponse, Status>> + Send>>;
+use crate::events::{self, EventStream};
 
 /// Emits the whole `impl` so that async_trait sees the generated methods too.
 macro_rules! runtime_service {
@@ -158,7 +156,10 @@ runtime_service! {
             let config = req
                 .config
                 .ok_or_else(|| Status::invalid_argument("RunPodSandbox without a config"))?;
-            let id = self.rt()?.run_pod_sandbox(config, req.runtime_handler).await?;
+            let rt = self.rt()?;
+            let id = rt.run_pod_sandbox(config, req.runtime_handler).await?;
+            events::emit(rt, &id, &id, ContainerEventType::ContainerCreatedEvent).await;
+            events::emit(rt, &id, &id, ContainerEventType::ContainerStartedEvent).await;
             Ok(Response::new(RunPodSandboxResponse { pod_sandbox_id: id }))
         }
 
@@ -166,7 +167,12 @@ runtime_service! {
             &self,
             request: Request<StopPodSandboxRequest>,
         ) -> Result<Response<StopPodSandboxResponse>, Status> {
-            self.rt()?.stop_pod_sandbox(&request.into_inner().pod_sandbox_id).await?;
+            let rt = self.rt()?;
+            let query = request.into_inner().pod_sandbox_id;
+            rt.stop_pod_sandbox(&query).await?;
+            if let Ok(pod) = rt.find_pod(&query) {
+                events::pod_stopped(rt, &pod).await;
+            }
             Ok(Response::new(StopPodSandboxResponse {}))
         }
 
@@ -174,7 +180,19 @@ runtime_service! {
             &self,
             request: Request<RemovePodSandboxRequest>,
         ) -> Result<Response<RemovePodSandboxResponse>, Status> {
-            self.rt()?.remove_pod_sandbox(&request.into_inner().pod_sandbox_id).await?;
+            let rt = self.rt()?;
+            let query = request.into_inner().pod_sandbox_id;
+            let before = rt.find_pod(&query).ok();
+            let ctrs: Vec<String> = rt
+                .containers()?
+                .into_iter()
+                .filter(|c| before.as_ref().is_some_and(|p| p.id == c.pod_id))
+                .map(|c| c.id)
+                .collect();
+            rt.remove_pod_sandbox(&query).await?;
+            if let Some(pod) = before {
+                events::pod_removed(rt, &pod, &ctrs).await;
+            }
             Ok(Response::new(RemovePodSandboxResponse {}))
         }
 
@@ -251,10 +269,11 @@ runtime_service! {
             let config = req
                 .config
                 .ok_or_else(|| Status::invalid_argument("CreateContainer without a config"))?;
-            let id = self
-                .rt()?
+            let rt = self.rt()?;
+            let id = rt
                 .create_container(&req.pod_sandbox_id, config, req.sandbox_config)
                 .await?;
+            events::container_created(rt, &id).await;
             Ok(Response::new(CreateContainerResponse { container_id: id }))
         }
 
@@ -262,7 +281,10 @@ runtime_service! {
             &self,
             request: Request<StartContainerRequest>,
         ) -> Result<Response<StartContainerResponse>, Status> {
-            self.rt()?.start_container(&request.into_inner().container_id).await?;
+            let rt = self.rt()?;
+            let query = request.into_inner().container_id;
+            rt.start_container(&query).await?;
+            events::container_event(rt, &query, ContainerEventType::ContainerStartedEvent).await;
             Ok(Response::new(StartContainerResponse {}))
         }
 
@@ -272,7 +294,10 @@ runtime_service! {
         ) -> Result<Response<StopContainerResponse>, Status> {
             let req = request.into_inner();
             let timeout = Duration::from_secs(u64::try_from(req.timeout).unwrap_or(0));
-            self.rt()?.stop_container(&req.container_id, timeout).await?;
+            let rt = self.rt()?;
+            rt.stop_container(&req.container_id, timeout).await?;
+            events::container_event(rt, &req.container_id, ContainerEventType::ContainerStoppedEvent)
+                .await;
             Ok(Response::new(StopContainerResponse {}))
         }
 
@@ -280,7 +305,13 @@ runtime_service! {
             &self,
             request: Request<RemoveContainerRequest>,
         ) -> Result<Response<RemoveContainerResponse>, Status> {
-            self.rt()?.remove_container(&request.into_inner().container_id).await?;
+            let rt = self.rt()?;
+            let query = request.into_inner().container_id;
+            let before = rt.find_container(&query).ok();
+            rt.remove_container(&query).await?;
+            if let Some(c) = before {
+                events::emit(rt, &c.pod_id, &c.id, ContainerEventType::ContainerDeletedEvent).await;
+            }
             Ok(Response::new(RemoveContainerResponse {}))
         }
 
@@ -472,9 +503,7 @@ runtime_service! {
             &self,
             _request: Request<GetEventsRequest>,
         ) -> Result<Response<Self::GetContainerEventsStream>, Status> {
-            Err(Status::unimplemented(
-                "pvecri: get_container_events is not built yet; use the generic PLEG",
-            ))
+            Ok(Response::new(self.rt()?.events.subscribe()))
         }
     }
     not_built_yet {
@@ -493,7 +522,7 @@ fn cri_state(s: PiState) -> ContainerState {
     }
 }
 
-fn pod_status(pod: &PodRecord, state: PodSandboxState) -> PodSandboxStatus {
+pub(crate) fn pod_status(pod: &PodRecord, state: PodSandboxState) -> PodSandboxStatus {
     let ns = pod
         .config
         .linux
@@ -524,7 +553,10 @@ fn pod_status(pod: &PodRecord, state: PodSandboxState) -> PodSandboxStatus {
 }
 
 /// CRI's reasons: `Completed` for exit 0, `OOMKilled`, else `Error`.
-fn container_status(c: &ContainerRecord, st: &podinit::api::ContainerStatus) -> ContainerStatus {
+pub(crate) fn container_status(
+    c: &ContainerRecord,
+    st: &podinit::api::ContainerStatus,
+) -> ContainerStatus {
     let state = cri_state(st.state);
     let exit_code = st.exit_code.unwrap_or(0);
     let (reason, message) = if state == ContainerState::ContainerExited {
