@@ -372,3 +372,126 @@ async fn containers_cannot_have_host_namespaces_their_pod_lacks() {
         assert_ne!(line, ns_link("self", ns), "{ns}");
     }
 }
+
+/// A host directory for a volume, bound onto itself rshared (a mount that can propagate, as
+/// Bidirectional needs); everything mounted at or below it is unmounted on drop.
+struct SharedHostDir(tempfile::TempDir);
+
+impl SharedHostDir {
+    fn new() -> Self {
+        use nix::mount::{MsFlags, mount};
+        let dir = tempfile::Builder::new()
+            .prefix("pvecri-agent-vol-")
+            .tempdir()
+            .unwrap();
+        let p = dir.path();
+        mount(Some(p), p, None::<&str>, MsFlags::MS_BIND, None::<&str>).unwrap();
+        mount(
+            None::<&str>,
+            p,
+            None::<&str>,
+            MsFlags::MS_SHARED | MsFlags::MS_REC,
+            None::<&str>,
+        )
+        .unwrap();
+        Self(dir)
+    }
+}
+
+impl Drop for SharedHostDir {
+    fn drop(&mut self) {
+        let _ = e2e::mounts::unmount_under(self.0.path(), |_| false);
+    }
+}
+
+/// The whole node-agent shape (a CSI node plugin's): hostPID, hostIPC and hostNetwork, a
+/// privileged container, and a Bidirectional volume. The container sees the host's
+/// processes and interfaces, may mount (a CSI plugin's job), and its mounts in the volume
+/// reach the host, where they outlive the pod as containerd's do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_privileged_node_agent_with_a_bidirectional_volume() {
+    use k8s_cri::v1::{Mount, MountPropagation};
+    let env = PodEnv::start(Store::Overlay).await.unwrap();
+    env.pull(&env.images.one_layer).await.unwrap();
+    let mut rt = env.rt().await.unwrap();
+    let host_sleep = HostProcess::sleep(1_234_568);
+    let vol = SharedHostDir::new();
+    std::fs::create_dir_all(vol.0.path().join("plugin")).unwrap();
+
+    let ns = namespaces(
+        NamespaceMode::Node,
+        NamespaceMode::Node,
+        NamespaceMode::Node,
+    );
+    let pod = with_pod_namespaces(env.pod_config("csi-node"), &ns);
+    let pod_id = env.run_pod(&mut rt, &pod).await.unwrap();
+    let mut cfg = with_container_namespaces(
+        container_config("plugin", &env.images.one_layer, &["sleep", "3602"]),
+        &ns,
+    );
+    if let Some(sc) = cfg.linux.as_mut().and_then(|l| l.security_context.as_mut()) {
+        sc.privileged = true;
+    }
+    cfg.mounts = vec![Mount {
+        host_path: vol.0.path().display().to_string(),
+        container_path: "/var/lib/kubelet".to_string(),
+        propagation: MountPropagation::PropagationBidirectional as i32,
+        ..Default::default()
+    }];
+    let id = env
+        .run_container(&mut rt, &pod_id, &pod, cfg)
+        .await
+        .unwrap();
+    wait_container_state(&mut rt, &id, ContainerState::ContainerRunning, RUNNING)
+        .await
+        .unwrap();
+
+    let seen = exec_ok(
+        &mut rt,
+        &id,
+        &format!(
+            "for n in pid ipc net; do readlink /proc/self/ns/$n; done; \
+             tr '\\0' ' ' < /proc/{}/cmdline; echo",
+            host_sleep.pid()
+        ),
+    )
+    .await
+    .unwrap();
+    let mut want: Vec<String> = ["pid", "ipc", "net"]
+        .iter()
+        .map(|n| ns_link("self", n))
+        .collect();
+    want.push("sleep 1234568 ".to_string());
+    assert_eq!(seen.lines().collect::<Vec<_>>(), want);
+    // Privileged: every capability the CT holds, so mount works.
+    exec_ok(
+        &mut rt,
+        &id,
+        "mount -t tmpfs -o size=1m csi /var/lib/kubelet/plugin && \
+         echo staged > /var/lib/kubelet/plugin/volume",
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        std::fs::read_to_string(vol.0.path().join("plugin/volume")).unwrap(),
+        "staged\n",
+        "the container's mount reached the host"
+    );
+
+    rt.stop_pod_sandbox(StopPodSandboxRequest {
+        pod_sandbox_id: pod_id.clone(),
+    })
+    .await
+    .unwrap();
+    rt.remove_pod_sandbox(RemovePodSandboxRequest {
+        pod_sandbox_id: pod_id,
+    })
+    .await
+    .unwrap();
+    wait_gone("sleep 3602", Duration::from_secs(5)).await;
+    assert_eq!(
+        std::fs::read_to_string(vol.0.path().join("plugin/volume")).unwrap(),
+        "staged\n",
+        "the plugin's mount outlives the pod on the host"
+    );
+}
