@@ -537,3 +537,150 @@ async fn mount_propagation_reaches_through_the_ct() {
         assert!(message.contains("--make-rshared"), "{name}: {message}");
     }
 }
+
+fn localhost_profile(path: &Path) -> Option<k8s_cri::v1::SecurityProfile> {
+    Some(k8s_cri::v1::SecurityProfile {
+        profile_type: k8s_cri::v1::security_profile::ProfileType::Localhost as i32,
+        localhost_ref: path.display().to_string(),
+    })
+}
+
+/// `Localhost` seccomp profiles in the Docker/containerd format: enforced in the container
+/// and its execs, rules chosen by the container's capabilities, ignored for a privileged
+/// container; a missing or bad file is refused at create, naming it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn localhost_seccomp_profiles() {
+    let env = PodEnv::start(Store::Overlay).await.unwrap();
+    env.pull(&env.images.one_layer).await.unwrap();
+    let mut rt = env.rt().await.unwrap();
+    let pod = env.pod_config("seccomp");
+    let pod_id = env.run_pod(&mut rt, &pod).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, text: &str| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    };
+    // chmod is denied unless the container holds CAP_SYS_ADMIN (an `excludes` rule).
+    let chmod = write(
+        "block-chmod.json",
+        r#"{"defaultAction": "SCMP_ACT_ALLOW",
+            "syscalls": [{"names": ["chmod", "fchmodat", "fchmodat2"], "action": "SCMP_ACT_ERRNO",
+                          "excludes": {"caps": ["CAP_SYS_ADMIN"]}}]}"#,
+    );
+    let hostname = write(
+        "block-hostname.json",
+        r#"{"defaultAction": "SCMP_ACT_ALLOW",
+            "syscalls": [{"names": ["sethostname"], "action": "SCMP_ACT_ERRNO"}]}"#,
+    );
+    let sleep = ["sleep", "3600"];
+    let run = |name: &str, sc: LinuxContainerSecurityContext| {
+        with_security(container_config(name, &env.images.one_layer, &sleep), sc)
+    };
+    let admin = || {
+        Some(k8s_cri::v1::Capability {
+            add_capabilities: vec!["SYS_ADMIN".into()],
+            ..Default::default()
+        })
+    };
+    let cases = [
+        (
+            run(
+                "chmod-denied",
+                LinuxContainerSecurityContext {
+                    seccomp: localhost_profile(&chmod),
+                    ..Default::default()
+                },
+            ),
+            "chmod 400 /tmp 2>&1 || true",
+            Some("Operation not permitted"),
+        ),
+        (
+            run(
+                "chmod-admin",
+                LinuxContainerSecurityContext {
+                    seccomp: localhost_profile(&chmod),
+                    capabilities: admin(),
+                    ..Default::default()
+                },
+            ),
+            "chmod 400 /tmp 2>&1 && echo changed",
+            None,
+        ),
+        (
+            run(
+                "hostname-denied",
+                LinuxContainerSecurityContext {
+                    seccomp: localhost_profile(&hostname),
+                    capabilities: admin(),
+                    ..Default::default()
+                },
+            ),
+            "hostname seccomp-test 2>&1 || true",
+            Some("Operation not permitted"),
+        ),
+        (
+            run(
+                "hostname-privileged",
+                LinuxContainerSecurityContext {
+                    seccomp: localhost_profile(&hostname),
+                    privileged: true,
+                    ..Default::default()
+                },
+            ),
+            "hostname seccomp && echo changed",
+            None,
+        ),
+    ];
+    for (cfg, script, denied) in cases {
+        let name = cfg.metadata.as_ref().unwrap().name.clone();
+        let id = env
+            .run_container(&mut rt, &pod_id, &pod, cfg)
+            .await
+            .unwrap_or_else(|e| panic!("{name}: {e:#}"));
+        wait_container_state(&mut rt, &id, ContainerState::ContainerRunning, RUNNING)
+            .await
+            .unwrap();
+        let out = exec_ok(&mut rt, &id, script).await.unwrap();
+        match denied {
+            Some(msg) => assert!(out.contains(msg), "{name}: {out}"),
+            None => assert!(out.contains("changed"), "{name}: {out}"),
+        }
+        let status = exec_ok(&mut rt, &id, "grep Seccomp: /proc/self/status")
+            .await
+            .unwrap();
+        let want = if name.ends_with("privileged") {
+            "0"
+        } else {
+            "2"
+        };
+        assert!(status.trim().ends_with(want), "{name}: {status}");
+    }
+
+    // Files that cannot be read or applied are refused at create, naming the file.
+    let bad_json = write("bad.json", "{\"defaultAction\": ");
+    let notify = write("notify.json", r#"{"defaultAction": "SCMP_ACT_NOTIFY"}"#);
+    for (file, code, needle) in [
+        (
+            dir.path().join("missing.json"),
+            Code::FailedPrecondition,
+            "No such file",
+        ),
+        (bad_json, Code::InvalidArgument, "not JSON"),
+        (notify, Code::InvalidArgument, "SCMP_ACT_NOTIFY"),
+    ] {
+        let cfg = run(
+            "refused",
+            LinuxContainerSecurityContext {
+                seccomp: localhost_profile(&file),
+                ..Default::default()
+            },
+        );
+        let (got, message) = status_code(env.create_container(&mut rt, &pod_id, &pod, cfg).await);
+        assert_eq!(got, code, "{message}");
+        assert!(
+            message.contains(&file.display().to_string()) && message.contains(needle),
+            "{message}"
+        );
+    }
+}

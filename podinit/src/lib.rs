@@ -21,6 +21,7 @@ pub mod spawn;
 pub mod spec;
 pub mod status;
 pub mod sys;
+pub mod syscalls;
 pub mod timefmt;
 
 pub use api::{ApiError, ErrorKind, ExecRequest, ExecResult, Request};

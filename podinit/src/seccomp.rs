@@ -2,13 +2,16 @@
 //! `linux.seccomp` section to a classic BPF program that the container's process installs
 //! just before it becomes the container's user.
 //!
-//! The compiler takes the part of the OCI format that the default profile uses, and
-//! refuses the rest by name instead of passing over it. It accepts `ALLOW`, `ERRNO` and
-//! `KILL*` actions, rules by syscall name, and argument checks with `SCMP_CMP_EQ` and
-//! `SCMP_CMP_MASKED_EQ`. Rules are tried in order and the first whose syscall and
-//! arguments all match decides; otherwise the default action applies. Syscalls of a
-//! foreign architecture (32-bit x86 on x86_64, x32) fail with ENOSYS, so that a profile
-//! cannot be bypassed through another syscall table.
+//! The compiler takes the OCI format as runc applies it with libseccomp: every action but
+//! `SCMP_ACT_NOTIFY` (there is no seccomp agent), rules by syscall name, and argument checks
+//! with all seven `SCMP_CMP_*` operators on the full 64-bit value. A rule's argument checks
+//! must all hold, except that checks repeating an argument index make one rule each (runc's
+//! rule). When several rules match a call, the most restrictive action wins, as in libseccomp
+//! (kill, trap, errno, trace, log, allow); otherwise the default action applies. Names this
+//! architecture has no syscall for are passed over, as runc does, so that one profile serves
+//! every architecture. Syscalls of a foreign architecture (32-bit x86 on x86_64, x32) fail
+//! with ENOSYS, so that a profile cannot be bypassed through another syscall table; a profile
+//! whose `architectures` leave out this machine's is refused.
 //!
 //! The profile is written by hand rather than with libseccomp because podinit is a static
 //! binary that has to stay small, and the programs it needs are short.
@@ -98,6 +101,8 @@ const DATA_ARGS: u32 = 16;
 const LD_ABS: u16 = (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16;
 const JEQ_K: u16 = (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16;
 const JSET_K: u16 = (libc::BPF_JMP | libc::BPF_JSET | libc::BPF_K) as u16;
+const JGT_K: u16 = (libc::BPF_JMP | libc::BPF_JGT | libc::BPF_K) as u16;
+const JGE_K: u16 = (libc::BPF_JMP | libc::BPF_JGE | libc::BPF_K) as u16;
 const AND_K: u16 = (libc::BPF_ALU | libc::BPF_AND | libc::BPF_K) as u16;
 const RET_K: u16 = (libc::BPF_RET | libc::BPF_K) as u16;
 
@@ -123,13 +128,38 @@ fn ret(action: LinuxSeccompAction, errno: Option<u32>) -> Result<Insn, SeccompEr
         )));
     }
     match action {
-        ScmpActAllow | ScmpActErrno | ScmpActKill | ScmpActKillThread | ScmpActKillProcess => Ok(
-            stmt(RET_K, action.as_u32(errno.or(Some(libc::EPERM as u32)))),
-        ),
-        other => Err(SeccompError::Unsupported(format!(
-            "action {other} is not supported"
-        ))),
+        ScmpActAllow | ScmpActErrno | ScmpActKill | ScmpActKillThread | ScmpActKillProcess
+        | ScmpActTrap | ScmpActTrace | ScmpActLog => Ok(stmt(
+            RET_K,
+            action.as_u32(errno.or(Some(libc::EPERM as u32))),
+        )),
+        ScmpActNotify => Err(SeccompError::Unsupported(
+            "action SCMP_ACT_NOTIFY is not supported (there is no seccomp agent)".into(),
+        )),
     }
+}
+
+/// libseccomp's precedence: when several rules match, the first of these wins.
+fn precedence(action: LinuxSeccompAction) -> u8 {
+    use LinuxSeccompAction::*;
+    match action {
+        ScmpActKillProcess => 0,
+        ScmpActKill | ScmpActKillThread => 1,
+        ScmpActTrap => 2,
+        ScmpActErrno => 3,
+        ScmpActNotify => 4,
+        ScmpActTrace => 5,
+        ScmpActLog => 6,
+        ScmpActAllow => 7,
+    }
+}
+
+/// One compiled rule: syscall `nr` with all of `conds` holding returns `action`.
+struct Rule<'a> {
+    precedence: u8,
+    nr: u32,
+    conds: Vec<&'a LinuxSeccompArg>,
+    action: Insn,
 }
 
 /// Compiles `profile` for this machine's architecture.
@@ -162,6 +192,41 @@ pub fn compile(profile: &LinuxSeccomp) -> Result<Filter, SeccompError> {
         LinuxSeccompAction::ScmpActErrno.as_u32(Some(libc::ENOSYS as u32)),
     );
 
+    let mut rules: Vec<Rule<'_>> = Vec::new();
+    for rule in profile.syscalls().iter().flatten() {
+        let action = ret(rule.action(), rule.errno_ret())?;
+        let args: &[LinuxSeccompArg] = rule.args().as_deref().unwrap_or(&[]);
+        for arg in args {
+            check_arg(arg)?;
+        }
+        // runc: checks of distinct arguments make one rule; a repeated index, a rule each.
+        let mut indices: Vec<usize> = args.iter().map(|a| a.index()).collect();
+        indices.sort_unstable();
+        let repeated = indices.windows(2).any(|w| w[0] == w[1]);
+        let groups: Vec<Vec<&LinuxSeccompArg>> = if repeated {
+            args.iter().map(|a| vec![a]).collect()
+        } else {
+            vec![args.iter().collect()]
+        };
+        for name in rule.names() {
+            let Some(nr) = crate::syscalls::lookup(name) else {
+                continue; // not a syscall of this architecture, as runc passes over it
+            };
+            for conds in &groups {
+                rules.push(Rule {
+                    precedence: precedence(rule.action()),
+                    nr,
+                    conds: conds.clone(),
+                    action,
+                });
+            }
+        }
+        if prog_len_bound(&rules) > BPF_MAXINSNS {
+            return Err(SeccompError::TooLong(prog_len_bound(&rules)));
+        }
+    }
+    rules.sort_by_key(|r| r.precedence);
+
     let mut prog = vec![
         stmt(LD_ABS, DATA_ARCH),
         jump(JEQ_K, native as u32, 1, 0),
@@ -172,21 +237,11 @@ pub fn compile(profile: &LinuxSeccomp) -> Result<Filter, SeccompError> {
         prog.push(jump(JSET_K, X32_SYSCALL_BIT, 0, 1));
         prog.push(enosys);
     }
-    for rule in profile.syscalls().iter().flatten() {
-        let action = ret(rule.action(), rule.errno_ret())?;
-        if action == default && rule.args().as_ref().is_none_or(|a| a.is_empty()) {
-            continue; // changes nothing
-        }
-        for name in rule.names() {
-            let Some(nr) = syscall_number(name)? else {
-                continue; // not a syscall of this architecture, as libseccomp ignores it
-            };
-            prog.extend(rule_block(
-                nr,
-                rule.args().as_deref().unwrap_or(&[]),
-                action,
-            )?);
-        }
+    // Whether the accumulator holds the syscall number (argument checks load other words).
+    let mut a_is_nr = true;
+    for rule in &rules {
+        prog.extend(rule_block(rule, a_is_nr)?);
+        a_is_nr = rule.conds.is_empty();
     }
     prog.push(default);
     if prog.len() > BPF_MAXINSNS {
@@ -195,147 +250,117 @@ pub fn compile(profile: &LinuxSeccomp) -> Result<Filter, SeccompError> {
     Ok(Filter(prog))
 }
 
-/// `nr` with all of `args` matching returns `action`; anything else falls through to the
-/// instruction after the block.
-fn rule_block(nr: u32, args: &[LinuxSeccompArg], action: Insn) -> Result<Vec<Insn>, SeccompError> {
-    // Jumps are filled in once the block's length is known; `u8::MAX` marks "to the end".
-    let mut block = vec![stmt(LD_ABS, DATA_NR), jump(JEQ_K, nr, 0, u8::MAX)];
-    for arg in args {
-        if arg.index() > 5 {
-            return Err(SeccompError::Unsupported(format!(
-                "argument index {} (a syscall has 6)",
-                arg.index()
-            )));
-        }
-        let (mask, want) = match arg.op() {
-            LinuxSeccompOperator::ScmpCmpEq => (u64::MAX, arg.value()),
-            LinuxSeccompOperator::ScmpCmpMaskedEq => (arg.value(), arg.value_two().unwrap_or(0)),
-            other => {
-                return Err(SeccompError::Unsupported(format!(
-                    "argument operator {other} is not supported"
-                )));
-            }
-        };
-        let offset = DATA_ARGS + 8 * arg.index() as u32;
-        // seccomp_data holds the arguments as native-endian u64: low word first here.
-        for (word_offset, mask, want) in [
-            (offset, mask as u32, want as u32),
-            (offset + 4, (mask >> 32) as u32, (want >> 32) as u32),
-        ] {
-            block.push(stmt(LD_ABS, word_offset));
-            if mask != u32::MAX {
-                block.push(stmt(AND_K, mask));
-            }
-            block.push(jump(JEQ_K, want, 0, u8::MAX));
-        }
+/// An upper bound of the program's length, to stop a huge profile early.
+fn prog_len_bound(rules: &[Rule<'_>]) -> usize {
+    8 + rules.iter().map(|r| 3 + 6 * r.conds.len()).sum::<usize>()
+}
+
+fn check_arg(arg: &LinuxSeccompArg) -> Result<(), SeccompError> {
+    if arg.index() > 5 {
+        return Err(SeccompError::Unsupported(format!(
+            "argument index {} (a syscall has 6)",
+            arg.index()
+        )));
     }
-    block.push(action);
+    Ok(())
+}
+
+/// Jump offset meaning "to the end of the block" (the rule does not apply), fixed up once
+/// the block's length is known.
+const TO_END: u8 = u8::MAX;
+
+/// The rule's syscall with all its conditions holding returns its action; anything else
+/// falls through to the instruction after the block.
+fn rule_block(rule: &Rule<'_>, a_is_nr: bool) -> Result<Vec<Insn>, SeccompError> {
+    let mut block = Vec::new();
+    if !a_is_nr {
+        block.push(stmt(LD_ABS, DATA_NR));
+    }
+    block.push(jump(JEQ_K, rule.nr, 0, TO_END));
+    for arg in &rule.conds {
+        block.extend(arg_check(arg));
+    }
+    block.push(rule.action);
     let len = block.len();
     for (pos, insn) in block.iter_mut().enumerate() {
-        if insn.code == JEQ_K && insn.jf == u8::MAX {
-            // A jump goes to pc + 1 + offset; the end is `len`.
-            insn.jf = u8::try_from(len - pos - 1).map_err(|_| {
-                SeccompError::Unsupported("a rule with too many argument checks".into())
-            })?;
+        if insn.code & 0x07 != libc::BPF_JMP as u16 {
+            continue;
+        }
+        // A jump goes to pc + 1 + offset; the end is `len`.
+        let to_end = u8::try_from(len - pos - 1).map_err(|_| {
+            SeccompError::Unsupported("a rule with too many argument checks".into())
+        })?;
+        if insn.jt == TO_END {
+            insn.jt = to_end;
+        }
+        if insn.jf == TO_END {
+            insn.jf = to_end;
         }
     }
     Ok(block)
 }
 
-macro_rules! syscall_table {
-    ($($name:ident),* $(,)?) => {
-        &[$((stringify!($name), libc::$name as u32)),*]
-    };
-}
-
-/// Syscalls that the generic (aarch64) table and x86_64 both have.
-const COMMON: &[(&str, u32)] = syscall_table![
-    SYS_acct,
-    SYS_add_key,
-    SYS_bpf,
-    SYS_clock_adjtime,
-    SYS_clock_settime,
-    SYS_clone,
-    SYS_clone3,
-    SYS_delete_module,
-    SYS_finit_module,
-    SYS_fsconfig,
-    SYS_fsmount,
-    SYS_fsopen,
-    SYS_fspick,
-    SYS_init_module,
-    SYS_io_uring_enter,
-    SYS_io_uring_register,
-    SYS_io_uring_setup,
-    SYS_kcmp,
-    SYS_kexec_file_load,
-    SYS_kexec_load,
-    SYS_keyctl,
-    SYS_lookup_dcookie,
-    SYS_mount,
-    SYS_mount_setattr,
-    SYS_move_mount,
-    SYS_name_to_handle_at,
-    SYS_open_by_handle_at,
-    SYS_open_tree,
-    SYS_perf_event_open,
-    SYS_pivot_root,
-    SYS_process_vm_readv,
-    SYS_process_vm_writev,
-    SYS_ptrace,
-    SYS_quotactl,
-    SYS_reboot,
-    SYS_request_key,
-    SYS_setns,
-    SYS_settimeofday,
-    SYS_swapoff,
-    SYS_swapon,
-    SYS_syslog,
-    SYS_umount2,
-    SYS_unshare,
-    SYS_userfaultfd,
-];
-
-#[cfg(target_arch = "x86_64")]
-const ARCH_ONLY: &[(&str, u32)] = syscall_table![
-    SYS_ioperm,
-    SYS_iopl,
-    SYS_nfsservctl,
-    SYS_uselib,
-    SYS_ustat,
-    SYS__sysctl,
-];
-#[cfg(not(target_arch = "x86_64"))]
-const ARCH_ONLY: &[(&str, u32)] = &[];
-
-/// Names of syscalls that some architecture does not have (create_module,
-/// get_kernel_syms and query_module have answered ENOSYS everywhere since Linux 2.6).
-const X86_64_NAMES: &[&str] = &[
-    "create_module",
-    "get_kernel_syms",
-    "ioperm",
-    "iopl",
-    "nfsservctl",
-    "query_module",
-    "uselib",
-    "ustat",
-    "_sysctl",
-];
-
-/// `Ok(None)` for a syscall this architecture does not have; an error for a name podinit
-/// does not know, so that a profile is never applied with rules silently missing.
-fn syscall_number(name: &str) -> Result<Option<u32>, SeccompError> {
-    let found = COMMON
-        .iter()
-        .chain(ARCH_ONLY)
-        .find(|(sys, _)| sys.strip_prefix("SYS_") == Some(name))
-        .map(|&(_, nr)| nr);
-    match found {
-        Some(nr) => Ok(Some(nr)),
-        None if X86_64_NAMES.contains(&name) => Ok(None),
-        None => Err(SeccompError::Unsupported(format!(
-            "syscall {name:?} is not known to podinit"
-        ))),
+/// Code that falls through when the 64-bit argument satisfies the check, and jumps
+/// [`TO_END`] when it does not. seccomp_data holds the arguments as native-endian u64s:
+/// the low word first on the little-endian machines podinit builds for.
+fn arg_check(arg: &LinuxSeccompArg) -> Vec<Insn> {
+    let lo_at = DATA_ARGS + 8 * arg.index() as u32;
+    let hi_at = lo_at + 4;
+    let split = |v: u64| ((v >> 32) as u32, v as u32);
+    let (hi, lo) = split(arg.value());
+    let ld_hi = stmt(LD_ABS, hi_at);
+    let ld_lo = stmt(LD_ABS, lo_at);
+    use LinuxSeccompOperator::*;
+    match arg.op() {
+        ScmpCmpEq => vec![
+            ld_hi,
+            jump(JEQ_K, hi, 0, TO_END),
+            ld_lo,
+            jump(JEQ_K, lo, 0, TO_END),
+        ],
+        ScmpCmpMaskedEq => {
+            let (mask_hi, mask_lo) = split(arg.value());
+            let (want_hi, want_lo) = split(arg.value_two().unwrap_or(0));
+            vec![
+                ld_hi,
+                stmt(AND_K, mask_hi),
+                jump(JEQ_K, want_hi, 0, TO_END),
+                ld_lo,
+                stmt(AND_K, mask_lo),
+                jump(JEQ_K, want_lo, 0, TO_END),
+            ]
+        }
+        // Different high words: holds; same: the low words must differ.
+        ScmpCmpNe => vec![
+            ld_hi,
+            jump(JEQ_K, hi, 0, 2),
+            ld_lo,
+            jump(JEQ_K, lo, TO_END, 0),
+        ],
+        // hi > v_hi holds; hi < v_hi fails; equal high words compare the low ones.
+        ScmpCmpGt | ScmpCmpGe => vec![
+            ld_hi,
+            jump(JGT_K, hi, 3, 0),
+            jump(JEQ_K, hi, 0, TO_END),
+            ld_lo,
+            if arg.op() == ScmpCmpGt {
+                jump(JGT_K, lo, 0, TO_END)
+            } else {
+                jump(JGE_K, lo, 0, TO_END)
+            },
+        ],
+        // hi < v_hi holds; hi > v_hi fails; equal high words compare the low ones.
+        ScmpCmpLt | ScmpCmpLe => vec![
+            ld_hi,
+            jump(JGE_K, hi, 0, 3),
+            jump(JEQ_K, hi, 0, TO_END),
+            ld_lo,
+            if arg.op() == ScmpCmpLt {
+                jump(JGE_K, lo, TO_END, 0)
+            } else {
+                jump(JGT_K, lo, TO_END, 0)
+            },
+        ],
     }
 }
 
@@ -580,26 +605,13 @@ mod tests {
     #[test]
     fn what_is_not_supported_is_refused_by_name() {
         let mut p = runtime_default(&HashSet::new()).unwrap();
-        p.set_default_action(LinuxSeccompAction::ScmpActTrace);
+        p.set_default_action(LinuxSeccompAction::ScmpActNotify);
         assert!(
             compile(&p)
                 .unwrap_err()
                 .to_string()
-                .contains("SCMP_ACT_TRACE")
+                .contains("SCMP_ACT_NOTIFY")
         );
-
-        let mut p = runtime_default(&HashSet::new()).unwrap();
-        p.set_syscalls(Some(vec![syscall(
-            &["frobnicate"],
-            libc::EPERM,
-            Vec::new(),
-        )]));
-        assert!(compile(&p).unwrap_err().to_string().contains("frobnicate"));
-
-        let mut p = runtime_default(&HashSet::new()).unwrap();
-        let arg = seccomp_arg(0, LinuxSeccompOperator::ScmpCmpGt, 1, 0).unwrap();
-        p.set_syscalls(Some(vec![syscall(&["mount"], libc::EPERM, vec![arg])]));
-        assert!(compile(&p).unwrap_err().to_string().contains("SCMP_CMP_GT"));
 
         let mut p = runtime_default(&HashSet::new()).unwrap();
         let mut rule = syscall(&["mount"], libc::EPERM, Vec::new());
@@ -608,8 +620,219 @@ mod tests {
         assert!(compile(&p).unwrap_err().to_string().contains("70000"));
 
         let mut p = runtime_default(&HashSet::new()).unwrap();
+        let arg = seccomp_arg(6, LinuxSeccompOperator::ScmpCmpEq, 1, 0).unwrap();
+        p.set_syscalls(Some(vec![syscall(&["mount"], libc::EPERM, vec![arg])]));
+        assert!(compile(&p).unwrap_err().to_string().contains("index 6"));
+
+        let mut p = runtime_default(&HashSet::new()).unwrap();
         p.set_architectures(Some(vec![Arch::ScmpArchS390x]));
         assert!(compile(&p).is_err());
+    }
+
+    #[test]
+    fn names_of_other_architectures_are_passed_over() {
+        let mut p = LinuxSeccomp::default();
+        p.set_default_action(LinuxSeccompAction::ScmpActAllow);
+        p.set_syscalls(Some(vec![syscall(
+            &["frobnicate", "arm_fadvise64_64", "chmod"],
+            libc::EPERM,
+            Vec::new(),
+        )]));
+        let filter = compile(&p).unwrap();
+        let chmod = crate::syscalls::lookup("chmod");
+        assert!(chmod.is_some() || cfg!(not(target_arch = "x86_64")));
+        let data = SeccompData::call(chmod.unwrap_or(0), [0; 6]);
+        if chmod.is_some() {
+            assert_eq!(run(&filter, &data), errno_ret(libc::EPERM));
+        }
+    }
+
+    /// `seccomp_data` as the kernel passes it to the filter.
+    struct SeccompData([u8; 64]);
+
+    impl SeccompData {
+        fn call(nr: u32, args: [u64; 6]) -> SeccompData {
+            Self::with_arch(nr, NATIVE_ARCH.map_or(0, |a| a as u32), args)
+        }
+        fn with_arch(nr: u32, arch: u32, args: [u64; 6]) -> SeccompData {
+            let mut d = [0u8; 64];
+            d[0..4].copy_from_slice(&nr.to_ne_bytes());
+            d[4..8].copy_from_slice(&arch.to_ne_bytes());
+            for (i, a) in args.iter().enumerate() {
+                d[16 + 8 * i..24 + 8 * i].copy_from_slice(&a.to_ne_bytes());
+            }
+            SeccompData(d)
+        }
+    }
+
+    /// A classic BPF interpreter for the instructions the compiler emits: what the kernel
+    /// would answer for `data`.
+    fn run(filter: &Filter, data: &SeccompData) -> u32 {
+        let mut a: u32 = 0;
+        let mut pc = 0usize;
+        loop {
+            let insn = filter.0[pc];
+            pc += 1;
+            match insn.code {
+                LD_ABS => {
+                    let k = insn.k as usize;
+                    a = u32::from_ne_bytes(data.0[k..k + 4].try_into().unwrap());
+                }
+                AND_K => a &= insn.k,
+                RET_K => return insn.k,
+                JEQ_K | JGT_K | JGE_K | JSET_K => {
+                    let taken = match insn.code {
+                        JEQ_K => a == insn.k,
+                        JGT_K => a > insn.k,
+                        JGE_K => a >= insn.k,
+                        _ => a & insn.k != 0,
+                    };
+                    pc += usize::from(if taken { insn.jt } else { insn.jf });
+                }
+                other => panic!("unexpected instruction {other:#x}"),
+            }
+        }
+    }
+
+    fn errno_ret(e: i32) -> u32 {
+        LinuxSeccompAction::ScmpActErrno.as_u32(Some(e as u32))
+    }
+
+    const ALLOW: u32 = 0x7fff_0000;
+
+    #[test]
+    fn foreign_architectures_and_x32_get_enosys() {
+        let filter = compile(&runtime_default(&HashSet::new()).unwrap()).unwrap();
+        let getpid = crate::syscalls::lookup("getpid").unwrap();
+        assert_eq!(run(&filter, &SeccompData::call(getpid, [0; 6])), ALLOW);
+        let x86 = SeccompData::with_arch(getpid, Arch::ScmpArchX86 as u32, [0; 6]);
+        assert_eq!(run(&filter, &x86), errno_ret(libc::ENOSYS));
+        if NATIVE_ARCH == Some(Arch::ScmpArchX86_64) {
+            let x32 = SeccompData::call(getpid | X32_SYSCALL_BIT, [0; 6]);
+            assert_eq!(run(&filter, &x32), errno_ret(libc::ENOSYS));
+        }
+    }
+
+    #[test]
+    fn the_most_restrictive_matching_rule_wins() {
+        let chmod = crate::syscalls::lookup("fchmodat").unwrap();
+        let mut allow = syscall(&["fchmodat"], 0, Vec::new());
+        allow.set_action(LinuxSeccompAction::ScmpActAllow);
+        let deny_arg = seccomp_arg(2, LinuxSeccompOperator::ScmpCmpEq, 0o400, 0).unwrap();
+        let deny = syscall(&["fchmodat"], libc::EACCES, vec![deny_arg]);
+        let mut p = LinuxSeccomp::default();
+        p.set_default_action(LinuxSeccompAction::ScmpActErrno);
+        // The allow comes first in the profile; the errno still wins where both match.
+        p.set_syscalls(Some(vec![allow, deny]));
+        let filter = compile(&p).unwrap();
+        assert_eq!(
+            run(&filter, &SeccompData::call(chmod, [0, 0, 0o400, 0, 0, 0])),
+            errno_ret(libc::EACCES)
+        );
+        assert_eq!(
+            run(&filter, &SeccompData::call(chmod, [0, 0, 0o644, 0, 0, 0])),
+            ALLOW
+        );
+        assert_eq!(
+            run(&filter, &SeccompData::call(chmod + 1, [0; 6])),
+            errno_ret(libc::EPERM)
+        );
+    }
+
+    use proptest::prelude::*;
+
+    fn op_strategy() -> impl Strategy<Value = LinuxSeccompOperator> {
+        use LinuxSeccompOperator::*;
+        prop::sample::select(vec![
+            ScmpCmpNe,
+            ScmpCmpLt,
+            ScmpCmpLe,
+            ScmpCmpEq,
+            ScmpCmpGe,
+            ScmpCmpGt,
+            ScmpCmpMaskedEq,
+        ])
+    }
+
+    /// Values near the interesting edges: word boundaries, equal high words, all bits.
+    fn value_strategy() -> impl Strategy<Value = u64> {
+        prop_oneof![
+            any::<u64>(),
+            (0u64..4, 0u64..4).prop_map(|(h, l)| (h << 32) | l),
+            Just(u64::MAX),
+            Just(0),
+            Just(1 << 32),
+            Just(u32::MAX as u64),
+        ]
+    }
+
+    fn holds(op: LinuxSeccompOperator, arg: u64, value: u64, value_two: u64) -> bool {
+        use LinuxSeccompOperator::*;
+        match op {
+            ScmpCmpNe => arg != value,
+            ScmpCmpLt => arg < value,
+            ScmpCmpLe => arg <= value,
+            ScmpCmpEq => arg == value,
+            ScmpCmpGe => arg >= value,
+            ScmpCmpGt => arg > value,
+            ScmpCmpMaskedEq => arg & value == value_two,
+        }
+    }
+
+    proptest! {
+        /// Every operator compares the whole 64-bit argument, as libseccomp does.
+        #[test]
+        fn argument_checks_compare_64_bit_values(
+            op in op_strategy(),
+            index in 0usize..6,
+            value in value_strategy(),
+            value_two in value_strategy(),
+            arg in value_strategy(),
+            other in value_strategy(),
+        ) {
+            let nr = crate::syscalls::lookup("fchmodat").unwrap();
+            let check = seccomp_arg(index, op, value, value_two).unwrap();
+            let mut p = LinuxSeccomp::default();
+            p.set_default_action(LinuxSeccompAction::ScmpActAllow);
+            p.set_syscalls(Some(vec![syscall(&["fchmodat"], libc::EACCES, vec![check])]));
+            let filter = compile(&p).unwrap();
+            let mut args = [other; 6];
+            args[index] = arg;
+            let want = if holds(op, arg, value, value_two) { errno_ret(libc::EACCES) } else { ALLOW };
+            prop_assert_eq!(run(&filter, &SeccompData::call(nr, args)), want);
+            // Another syscall is never affected.
+            prop_assert_eq!(run(&filter, &SeccompData::call(nr + 1, args)), ALLOW);
+        }
+
+        /// Checks of two arguments must both hold; two checks of one argument make a rule each.
+        #[test]
+        fn several_checks_combine_as_runc_does(
+            ops in (op_strategy(), op_strategy()),
+            values in (value_strategy(), value_strategy()),
+            args in (value_strategy(), value_strategy()),
+            same_index in any::<bool>(),
+        ) {
+            let nr = crate::syscalls::lookup("fchmodat").unwrap();
+            let (i, j) = if same_index { (1, 1) } else { (1, 2) };
+            let checks = vec![
+                seccomp_arg(i, ops.0, values.0, values.1).unwrap(),
+                seccomp_arg(j, ops.1, values.1, values.0).unwrap(),
+            ];
+            let mut p = LinuxSeccomp::default();
+            p.set_default_action(LinuxSeccompAction::ScmpActAllow);
+            p.set_syscalls(Some(vec![syscall(&["fchmodat"], libc::EACCES, checks)]));
+            let filter = compile(&p).unwrap();
+            let mut call = [0u64; 6];
+            call[i] = args.0;
+            if !same_index {
+                call[j] = args.1;
+            }
+            let first = holds(ops.0, call[i], values.0, values.1);
+            let second = holds(ops.1, call[j], values.1, values.0);
+            let denied = if same_index { first || second } else { first && second };
+            let want = if denied { errno_ret(libc::EACCES) } else { ALLOW };
+            prop_assert_eq!(run(&filter, &SeccompData::call(nr, call)), want);
+        }
     }
 
     #[test]

@@ -273,7 +273,9 @@ impl Runtime {
             pod_caps: &pod_caps,
         })
         .map_err(|e| match e {
-            SpecError::NotBuilt(m) => RuntimeError::unimplemented(m),
+            SpecError::SeccompProfile(
+                e @ super::seccomp_profile::ProfileError::Unreadable { .. },
+            ) => RuntimeError::precondition(e.to_string()),
             e => RuntimeError::invalid(e.to_string()),
         })?;
         let mut annotations = oci.annotations().clone().unwrap_or_default();

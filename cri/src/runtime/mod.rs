@@ -14,6 +14,7 @@ pub mod pods;
 pub mod reconcile;
 pub mod records;
 pub mod resources;
+pub mod seccomp_profile;
 pub mod spec;
 pub mod user;
 

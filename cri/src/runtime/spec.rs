@@ -70,9 +70,9 @@ pub enum SpecError {
     Unsupported(String),
     #[error("mount {path}: {reason}")]
     Mount { path: String, reason: String },
-    /// A setting pvecri does not implement yet (gRPC Unimplemented).
-    #[error("{0}")]
-    NotBuilt(String),
+    /// A Localhost seccomp profile that cannot be read or applied.
+    #[error(transparent)]
+    SeccompProfile(#[from] super::seccomp_profile::ProfileError),
 }
 
 /// The user the process runs as, already resolved against the image's /etc/passwd.
@@ -294,7 +294,8 @@ fn propagation_option(p: MountPropagation) -> &'static str {
 /// The seccomp filter the container asks for, as the OCI section podinit compiles.
 /// An absent profile and `Unconfined` ask for none, and so does a privileged container,
 /// whatever it asks (as in containerd). `RuntimeDefault` is podinit's default profile for
-/// the container's capabilities. A `Localhost` profile is not read yet.
+/// the container's capabilities. A `Localhost` profile is read from its file on the node
+/// (see [`super::seccomp_profile`]), its rules chosen for the container's capabilities.
 pub fn seccomp_profile(
     config: &ContainerConfig,
     caps: &HashSet<Capability>,
@@ -334,10 +335,10 @@ pub fn seccomp_profile(
         Some(Ok(())) => podinit::seccomp::runtime_default(caps)
             .map(Some)
             .map_err(|e| SpecError::Unsupported(e.to_string())),
-        Some(Err(path)) => Err(SpecError::NotBuilt(format!(
-            "Localhost seccomp profiles ({path}) are not supported yet; use RuntimeDefault or \
-             Unconfined"
-        ))),
+        Some(Err(path)) => Ok(super::seccomp_profile::load(
+            &path,
+            &super::seccomp_profile::Target::host(caps),
+        )?),
     }
 }
 
@@ -600,9 +601,41 @@ mod tests {
             .collect();
         assert!(denied.contains(&"unshare".to_string()), "{denied:?}");
         podinit::seccomp::compile(&default).unwrap();
+        // A Localhost profile is read from its file; a missing one is named.
         let err = profile(&with_seccomp(2, false)).unwrap_err();
-        assert!(matches!(err, SpecError::NotBuilt(_)), "{err}");
+        assert!(
+            matches!(
+                err,
+                SpecError::SeccompProfile(
+                    super::super::seccomp_profile::ProfileError::Unreadable { .. }
+                )
+            ),
+            "{err}"
+        );
         assert!(err.to_string().contains("/var/lib/kubelet/seccomp/p.json"));
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("block-chmod.json");
+        std::fs::write(
+            &file,
+            r#"{"defaultAction": "SCMP_ACT_ALLOW",
+                "syscalls": [{"names": ["chmod", "fchmodat"], "action": "SCMP_ACT_ERRNO"}]}"#,
+        )
+        .unwrap();
+        let mut c = with_seccomp(2, false);
+        let sc = c.linux.as_mut().unwrap().security_context.as_mut().unwrap();
+        sc.seccomp.as_mut().unwrap().localhost_ref = file.display().to_string();
+        let section = profile(&c).unwrap().unwrap();
+        assert_eq!(section.syscalls().as_ref().unwrap().len(), 1);
+        // The older path form: `localhost/` and the absolute path.
+        sc_path(&mut c, &format!("localhost/{}", file.display()));
+        assert!(profile(&c).unwrap().is_some());
+    }
+
+    #[allow(deprecated)] // the path form older kubelets send
+    fn sc_path(c: &mut ContainerConfig, path: &str) {
+        let sc = c.linux.as_mut().unwrap().security_context.as_mut().unwrap();
+        sc.seccomp = None;
+        sc.seccomp_profile_path = path.to_string();
     }
 
     fn image() -> serde_json::Value {
