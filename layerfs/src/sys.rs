@@ -16,9 +16,9 @@ use nix::unistd::{UnlinkatFlags, unlinkat};
 /// How a confined path may be resolved.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Resolve {
-    /// Symlinks are followed as long as the resolution never leaves the root; an absolute
-    /// symlink or a `..` above the root fails with `EXDEV`.
-    Beneath,
+    /// Symlinks are followed as if the root were `/`: an absolute target starts at the
+    /// root, `..` stops there.
+    InRoot,
     /// Any symlink fails with `ELOOP`.
     NoSymlinks,
 }
@@ -36,7 +36,7 @@ pub(crate) fn open_dir_beneath(
         rel
     };
     let flags = match resolve {
-        Resolve::Beneath => ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_MAGICLINKS,
+        Resolve::InRoot => ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS,
         Resolve::NoSymlinks => ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_SYMLINKS,
     };
     let how = OpenHow::new()
@@ -353,23 +353,23 @@ mod tests {
     use std::os::unix::fs::symlink;
 
     #[test]
-    fn beneath_refuses_escapes_and_follows_inner_links() {
+    fn in_root_resolves_escapes_inside_and_no_symlinks_refuses_them() {
         let tmp = tempfile::tempdir().unwrap();
         let root = tmp.path().join("root");
         std::fs::create_dir_all(root.join("a/b")).unwrap();
+        std::fs::create_dir_all(root.join("etc")).unwrap();
         symlink("/etc", root.join("abs")).unwrap();
         symlink("../..", root.join("a/up")).unwrap();
         symlink("a/b", root.join("inner")).unwrap();
         let fd = open_dir(&root).unwrap();
-        assert_eq!(
-            open_dir_beneath(fd.as_fd(), Path::new("abs"), Resolve::Beneath).unwrap_err(),
-            Errno::EXDEV
-        );
-        assert_eq!(
-            open_dir_beneath(fd.as_fd(), Path::new("a/up"), Resolve::Beneath).unwrap_err(),
-            Errno::EXDEV
-        );
-        assert!(open_dir_beneath(fd.as_fd(), Path::new("inner"), Resolve::Beneath).is_ok());
+        let real = |rel: &str| {
+            let dir = open_dir_beneath(fd.as_fd(), Path::new(rel), Resolve::InRoot).unwrap();
+            fd_path(dir.as_fd()).unwrap()
+        };
+        assert_eq!(real("abs"), root.join("etc"));
+        assert_eq!(real("a/up"), root);
+        assert_eq!(real("a/up/a/up/etc"), root.join("etc"));
+        assert_eq!(real("inner"), root.join("a/b"));
         assert_eq!(
             open_dir_beneath(fd.as_fd(), Path::new("inner"), Resolve::NoSymlinks).unwrap_err(),
             Errno::ELOOP

@@ -1,9 +1,12 @@
 //! Property test of the two layer forms: random layers applied onto one directory (the
-//! zfs form) and applied as overlay layers, then mounted, give the same tree, and the two
-//! forms accept and reject the same layers. Some layers are written as umoci writes them
+//! zfs form) and applied as overlay layers, then mounted, give the same tree, the two
+//! forms accept and reject the same layers, and neither writes outside its root, whatever
+//! the symlinks say (some lead to a sentinel directory next to the roots, by absolute path
+//! or by `..`). Some layers are written as umoci writes them
 //! (a root entry `/`, absolute names, no end-of-archive blocks, no padding at the end).
 
 use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use e2e::images::{Compression as TestCompression, LayerBuilder, TarEnd};
@@ -23,8 +26,24 @@ enum Op {
     Xattr(String, u8),
 }
 
-/// Targets that dangle, escape, loop, or lead to directories inside the root.
-const TARGETS: [&str; 7] = ["nowhere", "/etc", "../../../../x", "a", "../b", ".", "c"];
+/// Targets that dangle, escape, loop, or lead to directories inside the root. `@abs` and
+/// `@rel` are replaced by the absolute path of the test's `outside` directory and by a
+/// relative path that climbs up to it: both must resolve inside the root.
+const TARGETS: [&str; 10] = [
+    "nowhere",
+    "/etc",
+    "../../../../x",
+    "a",
+    "../b",
+    ".",
+    "c",
+    "/",
+    "@abs",
+    "@rel",
+];
+
+/// Enough `..` to climb from any layer root to `/`.
+const UP: &str = "../../../../../../../../../../../../../../../../../../../..";
 
 fn path() -> impl Strategy<Value = String> {
     proptest::collection::vec(prop_oneof![Just("a"), Just("b"), Just("c")], 1..4)
@@ -58,7 +77,9 @@ fn layers() -> impl Strategy<Value = Vec<Layer>> {
     )
 }
 
-fn build((ops, umoci): &Layer) -> Vec<u8> {
+fn build((ops, umoci): &Layer, outside: &Path) -> Vec<u8> {
+    let abs = outside.display().to_string();
+    let rel = format!("{UP}{abs}");
     let mut b = LayerBuilder::new();
     if *umoci {
         b.dir("/", 0o755);
@@ -72,6 +93,11 @@ fn build((ops, umoci): &Layer) -> Vec<u8> {
                 b.file(p, vec![*c; usize::from(*c) % 7], *m).owner(*u, *u);
             }
             Op::Symlink(p, t) => {
+                let t = match *t {
+                    "@abs" => abs.as_str(),
+                    "@rel" => rel.as_str(),
+                    other => other,
+                };
                 b.symlink(p, t);
             }
             Op::Hardlink(p, t) => {
@@ -150,6 +176,31 @@ fn mount_lowers(lowers: &[PathBuf], empty: &Path, target: &Path) {
     .unwrap();
 }
 
+/// Nothing changed in `outside`, and nothing but the layer directories appeared next to it.
+fn confined(tmp: &Path, outside: &Path, layers: usize) -> Result<(), TestCaseError> {
+    let mut names: Vec<String> = std::fs::read_dir(tmp)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    let mut expected: Vec<String> = ["empty", "merged", "mnt", "outside"]
+        .into_iter()
+        .map(String::from)
+        .chain((0..layers).map(|i| format!("layer{i}")))
+        .collect();
+    expected.sort();
+    prop_assert_eq!(names, expected);
+    let inside: Vec<String> = std::fs::read_dir(outside)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    prop_assert_eq!(inside, ["sentinel"]);
+    let sentinel = std::fs::symlink_metadata(outside.join("sentinel")).unwrap();
+    prop_assert!(sentinel.is_file() && sentinel.nlink() == 1);
+    prop_assert_eq!(std::fs::read(outside.join("sentinel")).unwrap(), b"keep");
+    Ok(())
+}
+
 fn check(layers: &[Layer]) -> Result<(), TestCaseError> {
     let tmp = tempfile::Builder::new()
         .prefix("pvecri-layerfs-prop-")
@@ -158,14 +209,16 @@ fn check(layers: &[Layer]) -> Result<(), TestCaseError> {
     let merged = tmp.path().join("merged");
     let empty = tmp.path().join("empty");
     let target = tmp.path().join("mnt");
-    for d in [&merged, &empty, &target] {
+    let outside = tmp.path().join("outside");
+    for d in [&merged, &empty, &target, &outside] {
         std::fs::create_dir(d).unwrap();
     }
+    std::fs::write(outside.join("sentinel"), b"keep").unwrap();
     let merged_fd = OwnedFd::from(std::fs::File::open(&merged).unwrap());
     let opts = ApplyOptions::default();
     let mut layer_dirs: Vec<PathBuf> = Vec::new();
     for (i, layer) in layers.iter().enumerate() {
-        let data = build(layer);
+        let data = build(layer, &outside);
         let a = outcome(apply_layer(
             &mut data.as_slice(),
             Compression::None,
@@ -185,6 +238,7 @@ fn check(layers: &[Layer]) -> Result<(), TestCaseError> {
             },
             &opts,
         ));
+        confined(tmp.path(), &outside, i + 1)?;
         prop_assert_eq!(
             &a,
             &b,

@@ -8,19 +8,27 @@
 //!   `trusted.overlay.opaque=y`. The parents are consulted only when an entry needs them (a
 //!   hard link to a lower file, or a parent directory the layer does not contain).
 //!
-//! Names are read as containerd reads them: relative to the layer root, whether written
-//! `etc/x`, `./etc/x` or `/etc/x`; `/`, `.` and `./` are the root itself and set its
-//! metadata. The same holds for hard link targets and whiteouts. The archive may end
-//! without end-of-archive blocks, and its last entry without padding (module `archive`).
+//! Names are read as containerd reads them: cleaned lexically (`a/../b` is `b`) and
+//! relative to the layer root, whether written `etc/x`, `./etc/x` or `/etc/x`; `/`, `.` and
+//! `./` are the root itself and set its metadata. The same holds for hard link targets and
+//! whiteouts. The archive may end without end-of-archive blocks, and its last entry without
+//! padding (module `archive`).
 //!
-//! Confinement: every file system operation is relative to a directory fd opened with
-//! `openat2(RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS)` (or found by an equivalent user-space
-//! walk over the overlay layers). `..` components, symlinks that lead out of the root
-//! (absolute, or climbing above it), hard links to such paths and whiteouts of `.` or `..`
-//! fail the layer with [`StoreError::UnsafeEntry`]. A symlink is never followed for the last
+//! Parent paths (of entries, hard link targets and whiteouts) are resolved as containerd
+//! resolves them (`fs.RootPath`): as if the layer root were `/`. Symlinks are followed, an
+//! absolute target starts again at the root and `..` stops there, so `var/run -> /run`
+//! makes `var/run/x` land at `run/x`; a dangling symlink leads to new directories where its
+//! target would be (module `inroot`; on overlay, the merged view of module `view`).
+//!
+//! Confinement: every file system operation is relative to a directory fd reached without
+//! leaving the layer root: opened with `openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)` or
+//! `RESOLVE_IN_ROOT`, or found by a user-space walk that takes `..` from its own stack. A
+//! relative name that climbs above the root (`../x`) and whiteouts of `.` or `..` fail the
+//! layer with [`StoreError::UnsafeEntry`]. A symlink is never followed for the last
 //! component of an entry: an existing one is replaced.
 
 mod archive;
+mod inroot;
 mod meta;
 mod names;
 mod sparse;

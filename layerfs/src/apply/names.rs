@@ -20,24 +20,34 @@ pub(crate) struct EntryPath {
 }
 
 impl EntryPath {
-    /// Normalizes a tar member name (or a hard link's target) relative to the layer root:
-    /// leading `/`s are dropped, as containerd, CRI-O and Docker do (umoci and KIWI write
-    /// `/etc/x` and a root entry `/`), and `/`, `.` and `./` name the root itself. `..`
-    /// components are unsafe: a layer is a set of paths below its root, and no tool writes
-    /// them for a real layer (containerd clamps them at the root; refusing is stricter).
+    /// Normalizes a tar member name (or a hard link's target) relative to the layer root,
+    /// the way containerd does: cleaned lexically as Go's `filepath.Clean` cleans it
+    /// (`a/../b` is `b`, a `..` at the start of an absolute name stays at `/`), then
+    /// leading `/`s dropped (umoci and KIWI write `/etc/x` and a root entry `/`); `/`, `.`
+    /// and `./` name the root itself. A relative name that still climbs above the root
+    /// (`../x`, `a/../../x`) is unsafe: containerd would clamp it at the root, Docker
+    /// refuses it, and no tool writes one for a real layer.
     pub(crate) fn parse(raw: &[u8], entry: &str) -> Result<EntryPath, StoreError> {
-        let mut components = Vec::new();
+        let rooted = raw.first() == Some(&b'/');
+        let mut components: Vec<OsString> = Vec::new();
         for part in raw.split(|b| *b == b'/') {
             match part {
                 b"" | b"." => {}
-                b".." => {
-                    return Err(StoreError::unsafe_entry(
-                        entry,
-                        "path contains a '..' component",
-                    ));
-                }
+                b".." => match components.last() {
+                    Some(last) if last.as_bytes() != b".." => {
+                        components.pop();
+                    }
+                    _ if rooted => {}
+                    _ => components.push(OsString::from("..")),
+                },
                 _ => components.push(OsStr::from_bytes(part).to_owned()),
             }
+        }
+        if components.first().is_some_and(|c| c.as_bytes() == b"..") {
+            return Err(StoreError::unsafe_entry(
+                entry,
+                "path leads above the layer root",
+            ));
         }
         Ok(EntryPath { components })
     }
@@ -141,12 +151,19 @@ mod tests {
         for root in ["/", "//", ".", "./", "/./", "/."] {
             assert!(p(root).unwrap().name().is_none(), "{root:?}");
         }
-        assert!(matches!(p("/../etc"), Err(StoreError::UnsafeEntry { .. })));
+        // `..` is cleaned lexically, as Go's filepath.Clean does.
+        assert_eq!(p("a/../b").unwrap().to_path(), PathBuf::from("b"));
+        assert_eq!(p("a/b/../../c/").unwrap().to_path(), PathBuf::from("c"));
+        assert_eq!(p("/../etc").unwrap().to_path(), PathBuf::from("etc"));
+        assert_eq!(p("/a/../../x").unwrap().to_path(), PathBuf::from("x"));
+        assert!(p("a/..").unwrap().name().is_none());
         assert!(matches!(
             p("a/../../etc"),
             Err(StoreError::UnsafeEntry { .. })
         ));
         assert!(matches!(p(".."), Err(StoreError::UnsafeEntry { .. })));
+        assert!(matches!(p("../x"), Err(StoreError::UnsafeEntry { .. })));
+        assert!(matches!(p("./../x"), Err(StoreError::UnsafeEntry { .. })));
         assert!(p("a/..b/c..").is_ok());
     }
 
@@ -184,16 +201,28 @@ mod tests {
             }
         }
 
-        /// `x`, `/x`, `./x` and `//x` name the same path below the root (or are all unsafe).
+        /// `x` and `./x` name the same path below the root (or are both unsafe) unless `x` is
+        /// absolute; `/x`, `//x`
+        /// and `/./x` are never unsafe (a `..` stops at `/`), and name the same path as `x`
+        /// whenever `x` is safe.
         #[test]
         fn absolute_and_dot_slash_names_are_relative_to_the_root(raw in proptest::collection::vec(
             prop_oneof![Just(b'/'), Just(b'.'), Just(b'a'), any::<u8>()], 0..24)
         ) {
             let plain = EntryPath::parse(&raw, "x").map_err(|e| e.to_string());
-            for prefix in [&b"/"[..], b"./", b"//", b"/./"] {
+            if raw.first() != Some(&b'/') {
+                let dotted = EntryPath::parse(&[&b"./"[..], &raw[..]].concat(), "x").map_err(|e| e.to_string());
+                prop_assert_eq!(&dotted, &plain);
+            }
+            let rooted = EntryPath::parse(&[&b"/"[..], &raw[..]].concat(), "x");
+            prop_assert!(rooted.is_ok());
+            for prefix in [&b"//"[..], b"/./"] {
                 let prefixed = [prefix, &raw[..]].concat();
                 let got = EntryPath::parse(&prefixed, "x").map_err(|e| e.to_string());
-                prop_assert_eq!(&got, &plain, "{:?}", String::from_utf8_lossy(&prefixed));
+                prop_assert_eq!(&got, &rooted.as_ref().map_err(|e| e.to_string()).cloned(), "{:?}", String::from_utf8_lossy(&prefixed));
+            }
+            if let Ok(plain) = plain {
+                prop_assert_eq!(rooted.ok(), Some(plain));
             }
         }
 

@@ -317,55 +317,101 @@ fn malicious_layers_are_rejected_naming_the_entry() {
     let cases: Vec<(Vec<E>, &str)> = vec![
         (vec![file("../evil", b"x")], "../evil"),
         (vec![file("a/../../evil", b"x")], "a/../../evil"),
-        (vec![file("/../evil", b"x")], "/../evil"),
-        (
-            vec![dir("/a/"), file("/a/../../evil", b"x")],
-            "/a/../../evil",
-        ),
-        (
-            vec![symlink("etc", "/etc"), file("etc/passwd", b"x")],
-            "etc/passwd",
-        ),
-        (
-            vec![symlink("up", "../outside"), file("up/new", b"x")],
-            "up/new",
-        ),
-        (
-            vec![
-                dir("a"),
-                symlink("a/up", "../.."),
-                file("a/up/outside/new", b"x"),
-            ],
-            "a/up/outside/new",
-        ),
         (vec![hardlink("pw", "../outside/sentinel")], "pw"),
-        (vec![hardlink("pw", "/../outside/sentinel")], "pw"),
-        (
-            vec![symlink("/o", "../outside"), hardlink("/pw", "/o/sentinel")],
-            "/pw",
-        ),
-        (
-            vec![symlink("/etc", "/etc"), file("/etc/passwd", b"x")],
-            "/etc/passwd",
-        ),
-        (
-            vec![symlink("o", "../outside"), hardlink("pw", "o/sentinel")],
-            "pw",
-        ),
         (vec![file(".wh..", b"")], ".wh.."),
         (vec![dir("d"), file("d/.wh...", b"")], "d/.wh..."),
-        (
-            vec![symlink("o", "../outside"), file("o/.wh.sentinel", b"")],
-            "o/.wh.sentinel",
-        ),
-        (
-            vec![symlink("o", "../outside"), file("o/.wh..wh..opq", b"")],
-            "o/.wh..wh..opq",
-        ),
     ];
     for (entries, bad) in cases {
         let sb = Sandbox::new();
         assert_unsafe(sb.apply(&entries), bad);
+        sb.assert_confined();
+    }
+}
+
+fn file_desc(content: &[u8]) -> String {
+    format!("file {}", &Digest::of_bytes(content).hex()[..12])
+}
+
+/// containerd resolves the parent path of every entry, hard link target and whiteout as if
+/// the layer root were `/` (`fs.RootPath`): a symlink leading out of the root, absolute or
+/// by `..`, leads to the same path inside it, and a dangling one to new directories where
+/// its target would be. Nothing is written outside the root.
+#[test]
+fn symlinked_parents_resolve_inside_the_root() {
+    let sb = Sandbox::new();
+    sb.apply(&[
+        dir("run"),
+        dir("var"),
+        symlink("var/run", "/run"),
+        symlink("var/uprun", "../../../../run"),
+        symlink("var/lock", "../run/lock"),
+        symlink("escape", "/"),
+        symlink("rel", "../outside"),
+    ])
+    .unwrap();
+    sb.apply(&[
+        file("var/run/x", b"x"),
+        file("var/uprun/y", b"y"),
+        file("var/lock/z", b"z"),
+        file("escape/tmp/t", b"t"),
+        file("rel/sentinel", b"inside"),
+        hardlink("h", "rel/sentinel"),
+        hardlink("escape/h2", "/var/run/x"),
+    ])
+    .unwrap();
+    sb.apply(&[
+        file("var/run/.wh.y", b""),
+        file("escape/tmp/.wh..wh..opq", b""),
+        file("var/uprun/new", b"n"),
+    ])
+    .unwrap();
+    let expected: BTreeMap<String, String> = [
+        ("escape", "symlink /".to_string()),
+        ("h", file_desc(b"inside")),
+        ("h2", file_desc(b"x")),
+        ("outside", "dir".into()),
+        (
+            "outside/sentinel",
+            format!("{} =link(h)", file_desc(b"inside")),
+        ),
+        ("rel", "symlink ../outside".into()),
+        ("run", "dir".into()),
+        ("run/lock", "dir".into()),
+        ("run/lock/z", file_desc(b"z")),
+        ("run/new", file_desc(b"n")),
+        ("run/x", format!("{} =link(h2)", file_desc(b"x"))),
+        ("tmp", "dir".into()),
+        ("var", "dir".into()),
+        ("var/lock", "symlink ../run/lock".into()),
+        ("var/run", "symlink /run".into()),
+        ("var/uprun", "symlink ../../../../run".into()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    assert_eq!(snapshot(&sb.root), expected);
+    for made in ["run/lock", "outside", "tmp"] {
+        let md = std::fs::metadata(sb.root.join(made)).unwrap();
+        assert_eq!(md.permissions().mode() & 0o7777, 0o755, "{made}");
+    }
+    sb.assert_confined();
+
+    // Loops and non-directories in the path are still invalid.
+    for entries in [
+        vec![symlink("etc", "/etc"), file("etc/passwd", b"x")],
+        vec![
+            symlink("l1", "l2"),
+            symlink("l2", "/l1"),
+            file("l1/x", b"x"),
+        ],
+        vec![file("f", b"x"), symlink("l", "/f"), file("l/x", b"x")],
+    ] {
+        let sb = Sandbox::new();
+        let err = sb.apply(&entries).unwrap_err();
+        assert!(
+            matches!(err, StoreError::InvalidLayer { .. }),
+            "{entries:?}: {err}"
+        );
         sb.assert_confined();
     }
 }
@@ -631,16 +677,16 @@ fn a_hard_link_to_a_symlink_links_the_symlink() {
     sb.assert_confined();
 }
 
+/// The symlink itself is never followed as the last component of an entry: it is replaced.
 #[test]
-fn a_symlink_from_a_lower_layer_cannot_be_written_through() {
+fn a_symlink_is_replaced_not_followed_as_the_last_component() {
     let sb = Sandbox::new();
     sb.apply(&[symlink("escape", "/"), symlink("rel", "../outside")])
         .unwrap();
-    assert_unsafe(sb.apply(&[file("escape/tmp/x", b"x")]), "escape/tmp/x");
-    assert_unsafe(sb.apply(&[file("rel/sentinel", b"x")]), "rel/sentinel");
-    assert_unsafe(sb.apply(&[hardlink("x", "rel/sentinel")]), "x");
-    // Replacing the link itself is fine; it is never followed as the last component.
-    sb.apply(&[file("rel", b"plain")]).unwrap();
+    sb.apply(&[file("rel", b"plain"), dir("escape")]).unwrap();
+    let snap = snapshot(&sb.root);
+    assert_eq!(snap["rel"], file_desc(b"plain"));
+    assert_eq!(snap["escape"], "dir");
     sb.assert_confined();
 }
 
@@ -651,7 +697,6 @@ fn malformed_entries_are_invalid() {
         vec![hardlink("h", "missing")],
         vec![dir("d"), hardlink("h", "d")],
         vec![dir(".wh.d"), file(".wh.d/x", b"")],
-        vec![symlink("l", "nowhere"), file("l/x", b"")],
     ] {
         let sb = Sandbox::new();
         let err = sb.apply(&entries).unwrap_err();
@@ -720,9 +765,19 @@ mod model {
         Opaque(String),
     }
 
-    /// Symlink targets that never lead to a directory in the tree: a dangling one and two
-    /// that leave the root.
-    const TARGETS: [&str; 3] = ["nowhere", "/etc", "../../../../x"];
+    /// Symlink targets: dangling, leaving the root (absolute or by `..`, which resolves
+    /// inside it), leading to directories of the tree, looping.
+    const TARGETS: [&str; 9] = [
+        "nowhere",
+        "/etc",
+        "../../../../x",
+        "a",
+        "/a/b",
+        "..",
+        "../c",
+        "/",
+        "b/../../a",
+    ];
 
     fn path() -> impl Strategy<Value = String> {
         proptest::collection::vec(prop_oneof![Just("a"), Just("b"), Just("c")], 1..4)
@@ -733,7 +788,7 @@ mod model {
         prop_oneof![
             3 => path().prop_map(Op::Dir),
             3 => (path(), any::<u8>()).prop_map(|(p, c)| Op::File(p, c)),
-            1 => (path(), 0..TARGETS.len()).prop_map(|(p, t)| Op::Symlink(p, TARGETS[t])),
+            2 => (path(), 0..TARGETS.len()).prop_map(|(p, t)| Op::Symlink(p, TARGETS[t])),
             1 => (path(), path()).prop_map(|(p, t)| Op::Hardlink(p, t)),
             2 => path().prop_map(Op::Whiteout),
             1 => path().prop_map(Op::Opaque),
@@ -842,8 +897,24 @@ mod model {
         (1..=parts.len()).map(|i| parts[..i].join("/")).collect()
     }
 
-    fn escapes(target: &str) -> bool {
-        target != "nowhere"
+    fn join(dir: &str, name: &str) -> String {
+        if dir.is_empty() {
+            name.to_owned()
+        } else {
+            format!("{dir}/{name}")
+        }
+    }
+
+    fn split(p: &str) -> (&str, &str) {
+        p.rsplit_once('/').unwrap_or(("", p))
+    }
+
+    /// How a directory path resolved.
+    enum Resolved {
+        /// Its real path (created if it was missing and creation was asked for).
+        Dir(String),
+        /// Missing, or a component is not a directory.
+        Absent,
     }
 
     impl Model {
@@ -852,29 +923,76 @@ mod model {
                 .retain(|k, _| k != p && !k.starts_with(&format!("{p}/")));
         }
 
-        /// Checks the directories of `dir`; creates missing ones if `create`.
-        /// Ok(true): exists (or was created); Ok(false): missing/not a directory.
-        fn ensure_dir(
+        /// Resolves directory `dir` with the root taken as `/`: symlinks followed, an
+        /// absolute target from the root, `..` stopping at the root, missing components kept
+        /// by name (a later `..` drops them) and created at the end if `create`.
+        fn resolve(
             &mut self,
-            dir: Option<&str>,
+            dir: &str,
             create: bool,
             unpacked: &mut BTreeSet<String>,
-        ) -> Result<bool, Outcome> {
-            let Some(dir) = dir else { return Ok(true) };
-            for prefix in prefixes(dir) {
-                match self.tree.get(&prefix) {
-                    Some(N::Dir) => {}
-                    Some(N::Link(t)) if escapes(t) => return Err(Outcome::Unsafe),
-                    Some(_) if create => return Err(Outcome::Invalid),
-                    Some(_) => return Ok(false),
-                    None if create => {
-                        self.tree.insert(prefix.clone(), N::Dir);
-                        mark(unpacked, &prefix);
+        ) -> Result<Resolved, Outcome> {
+            let mut pending: std::collections::VecDeque<String> =
+                dir.split('/').map(str::to_owned).collect();
+            let mut real: Vec<String> = Vec::new();
+            let mut missing: Vec<String> = Vec::new();
+            let mut links = 0;
+            while let Some(c) = pending.pop_front() {
+                match c.as_str() {
+                    "" | "." => continue,
+                    ".." => {
+                        if missing.pop().is_none() {
+                            real.pop();
+                        }
+                        continue;
                     }
-                    None => return Ok(false),
+                    _ => {}
+                }
+                if !missing.is_empty() {
+                    missing.push(c);
+                    continue;
+                }
+                let path = join(&real.join("/"), &c);
+                match self.tree.get(&path) {
+                    Some(N::Dir) => real.push(c),
+                    Some(N::Link(t)) => {
+                        links += 1;
+                        if links > 40 {
+                            return Err(Outcome::Invalid);
+                        }
+                        if t.starts_with('/') {
+                            real.clear();
+                        }
+                        for part in t.split('/').rev() {
+                            pending.push_front(part.to_owned());
+                        }
+                    }
+                    Some(N::File(..)) if create => return Err(Outcome::Invalid),
+                    Some(N::File(..)) => return Ok(Resolved::Absent),
+                    None => missing.push(c),
                 }
             }
-            Ok(true)
+            if !missing.is_empty() {
+                if !create {
+                    return Ok(Resolved::Absent);
+                }
+                for name in missing {
+                    let path = join(&real.join("/"), &name);
+                    self.tree.insert(path.clone(), N::Dir);
+                    mark(unpacked, &path);
+                    real.push(name);
+                }
+            }
+            Ok(Resolved::Dir(real.join("/")))
+        }
+
+        /// The real path of entry `p`: its parent resolved (and created), its name kept.
+        fn place(&mut self, p: &str, unpacked: &mut BTreeSet<String>) -> Result<String, Outcome> {
+            let (parent, name) = split(p);
+            match self.resolve(parent, true, unpacked)? {
+                Resolved::Dir(dir) => Ok(join(&dir, name)),
+                Resolved::Absent => Err(Outcome::Invalid),
+            }
         }
 
         fn prune(&mut self, dir: &str, unpacked: &BTreeSet<String>) {
@@ -906,16 +1024,16 @@ mod model {
         fn op(&mut self, op: &Op, unpacked: &mut BTreeSet<String>) -> Result<(), Outcome> {
             match op {
                 Op::Dir(p) => {
-                    self.ensure_dir(parent_of(p), true, unpacked)?;
-                    if self.tree.get(p) != Some(&N::Dir) {
-                        self.remove_subtree(p);
+                    let p = self.place(p, unpacked)?;
+                    if self.tree.get(&p) != Some(&N::Dir) {
+                        self.remove_subtree(&p);
                         self.tree.insert(p.clone(), N::Dir);
                     }
-                    mark(unpacked, p);
+                    mark(unpacked, &p);
                 }
                 Op::File(p, _) | Op::Symlink(p, _) => {
-                    self.ensure_dir(parent_of(p), true, unpacked)?;
-                    self.remove_subtree(p);
+                    let p = self.place(p, unpacked)?;
+                    self.remove_subtree(&p);
                     let node = match op {
                         Op::Symlink(_, t) => N::Link(t),
                         Op::File(_, c) => {
@@ -925,45 +1043,49 @@ mod model {
                         _ => unreachable!(),
                     };
                     self.tree.insert(p.clone(), node);
-                    mark(unpacked, p);
+                    mark(unpacked, &p);
                 }
                 Op::Hardlink(p, t) => {
-                    self.ensure_dir(parent_of(p), true, unpacked)?;
-                    if !self.ensure_dir(parent_of(t), false, unpacked)? {
-                        return Err(Outcome::Invalid);
-                    }
-                    let target = match self.tree.get(t) {
+                    let p = self.place(p, unpacked)?;
+                    let (t_parent, t_name) = split(t);
+                    let t = match self.resolve(t_parent, false, unpacked)? {
+                        Resolved::Dir(dir) => join(&dir, t_name),
+                        Resolved::Absent => return Err(Outcome::Invalid),
+                    };
+                    let target = match self.tree.get(&t) {
                         None | Some(N::Dir) => return Err(Outcome::Invalid),
                         Some(n) => n.clone(),
                     };
-                    if self.tree.get(p) == Some(&target) && matches!(target, N::File(..)) {
+                    if self.tree.get(&p) == Some(&target) && matches!(target, N::File(..)) {
                         return Ok(());
                     }
                     if t.starts_with(&format!("{p}/")) {
                         return Err(Outcome::Invalid); // the target goes with the replaced directory
                     }
-                    self.remove_subtree(p);
+                    self.remove_subtree(&p);
                     self.tree.insert(p.clone(), target);
-                    mark(unpacked, p);
+                    mark(unpacked, &p);
                 }
                 Op::Whiteout(p) => {
-                    if !self.ensure_dir(parent_of(p), false, unpacked)? {
-                        return Ok(());
-                    }
-                    if unpacked.contains(p) {
-                        if self.tree.get(p) == Some(&N::Dir) {
-                            self.prune(p, unpacked);
+                    let (parent, name) = split(p);
+                    let p = match self.resolve(parent, false, unpacked)? {
+                        Resolved::Dir(dir) => join(&dir, name),
+                        Resolved::Absent => return Ok(()),
+                    };
+                    if unpacked.contains(&p) {
+                        if self.tree.get(&p) == Some(&N::Dir) {
+                            self.prune(&p, unpacked);
                         }
                     } else {
-                        self.remove_subtree(p);
+                        self.remove_subtree(&p);
                     }
                 }
                 Op::Opaque(p) => {
-                    if !self.ensure_dir(Some(p), true, unpacked)? {
+                    let Resolved::Dir(p) = self.resolve(p, true, unpacked)? else {
                         return Err(Outcome::Invalid);
-                    }
-                    self.prune(p, unpacked);
-                    mark(unpacked, p);
+                    };
+                    self.prune(&p, unpacked);
+                    mark(unpacked, &p);
                 }
             }
             Ok(())

@@ -18,6 +18,7 @@ use nix::sys::time::TimeSpec;
 use nix::unistd::{UnlinkatFlags, linkat, symlinkat, unlinkat};
 use tar::EntryType;
 
+use super::inroot::{self, WalkError};
 use super::meta::{Dropped, Meta, MetaOptions, is_overlay_xattr};
 use super::names::{EntryPath, NameKind, check_inner_components, classify, join};
 use super::sparse::{self, Sparse};
@@ -322,13 +323,6 @@ impl<'a> Unpacker<'a> {
         Ok(found.map(Rc::new))
     }
 
-    fn escape(entry: &str, what: &str) -> StoreError {
-        StoreError::unsafe_entry(
-            entry,
-            format!("the {what} path leads outside the root through a symlink"),
-        )
-    }
-
     fn merged_dir(
         &mut self,
         components: &[OsString],
@@ -337,34 +331,40 @@ impl<'a> Unpacker<'a> {
         what: &str,
     ) -> Result<Option<Dir>, StoreError> {
         let rel = join(components);
-        let missing = |this: &mut Self| -> Result<Option<Dir>, StoreError> {
-            match need {
-                Need::Create => this.create_merged_dirs(components, entry, what).map(Some),
-                Need::Existing => Ok(None),
-            }
-        };
+        // The common case: a path of real directories.
         match sys::open_dir_beneath(self.root, &rel, Resolve::NoSymlinks) {
             Ok(fd) => return Ok(Some(Dir { fd, real: rel })),
-            Err(Errno::ELOOP) => {}
-            Err(Errno::ENOENT) => return missing(self),
-            Err(Errno::ENOTDIR) => return self.not_a_dir(need, entry, what, &rel),
-            Err(Errno::EXDEV) => return Err(Self::escape(entry, what)),
+            Err(Errno::ELOOP) | Err(Errno::ENOENT) | Err(Errno::ENOTDIR) => {}
             Err(e) => return Err(sys_err("opening directory", entry, e)),
         }
-        match sys::open_dir_beneath(self.root, &rel, Resolve::Beneath) {
-            Ok(fd) => {
-                let real = self.real_of(fd.as_fd())?;
-                Ok(Some(Dir { fd, real }))
+        let found = match inroot::resolve_dir(self.root, components) {
+            Ok(found) => found,
+            Err(WalkError::NotDir) => return self.not_a_dir(need, entry, what, &rel),
+            Err(WalkError::TooManySymlinks) => {
+                return Err(StoreError::invalid(
+                    entry,
+                    format!("too many symlinks in the {what} path"),
+                ));
             }
-            Err(Errno::EXDEV) => Err(Self::escape(entry, what)),
-            Err(Errno::ENOENT) => missing(self),
-            Err(Errno::ENOTDIR) => self.not_a_dir(need, entry, what, &rel),
-            Err(Errno::ELOOP) => Err(StoreError::invalid(
-                entry,
-                format!("too many symlinks in the {what} path"),
-            )),
-            Err(e) => Err(sys_err("opening directory", entry, e)),
+            Err(WalkError::Sys(e)) => return Err(sys_err("resolving directory", entry, e)),
+        };
+        let mut real = join(&found.existing);
+        if found.missing.is_empty() {
+            return Ok(Some(Dir { fd: found.fd, real }));
         }
+        if need == Need::Existing {
+            return Ok(None);
+        }
+        // Missing directories are made where the path resolves to (through a dangling
+        // symlink, its target), with default owner and mode, like containerd.
+        let mut cur = found.fd;
+        for name in &found.missing {
+            let meta = Meta::default_dir(self.opts.id_shift.as_ref());
+            cur = self.new_dir(cur.as_fd(), name, &meta, entry)?;
+            real.push(name);
+            self.mark_unpacked(&real);
+        }
+        Ok(Some(Dir { fd: cur, real }))
     }
 
     fn not_a_dir(
@@ -386,65 +386,6 @@ impl<'a> Unpacker<'a> {
         }
     }
 
-    /// Creates the missing directories of `components` (following symlinks inside the
-    /// root for the ones that exist), with default owner and mode, like containerd.
-    fn create_merged_dirs(
-        &mut self,
-        components: &[OsString],
-        entry: &str,
-        what: &str,
-    ) -> Result<Dir, StoreError> {
-        let mut cur = self.open_root()?;
-        for i in 0..components.len() {
-            match sys::open_dir_beneath(self.root, &join(&components[..=i]), Resolve::Beneath) {
-                Ok(fd) => {
-                    cur = fd;
-                    continue;
-                }
-                Err(Errno::ENOENT) => {}
-                Err(Errno::EXDEV) => return Err(Self::escape(entry, what)),
-                Err(Errno::ENOTDIR) | Err(Errno::ELOOP) => {
-                    return Err(StoreError::invalid(
-                        entry,
-                        format!("{what} path has a component that is not a directory"),
-                    ));
-                }
-                Err(e) => return Err(sys_err("opening directory", entry, e)),
-            }
-            let name = &components[i];
-            match mkdirat(
-                cur.as_fd(),
-                name.as_os_str(),
-                Mode::from_bits_truncate(0o700),
-            ) {
-                Ok(()) => {}
-                Err(Errno::EEXIST) => {
-                    return Err(StoreError::invalid(
-                        entry,
-                        format!("{what} path component {name:?} is a dangling symlink"),
-                    ));
-                }
-                Err(e) => return Err(sys_err("creating directory", entry, e)),
-            }
-            let fd = sys::open_child_dir(cur.as_fd(), name)
-                .map_err(|e| sys_err("opening directory", entry, e))?;
-            let meta = Meta::default_dir(self.opts.id_shift.as_ref());
-            meta.apply_to_fd(
-                fd.as_fd(),
-                &self.meta_opts(),
-                false,
-                entry,
-                &mut self.dropped,
-            )?;
-            self.stats.inodes_created += 1;
-            let real = self.real_of(fd.as_fd())?;
-            self.mark_unpacked(&real);
-            cur = fd;
-        }
-        let real = self.real_of(cur.as_fd())?;
-        Ok(Dir { fd: cur, real })
-    }
-
     fn overlay_dir(
         &mut self,
         components: &[OsString],
@@ -455,18 +396,17 @@ impl<'a> Unpacker<'a> {
         let rel = join(components);
         match sys::open_dir_beneath(self.root, &rel, Resolve::NoSymlinks) {
             Ok(fd) => return Ok(Some(Dir { fd, real: rel })),
-            Err(Errno::ELOOP) => match sys::open_dir_beneath(self.root, &rel, Resolve::Beneath) {
+            // A path this layer resolves on its own is what the merged view resolves it to:
+            // its entries are on top of everything below.
+            Err(Errno::ELOOP) => match sys::open_dir_beneath(self.root, &rel, Resolve::InRoot) {
                 Ok(fd) => {
                     let real = self.real_of(fd.as_fd())?;
                     return Ok(Some(Dir { fd, real }));
                 }
-                // A symlink in this layer is on top of everything below: its verdict stands.
-                Err(Errno::EXDEV) => return Err(Self::escape(entry, what)),
                 Err(Errno::ENOENT) | Err(Errno::ENOTDIR) | Err(Errno::ELOOP) => {}
                 Err(e) => return Err(sys_err("opening directory", entry, e)),
             },
             Err(Errno::ENOENT) | Err(Errno::ENOTDIR) => {}
-            Err(Errno::EXDEV) => return Err(Self::escape(entry, what)),
             Err(e) => return Err(sys_err("opening directory", entry, e)),
         }
         // Not (entirely) in this layer: ask the merged view of this layer and its parents.
@@ -483,12 +423,6 @@ impl<'a> Unpacker<'a> {
         match resolved.last() {
             Some(Node::Other { .. }) => return self.not_a_dir(need, entry, what, &rel),
             Some(Node::Missing) if need == Need::Existing => return Ok(None),
-            Some(Node::Missing) if resolved.dangling => {
-                return Err(StoreError::invalid(
-                    entry,
-                    format!("{what} path goes through a dangling symlink"),
-                ));
-            }
             _ => {}
         }
         self.materialize_dirs(&view, &resolved, entry).map(Some)
@@ -496,7 +430,6 @@ impl<'a> Unpacker<'a> {
 
     fn resolve_error(&self, e: ResolveError, entry: &str, what: &str, rel: &Path) -> StoreError {
         match e {
-            ResolveError::Escapes => Self::escape(entry, what),
             ResolveError::TooManySymlinks => {
                 StoreError::invalid(entry, format!("too many symlinks in the {what} path"))
             }
@@ -1042,7 +975,6 @@ impl<'a> Unpacker<'a> {
         let parent_resolved = Resolved {
             real: resolved.real[..resolved.real.len() - 1].to_vec(),
             nodes: resolved.nodes[..resolved.nodes.len() - 1].to_vec(),
-            dangling: false,
         };
         let real_name = resolved.real[resolved.real.len() - 1].clone();
         let dir = self.materialize_dirs(&view, &parent_resolved, entry)?;
@@ -1172,7 +1104,6 @@ impl<'a> Unpacker<'a> {
             let parent = Resolved {
                 real: path[..path.len() - 1].to_vec(),
                 nodes: resolved.nodes[..resolved.nodes.len() - 1].to_vec(),
-                dangling: false,
             };
             let dir = self.materialize_dirs(view, &parent, entry)?;
             let last = &path[path.len() - 1];

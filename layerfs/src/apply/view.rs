@@ -13,11 +13,10 @@ use nix::errno::Errno;
 use nix::fcntl::readlinkat;
 use nix::sys::stat::{FileStat, SFlag};
 
+use crate::apply::inroot::MAX_SYMLINKS;
 use crate::apply::names::join;
 use crate::sys::{self, Resolve};
 
-/// Linux's limit on symlinks followed in one lookup.
-const MAX_SYMLINKS: u32 = 40;
 pub(crate) const OPAQUE_XATTR: &str = "trusted.overlay.opaque";
 
 /// What the merged view holds at a path.
@@ -36,9 +35,6 @@ pub(crate) enum Node {
 pub(crate) struct Resolved {
     pub real: Vec<OsString>,
     pub nodes: Vec<Node>,
-    /// A component named by a symlink's target does not exist: creating the path would
-    /// create the symlink's target, which the merged applier (and the kernel) refuses.
-    pub dangling: bool,
 }
 
 impl Resolved {
@@ -49,8 +45,6 @@ impl Resolved {
 
 #[derive(Debug)]
 pub(crate) enum ResolveError {
-    /// An absolute symlink or a `..` above the root.
-    Escapes,
     TooManySymlinks,
     /// A component that must be a directory is not one.
     NotDir,
@@ -151,27 +145,27 @@ impl LayerView {
         })
     }
 
-    /// Resolves `components` in the merged view. Symlinks in all but the last component
-    /// are followed (the last one too if `follow_last`), never out of the root.
+    /// Resolves `components` in the merged view as if its root were `/` (see `inroot`):
+    /// symlinks in all but the last component are followed (the last one too if
+    /// `follow_last`), an absolute target starts again at the root, `..` stops there.
+    /// Components below a missing one are missing too.
     pub(crate) fn resolve(
         &self,
         components: &[OsString],
         follow_last: bool,
     ) -> Result<Resolved, ResolveError> {
-        // Each pending component remembers whether a symlink's target supplied it.
-        let mut pending: VecDeque<(OsString, bool)> =
-            components.iter().map(|c| (c.clone(), false)).collect();
+        let mut pending: VecDeque<OsString> = components.iter().cloned().collect();
         let mut real: Vec<OsString> = Vec::new();
         let mut nodes: Vec<Node> = Vec::new();
         let mut links = 0;
-        let mut dangling = false;
-        while let Some((c, from_link)) = pending.pop_front() {
+        while let Some(c) = pending.pop_front() {
             match c.as_bytes() {
                 b"" | b"." => continue,
                 b".." => {
-                    if real.pop().is_none() {
-                        return Err(ResolveError::Escapes);
+                    if matches!(nodes.last(), Some(Node::Other { .. })) {
+                        return Err(ResolveError::NotDir);
                     }
+                    real.pop();
                     nodes.pop();
                     continue;
                 }
@@ -201,24 +195,18 @@ impl LayerView {
                 let target = readlinkat(dir_fd.as_fd(), c.as_os_str())?;
                 let bytes = target.as_bytes();
                 if bytes.first() == Some(&b'/') {
-                    return Err(ResolveError::Escapes);
+                    real.clear();
+                    nodes.clear();
                 }
                 for part in bytes.split(|b| *b == b'/').rev() {
-                    pending.push_front((OsStr::from_bytes(part).to_owned(), true));
+                    pending.push_front(OsStr::from_bytes(part).to_owned());
                 }
                 continue;
-            }
-            if from_link && matches!(node, Node::Missing) {
-                dangling = true;
             }
             real.push(c);
             nodes.push(node);
         }
-        Ok(Resolved {
-            real,
-            nodes,
-            dangling,
-        })
+        Ok(Resolved { real, nodes })
     }
 
     /// The names visible in the merged root of the layers below the top one (index 0).
