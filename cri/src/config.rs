@@ -48,6 +48,8 @@ pub struct Config {
     pub images: ImagesConfig,
     /// `[registries."NAME"]`: mirrors, plain HTTP, CAs and credentials per registry.
     pub registries: imageservice::hosts::RegistriesConfig,
+    /// `[metrics]`: the Prometheus endpoint.
+    pub metrics: crate::metrics::MetricsConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -108,6 +110,7 @@ impl Default for Config {
             cni: CniConfig::default(),
             images: ImagesConfig::default(),
             registries: Default::default(),
+            metrics: Default::default(),
         }
     }
 }
@@ -227,6 +230,11 @@ bin_dirs = ["/opt/cni/bin", "/usr/lib/cni"]
 # Layers downloaded at once, across all pulls.
 max_concurrent_downloads = 4
 
+[metrics]
+# Where to serve Prometheus metrics (GET /metrics, plain HTTP), as IP:port, for example
+# "127.0.0.1:9464" or "0.0.0.0:9464". Empty: no metrics endpoint.
+address = ""
+
 # Registry hosts, per registry name. A registry on a loopback address is reached over plain
 # HTTP without configuration. Examples:
 #
@@ -291,6 +299,7 @@ impl Config {
             require_absolute("podinit_path", p)?;
         }
         validate_dataset(&self.storage.zfs.dataset)?;
+        self.metrics.validate()?;
         if self.images.max_concurrent_downloads == 0 {
             return Err(ConfigError::Invalid {
                 key: "images.max_concurrent_downloads".into(),

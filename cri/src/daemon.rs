@@ -47,6 +47,8 @@ pub struct Daemon {
     pub images: Arc<ImageService>,
     pub runtime: Runtime,
     pub metrics: prometheus::Registry,
+    /// The daemon's own metrics, registered on `metrics`.
+    pub runtime_metrics: crate::metrics::Metrics,
     /// Held for the daemon's lifetime: two daemons on one state directory would corrupt it.
     _lock: Flock<File>,
 }
@@ -101,8 +103,12 @@ impl Daemon {
         )
         .map_err(|e| StartupError::Images(e.to_string()))?;
 
+        let runtime_metrics = crate::metrics::Metrics::new(&registry)
+            .map_err(|e| StartupError::Metrics(e.to_string()))?;
         let pod_host = pve::build(&config.pod_host, &state_dir)
             .map_err(|e| StartupError::PodHost(e.to_string()))?;
+        let pod_host =
+            crate::metrics::podhost::TimedPodHost::wrap(pod_host, runtime_metrics.ct_start.clone());
         let podinit = find_podinit(config.podinit_path.as_deref());
         match &podinit {
             Some(p) => tracing::info!(podinit = %p.display(), "podinit found"),
@@ -136,6 +142,7 @@ impl Daemon {
             images,
             runtime,
             metrics: registry,
+            runtime_metrics,
             _lock: lock,
         })
     }

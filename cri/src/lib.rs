@@ -7,6 +7,7 @@ pub mod config;
 pub mod daemon;
 pub mod events;
 pub mod metadata;
+pub mod metrics;
 pub mod runtime;
 pub mod server;
 pub mod stats;

@@ -2,12 +2,16 @@
 
 use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, Opts, Registry};
 
+use crate::error::ErrorKind;
+
 #[derive(Debug, Clone)]
 pub struct PullMetrics {
     /// Compressed bytes received from registries.
     pub bytes_pulled: IntCounter,
     /// Whole pulls, by result (`success` or `failure`).
     pub pulls: IntCounterVec,
+    /// Failed pulls by reason (the class of the error: `not_found`, `unauthenticated`, ...).
+    pub pull_failures: IntCounterVec,
     pub pull_duration: Histogram,
     /// Layers a pull found already in the store.
     pub layers_reused: IntCounter,
@@ -25,6 +29,13 @@ impl PullMetrics {
             pulls: IntCounterVec::new(
                 Opts::new("pvecri_image_pulls_total", "Image pulls by result"),
                 &["result"],
+            )?,
+            pull_failures: IntCounterVec::new(
+                Opts::new(
+                    "pvecri_image_pull_failures_total",
+                    "Failed image pulls by reason",
+                ),
+                &["reason"],
             )?,
             pull_duration: Histogram::with_opts(
                 HistogramOpts::new(
@@ -46,9 +57,23 @@ impl PullMetrics {
         })
     }
 
+    /// Counts a failed pull under its reason.
+    pub fn pull_failed(&self, kind: ErrorKind) {
+        let reason = match kind {
+            ErrorKind::InvalidArgument => "invalid_argument",
+            ErrorKind::NotFound => "not_found",
+            ErrorKind::Unauthenticated => "unauthenticated",
+            ErrorKind::Unavailable => "unavailable",
+            ErrorKind::DataLoss => "data_loss",
+            ErrorKind::Internal => "internal",
+        };
+        self.pull_failures.with_label_values(&[reason]).inc();
+    }
+
     pub fn register(&self, registry: &Registry) -> Result<(), prometheus::Error> {
         registry.register(Box::new(self.bytes_pulled.clone()))?;
         registry.register(Box::new(self.pulls.clone()))?;
+        registry.register(Box::new(self.pull_failures.clone()))?;
         registry.register(Box::new(self.pull_duration.clone()))?;
         registry.register(Box::new(self.layers_reused.clone()))?;
         registry.register(Box::new(self.layers_fetched.clone()))?;

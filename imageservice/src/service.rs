@@ -140,6 +140,9 @@ impl ImageService {
                         let result = this.pull_now(&image, &auth).await;
                         let label = if result.is_ok() { "success" } else { "failure" };
                         this.metrics.pulls.with_label_values(&[label]).inc();
+                        if let Err(e) = &result {
+                            this.metrics.pull_failed(e.kind());
+                        }
                         if result.is_ok() {
                             this.metrics
                                 .pull_duration

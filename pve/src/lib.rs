@@ -59,6 +59,9 @@ pub use spec::{
 ///
 /// Ids are pod sandbox ids. Every method may be called again after a failure or a daemon
 /// restart: `stop` and `destroy` are idempotent, `start` of a running CT returns its runtime.
+///
+/// The daemon wraps its pod host (`cri::metrics::podhost::TimedPodHost`, to time `start`): a
+/// method added here must be forwarded there too, or a default body would hide the driver's.
 #[async_trait]
 pub trait PodHost: Send + Sync {
     /// `"lxc"` or `"pve"`.

@@ -18,6 +18,11 @@ use crate::daemon::Daemon;
 pub enum ServeError {
     #[error("gRPC server: {0}")]
     Transport(#[from] tonic::transport::Error),
+    #[error("metrics endpoint {address}: {error}")]
+    Metrics {
+        address: String,
+        error: std::io::Error,
+    },
 }
 
 /// Serves both CRI services on `listener` (bound with [`socket::bind`] at `socket_path`)
@@ -30,8 +35,33 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
     tracing::info!(socket = %socket_path.display(), "serving CRI");
+    let (stopping, stopped) = tokio::sync::watch::channel(false);
+    let metrics = match daemon.config.metrics.address.as_str() {
+        "" => None,
+        address => {
+            let listener = tokio::net::TcpListener::bind(address)
+                .await
+                .map_err(|error| ServeError::Metrics {
+                    address: address.to_string(),
+                    error,
+                })?;
+            let mut stopped = stopped.clone();
+            Some(tokio::spawn(crate::metrics::http::serve(
+                daemon.clone(),
+                listener,
+                async move {
+                    let _ = stopped.wait_for(|s| *s).await;
+                },
+            )))
+        }
+    };
+    let shutdown = async move {
+        shutdown.await;
+        let _ = stopping.send(true);
+    };
     let exits = tokio::spawn(crate::events::watch_exits(daemon.clone()));
     let result = tonic::transport::Server::builder()
+        .layer(daemon.runtime_metrics.grpc.layer())
         .add_service(RuntimeServiceServer::new(runtime::RuntimeApi::new(
             daemon.clone(),
         )))
@@ -39,6 +69,9 @@ pub async fn serve(
         .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
         .await;
     exits.abort();
+    if let Some(m) = metrics {
+        let _ = m.await;
+    }
     if let Err(e) = std::fs::remove_file(socket_path) {
         tracing::warn!(socket = %socket_path.display(), error = %e, "removing socket");
     }
