@@ -5,7 +5,8 @@
 //! Semantics follow the OCI image spec's changeset rules: a layer's whiteouts and opaque
 //! markers act on lower layers only, so they are applied before the layer's other entries;
 //! a later entry for a path replaces an earlier one, except that a directory over a
-//! directory keeps its children; a hard link shares its target's inode.
+//! directory keeps its children; a hard link shares its target's inode. Parent paths go
+//! through symlinks as containerd resolves them, as if the root were `/`.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ffi::CString;
@@ -123,10 +124,10 @@ pub fn expected_tree(layers: &[&[TarEntry]]) -> anyhow::Result<Tree> {
                 } else {
                     normalize_path(dir).with_context(|| bad(index, entry))?
                 };
-                tree.remove_children(&dir);
+                tree.remove_children(&resolve_dir(&tree, &dir));
             } else if let Some(target) = entry.whiteout_target() {
                 let target = normalize_path(&target).with_context(|| bad(index, entry))?;
-                tree.remove_subtree(&target);
+                tree.remove_subtree(&resolve_parent(&tree, &target));
             }
         }
         for entry in entries.iter() {
@@ -136,10 +137,12 @@ pub fn expected_tree(layers: &[&[TarEntry]]) -> anyhow::Result<Tree> {
                 continue;
             }
             let path = normalize_path(&entry.path).with_context(|| bad(index, entry))?;
+            let path = resolve_parent(&tree, &path);
             make_parents(&mut tree, &path, &mut next_inode);
             let node = match &entry.kind {
                 EntryKind::Hardlink(target) => {
                     let target = normalize_path(target).with_context(|| bad(index, entry))?;
+                    let target = resolve_parent(&tree, &target);
                     match tree.get(&target) {
                         Some(node) if node.kind != NodeKind::Dir => node.clone(),
                         Some(_) => bail!(
@@ -178,6 +181,57 @@ fn bad(index: usize, entry: &TarEntry) -> String {
         "layer {index}: entry {:?} escapes the root or names nothing",
         entry.path
     )
+}
+
+/// The real path of directory `dir`: symlinks followed as if the root were `/` (an absolute
+/// target from the root, `..` stopping there), missing components kept by name.
+fn resolve_dir(tree: &Tree, dir: &str) -> String {
+    let mut pending: std::collections::VecDeque<String> =
+        dir.split('/').map(str::to_owned).collect();
+    let mut real: Vec<String> = Vec::new();
+    let mut links = 0;
+    while let Some(c) = pending.pop_front() {
+        match c.as_str() {
+            "" | "." => continue,
+            ".." => {
+                real.pop();
+                continue;
+            }
+            _ => {}
+        }
+        real.push(c);
+        if let Some(Node {
+            kind: NodeKind::Symlink(target),
+            ..
+        }) = tree.get(&real.join("/"))
+            && links < 40
+        {
+            links += 1;
+            real.pop();
+            if target.starts_with('/') {
+                real.clear();
+            }
+            for part in target.split('/').rev() {
+                pending.push_front(part.to_owned());
+            }
+        }
+    }
+    real.join("/")
+}
+
+/// `path` with its parent resolved by [`resolve_dir`] (the last component is not followed).
+fn resolve_parent(tree: &Tree, path: &str) -> String {
+    match path.rsplit_once('/') {
+        Some((parent, name)) => {
+            let parent = resolve_dir(tree, parent);
+            if parent.is_empty() {
+                name.to_owned()
+            } else {
+                format!("{parent}/{name}")
+            }
+        }
+        None => path.to_owned(),
+    }
 }
 
 fn make_parents(tree: &mut Tree, path: &str, next_inode: &mut u64) {

@@ -161,6 +161,52 @@ fn umoci_style() -> Vec<LayerBuilder> {
     vec![l1, l2]
 }
 
+/// Symlinks in parent paths, as base images have them (`var/run -> /run`, `lib -> usr/lib`)
+/// and as some lead out of the root: followed as if the root were `/`, by entries, hard
+/// link targets, whiteouts and opaque markers; a dangling one makes its target.
+fn symlinked_parents() -> Vec<LayerBuilder> {
+    let mut l1 = LayerBuilder::new();
+    l1.dir("run", 0o755)
+        .dir("run/sub", 0o755)
+        .file("run/sub/old", "old\n", 0o644)
+        .dir("usr", 0o755)
+        .dir("usr/lib", 0o755)
+        .file("usr/lib/old.so", "old\n", 0o644)
+        .symlink("lib", "usr/lib")
+        .dir("var", 0o755)
+        .symlink("var/run", "/run")
+        .symlink("var/uprun", "../../../../run")
+        .symlink("var/lock", "../run/lock")
+        .symlink("escape", "/");
+    let mut l2 = LayerBuilder::new();
+    l2.file("var/run/x", "x\n", 0o600)
+        .owner(5, 5)
+        .dir("var/uprun/made", 0o700)
+        .file("lib/new.so", "new\n", 0o755)
+        .file("var/lock/z", "z\n", 0o644)
+        .hardlink("escape/h", "/var/run/x")
+        .file("escape/tmp/t", "t\n", 0o644);
+    let mut l3 = LayerBuilder::new();
+    l3.whiteout("lib/old.so")
+        .opaque("var/uprun/sub")
+        .file("var/run/sub/fresh", "fresh\n", 0o644);
+    vec![l1, l2, l3]
+}
+
+/// AUFS-era Docker bookkeeping: `.wh..wh.<x>` entries (whiteouts of `.wh.<x>`, as containerd
+/// reads them) and files in `.wh..wh.plnk/` that other entries hard-link.
+fn aufs_bookkeeping() -> Vec<LayerBuilder> {
+    let mut l1 = LayerBuilder::new();
+    l1.dir("usr", 0o755).dir("usr/bin", 0o755);
+    let mut l2 = LayerBuilder::new();
+    l2.dir(".wh..wh.plnk", 0o700)
+        .file(".wh..wh.plnk/1234.5678", "shared\n", 0o755)
+        .hardlink("usr/bin/tool", ".wh..wh.plnk/1234.5678")
+        .file(".wh..wh.aufs", "", 0o600)
+        .dir(".wh..wh.orph", 0o700);
+    vec![l1, l2]
+}
+
 fn cases() -> anyhow::Result<Vec<Case>> {
     let image = |format, shift| -> anyhow::Result<Case> {
         let img = multi_layer(format)?;
@@ -195,6 +241,8 @@ fn cases() -> anyhow::Result<Vec<Case>> {
             &implicit_parents_keep_lower_metadata(),
         )?,
         hand_made("umoci-style", &umoci_style())?,
+        hand_made("symlinked-parents", &symlinked_parents())?,
+        hand_made("aufs-bookkeeping", &aufs_bookkeeping())?,
     ];
     let mut shifted = hand_made("special-files-uid-shift", &special_files())?;
     shifted.shift = true;

@@ -10,8 +10,6 @@ use crate::error::StoreError;
 pub(crate) const WHITEOUT_PREFIX: &[u8] = b".wh.";
 /// `.wh..wh..opq` makes its directory opaque.
 pub(crate) const OPAQUE_MARKER: &[u8] = b".wh..wh..opq";
-/// AUFS metadata (`.wh..wh.plnk`, `.wh..wh.aufs`, ...) that image builders used to leak.
-const AUFS_META_PREFIX: &[u8] = b".wh..wh.";
 
 /// A normalized entry path relative to the layer root: no empty, `.` or `..` components.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,10 +83,10 @@ pub(crate) enum NameKind {
     Normal,
     /// `.wh..wh..opq`: the parent directory is opaque.
     Opaque,
-    /// `.wh.<name>`: delete `<name>` from the lower layers.
+    /// `.wh.<name>`: delete `<name>` from the lower layers. AUFS bookkeeping that old
+    /// Docker versions leaked into layers (`.wh..wh.plnk`, `.wh..wh.aufs`) is one too, as
+    /// containerd reads it: a whiteout of `.wh.plnk`, which no layer has.
     Whiteout(OsString),
-    /// AUFS bookkeeping; carries no meaning for OCI and is skipped.
-    AufsMeta,
 }
 
 /// Classifies the last component `name` of entry `entry`.
@@ -96,9 +94,6 @@ pub(crate) fn classify(name: &OsStr, entry: &str) -> Result<NameKind, StoreError
     let bytes = name.as_bytes();
     if bytes == OPAQUE_MARKER {
         return Ok(NameKind::Opaque);
-    }
-    if bytes.starts_with(AUFS_META_PREFIX) {
-        return Ok(NameKind::AufsMeta);
     }
     let Some(target) = bytes.strip_prefix(WHITEOUT_PREFIX) else {
         return Ok(NameKind::Normal);
@@ -111,22 +106,6 @@ pub(crate) fn classify(name: &OsStr, entry: &str) -> Result<NameKind, StoreError
         )),
         _ => Ok(NameKind::Whiteout(OsStr::from_bytes(target).to_owned())),
     }
-}
-
-/// A whiteout prefix anywhere but the last component would leave a `.wh.` name in the
-/// result, which the OCI spec forbids.
-pub(crate) fn check_inner_components(path: &EntryPath, entry: &str) -> Result<(), StoreError> {
-    if path
-        .parent()
-        .iter()
-        .any(|c| c.as_bytes().starts_with(WHITEOUT_PREFIX))
-    {
-        return Err(StoreError::invalid(
-            entry,
-            "a directory in the path has a whiteout name",
-        ));
-    }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -172,7 +151,12 @@ mod tests {
         let c = |s: &str| classify(OsStr::new(s), s);
         assert_eq!(c("file").unwrap(), NameKind::Normal);
         assert_eq!(c(".wh..wh..opq").unwrap(), NameKind::Opaque);
-        assert_eq!(c(".wh..wh.plnk").unwrap(), NameKind::AufsMeta);
+        // AUFS bookkeeping (`.wh..wh.plnk`, `.wh..wh.aufs`) is a whiteout of `.wh.plnk`, as
+        // containerd reads it.
+        assert_eq!(
+            c(".wh..wh.plnk").unwrap(),
+            NameKind::Whiteout(".wh.plnk".into())
+        );
         assert_eq!(c(".wh.foo").unwrap(), NameKind::Whiteout("foo".into()));
         assert_eq!(
             c(".wh..hidden").unwrap(),

@@ -20,7 +20,7 @@ use tar::EntryType;
 
 use super::inroot::{self, WalkError};
 use super::meta::{Dropped, Meta, MetaOptions, is_overlay_xattr};
-use super::names::{EntryPath, NameKind, check_inner_components, classify, join};
+use super::names::{EntryPath, NameKind, classify, join};
 use super::sparse::{self, Sparse};
 use super::view::{LayerView, Node, OPAQUE_XATTR, ResolveError, Resolved};
 use super::{ApplyOptions, LowerLayers, Target};
@@ -163,9 +163,7 @@ impl<'a> Unpacker<'a> {
         let Some(last) = path.name() else {
             return self.root_entry(entry, kind, &name);
         };
-        check_inner_components(&path, &name)?;
         match classify(last, &name)? {
-            NameKind::AufsMeta => return Ok(()),
             NameKind::Opaque => return self.opaque(path.parent(), &name),
             NameKind::Whiteout(target) => return self.whiteout(path.parent(), &target, &name),
             NameKind::Normal => {}
