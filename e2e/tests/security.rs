@@ -10,7 +10,7 @@ use std::time::Duration;
 use e2e::pods::{PodEnv, Store, container_config, exec_ok, wait_container_state};
 use k8s_cri::v1::{
     ContainerState, Int64Value, LinuxContainerConfig, LinuxContainerSecurityContext, Mount,
-    MountPropagation,
+    MountPropagation, SupplementalGroupsPolicy,
 };
 use nix::mount::MsFlags;
 use tonic::Code;
@@ -683,4 +683,115 @@ async fn localhost_seccomp_profiles() {
             "{message}"
         );
     }
+}
+
+/// busybox whose user `app` (1000, group 1000) is also in group 50000 of its /etc/group.
+async fn push_group_image(env: &PodEnv) -> String {
+    use e2e::images::{self, Compression, ImageFormat, LayerBuilder, TestImage};
+    let mut groups = LayerBuilder::new();
+    groups.file(
+        "etc/group",
+        format!("{}group-in-image:x:50000:app\n", images::GROUP),
+        0o644,
+    );
+    let config = serde_json::json!({
+        "architecture": images::host_arch(),
+        "os": "linux",
+        "created": images::CREATED,
+        "config": { "Env": [images::DEFAULT_PATH], "Cmd": ["sh"], "User": "1000" },
+    });
+    let image = TestImage::build(
+        "groups",
+        ImageFormat::Oci(Compression::Gzip),
+        config,
+        &[images::busybox_layer().unwrap(), groups],
+    )
+    .unwrap();
+    image.push(&env.registry, "groups", "latest").await.unwrap();
+    format!("{}/groups:latest", env.registry.addr())
+}
+
+/// SupplementalGroupsPolicy: `Merge` (the default) adds the image's groups of the user to the
+/// requested ones, `Strict` does not; ContainerStatus.user says what the process got, and
+/// the process and its execs have exactly that.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn supplemental_groups_policies() {
+    let env = PodEnv::start(Store::Overlay).await.unwrap();
+    let image = push_group_image(&env).await;
+    env.pull(&image).await.unwrap();
+    let mut rt = env.rt().await.unwrap();
+    let status = rt
+        .status(k8s_cri::v1::StatusRequest { verbose: false })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(status.features.unwrap().supplemental_groups_policy);
+    let pod = env.pod_config("groups");
+    let pod_id = env.run_pod(&mut rt, &pod).await.unwrap();
+    for (name, policy, want) in [
+        (
+            "merge",
+            SupplementalGroupsPolicy::Merge,
+            vec![1000, 1234, 50000],
+        ),
+        ("strict", SupplementalGroupsPolicy::Strict, vec![1000, 1234]),
+    ] {
+        let cfg = with_security(
+            container_config(name, &image, &["sh", "-c", "id -G; sleep 3600"]),
+            LinuxContainerSecurityContext {
+                run_as_user: Some(Int64Value { value: 1000 }),
+                supplemental_groups: vec![1234],
+                supplemental_groups_policy: policy as i32,
+                ..Default::default()
+            },
+        );
+        let id = env
+            .run_container(&mut rt, &pod_id, &pod, cfg)
+            .await
+            .unwrap();
+        let st = wait_container_state(&mut rt, &id, ContainerState::ContainerRunning, RUNNING)
+            .await
+            .unwrap();
+        let user = st.user.unwrap().linux.unwrap();
+        let mut groups = user.supplemental_groups.clone();
+        groups.sort_unstable();
+        assert_eq!(
+            (user.uid, user.gid, groups),
+            (1000, 1000, want.clone()),
+            "{name}"
+        );
+        let line = want
+            .iter()
+            .map(|g| g.to_string())
+            .collect::<Vec<_>>()
+            .join(" ")
+            + "\n";
+        assert_eq!(
+            exec_ok(&mut rt, &id, "id -G").await.unwrap(),
+            line,
+            "{name}: exec"
+        );
+        let log = std::path::Path::new(&pod.log_directory).join(format!("{name}/0.log"));
+        let first = e2e::pods::eventually("the first line of the log", RUNNING, || {
+            let log = log.clone();
+            async move {
+                let text = std::fs::read_to_string(&log).unwrap_or_default();
+                let lines = e2e::pods::parse_cri_log(&text)?;
+                Ok(e2e::pods::full_lines(&lines, "stdout").into_iter().next())
+            }
+        })
+        .await
+        .unwrap();
+        assert_eq!(first + "\n", line, "{name}: the first process");
+    }
+    // A policy this runtime does not know is refused.
+    let cfg = with_security(
+        container_config("unknown-policy", &image, &["id"]),
+        LinuxContainerSecurityContext {
+            supplemental_groups_policy: 9,
+            ..Default::default()
+        },
+    );
+    let (code, message) = status_code(env.create_container(&mut rt, &pod_id, &pod, cfg).await);
+    assert_eq!(code, Code::InvalidArgument, "{message}");
 }

@@ -105,6 +105,7 @@ fn user_request(config: &ContainerConfig, image_config: &serde_json::Value) -> U
                     .collect()
             })
             .unwrap_or_default(),
+        groups_policy: sc.map_or(0, |s| s.supplemental_groups_policy),
         image_user: image_config
             .pointer("/config/User")
             .and_then(|v| v.as_str())
@@ -177,6 +178,7 @@ impl Runtime {
             log_path: log,
             mounts: vec![],
             stop_signal: stop_signal(&image.config) as i32,
+            user: None,
             creating: true,
         };
         self.metadata
@@ -249,6 +251,7 @@ impl Runtime {
             resolve_in_root(&rootfs, &ureq).map_err(|e| RuntimeError::invalid(e.to_string()))
         })
         .await?;
+        record.user = Some(user.clone());
         let hostname = super::pods::pod_hostname(&pod.config);
         let pod_caps = self.pod_capabilities(&pod.id).await?;
         let mut oci = spec::build(SpecInput {

@@ -70,6 +70,10 @@ pub struct ContainerRecord {
     pub mounts: Vec<MountRecord>,
     /// The signal StopContainer sends first (the image's StopSignal, else SIGTERM).
     pub stop_signal: i32,
+    /// The identity the container's process starts with (ContainerStatus.user); `None` in
+    /// records of older daemons.
+    #[serde(default)]
+    pub user: Option<super::spec::ResolvedUser>,
     /// CreateContainer is under way; a record left so by a crash is cleaned up.
     #[serde(default)]
     pub creating: bool,

@@ -76,7 +76,8 @@ pub enum SpecError {
 }
 
 /// The user the process runs as, already resolved against the image's /etc/passwd.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+/// `additional_gids` holds the primary gid too, as containerd sets them.
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub struct ResolvedUser {
     pub uid: u32,
     pub gid: u32,

@@ -9,6 +9,8 @@ use std::path::Path;
 use nix::fcntl::{OFlag, OpenHow, ResolveFlag, openat2};
 use nix::sys::stat::Mode;
 
+use k8s_cri::v1::SupplementalGroupsPolicy;
+
 use super::spec::ResolvedUser;
 
 /// Bigger than any real passwd file; a bigger one is not read.
@@ -24,6 +26,8 @@ pub enum UserError {
     Read { path: String, error: String },
     #[error("run_as_group {0} is set without run_as_user or run_as_username: a group needs a user")]
     GroupWithoutUser(u32),
+    #[error("supplemental_groups_policy {0} is not one pvecri knows (Merge or Strict)")]
+    UnknownGroupsPolicy(i32),
 }
 
 /// Reads `rel` (relative to `root`) with every path component resolved inside `root`.
@@ -111,6 +115,9 @@ pub struct UserRequest {
     pub run_as_username: Option<String>,
     pub run_as_group: Option<u32>,
     pub supplemental_groups: Vec<u32>,
+    /// securityContext.supplementalGroupsPolicy: `Merge` (0, the default) adds the user's
+    /// groups from the image's /etc/group; `Strict` (1) does not.
+    pub groups_policy: i32,
     /// The image config's `User`: `user[:group]`, names or numbers.
     pub image_user: String,
 }
@@ -119,6 +126,9 @@ impl UserRequest {
     /// containerd's and CRI-O's rule: a group alone names no user to run as, and taking the
     /// image's user with the request's group would mix two sources, so it is refused.
     pub fn check(&self) -> Result<(), UserError> {
+        if SupplementalGroupsPolicy::try_from(self.groups_policy).is_err() {
+            return Err(UserError::UnknownGroupsPolicy(self.groups_policy));
+        }
         match self.run_as_group {
             Some(g) if self.run_as_user.is_none() && self.run_as_username.is_none() => {
                 Err(UserError::GroupWithoutUser(g))
@@ -129,8 +139,9 @@ impl UserRequest {
 }
 
 /// Resolves to numbers as containerd does: a numeric user needs no passwd entry (its gid is
-/// then its passwd gid if there is an entry, else 0); a name must exist; the user's groups
-/// from /etc/group are added to the supplemental ones.
+/// then its passwd gid if there is an entry, else 0); a name must exist; under the `Merge`
+/// policy the user's groups from /etc/group come before the supplemental ones (`Strict`
+/// leaves them out), and the primary gid heads the list unless it is in it already.
 pub fn resolve(
     req: &UserRequest,
     passwd: Option<&str>,
@@ -183,9 +194,13 @@ pub fn resolve(
         };
     }
     let mut additional: Vec<u32> = Vec::new();
-    if let Some(name) = &name {
-        for g in group_entries(group).filter(|g| g.members.iter().any(|m| m == name)) {
-            if g.gid != gid && !additional.contains(&g.gid) {
+    let merge = req.groups_policy != SupplementalGroupsPolicy::Strict as i32;
+    if let Some(name) = name.as_ref().filter(|_| merge) {
+        // containerd: groups listing the user, but not the one named after it.
+        for g in
+            group_entries(group).filter(|g| &g.name != name && g.members.iter().any(|m| m == name))
+        {
+            if !additional.contains(&g.gid) {
                 additional.push(g.gid);
             }
         }
@@ -194,6 +209,9 @@ pub fn resolve(
         if !additional.contains(g) {
             additional.push(*g);
         }
+    }
+    if !additional.contains(&gid) {
+        additional.insert(0, gid);
     }
     Ok(ResolvedUser {
         uid,
@@ -231,7 +249,7 @@ mod tests {
             ResolvedUser {
                 uid: 1000,
                 gid: 1001,
-                additional_gids: vec![10, 29]
+                additional_gids: vec![1001, 10, 29]
             }
         );
         let r = resolve(&req("1000:10"), Some(PASSWD), Some(GROUP)).unwrap();
@@ -242,13 +260,13 @@ mod tests {
             ResolvedUser {
                 uid: 4242,
                 gid: 0,
-                additional_gids: vec![]
+                additional_gids: vec![0]
             }
         );
         let r = resolve(&req("app:audio"), Some(PASSWD), Some(GROUP)).unwrap();
         assert_eq!(r.gid, 29);
         let r = resolve(&req(""), None, None).unwrap();
-        assert_eq!(r, ResolvedUser::default());
+        assert_eq!((r.uid, r.gid, r.additional_gids), (0, 0, vec![0]));
     }
 
     #[test]
@@ -270,9 +288,30 @@ mod tests {
             ResolvedUser {
                 uid: 65534,
                 gid: 7,
-                additional_gids: vec![3]
+                additional_gids: vec![7, 3]
             }
         );
+    }
+
+    /// critest's image: uid 1000 in group 1000, and a member of 50000 in /etc/group.
+    #[test]
+    fn merge_and_strict_groups_policies() {
+        let passwd = "root:x:0:0::/:/bin/sh\ndefault-user:x:1000:1000::/home:/bin/sh\n";
+        let group = "root:x:0:\ndefault-user:x:1000:default-user\n\
+                     group-defined-in-image:x:50000:default-user\n";
+        let mut r = UserRequest {
+            run_as_user: Some(1000),
+            supplemental_groups: vec![1234],
+            ..Default::default()
+        };
+        let merged = resolve(&r, Some(passwd), Some(group)).unwrap();
+        assert_eq!((merged.uid, merged.gid), (1000, 1000));
+        assert_eq!(merged.additional_gids, vec![1000, 50000, 1234]);
+        r.groups_policy = SupplementalGroupsPolicy::Strict as i32;
+        let strict = resolve(&r, Some(passwd), Some(group)).unwrap();
+        assert_eq!(strict.additional_gids, vec![1000, 1234]);
+        r.groups_policy = 7;
+        assert_eq!(r.check(), Err(UserError::UnknownGroupsPolicy(7)));
     }
 
     #[test]

@@ -84,7 +84,7 @@ impl RuntimeApi {
                 }),
             }],
             features: Some(RuntimeFeatures {
-                supplemental_groups_policy: false,
+                supplemental_groups_policy: true,
             }),
         })
     }
@@ -607,6 +607,13 @@ pub(crate) fn container_status(
         log_path: c.log_path.clone(),
         resources: crate::runtime::resources::status(c),
         image_id: c.image_id.clone(),
-        user: None,
+        // As the spec gives it, which is what podinit applies to the first process.
+        user: c.user.as_ref().map(|u| ContainerUser {
+            linux: Some(LinuxContainerUser {
+                uid: i64::from(u.uid),
+                gid: i64::from(u.gid),
+                supplemental_groups: u.additional_gids.iter().map(|g| i64::from(*g)).collect(),
+            }),
+        }),
     }
 }

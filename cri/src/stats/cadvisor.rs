@@ -444,6 +444,7 @@ mod tests {
             log_path: String::new(),
             mounts: vec![],
             stop_signal: 15,
+            user: None,
             creating: false,
         };
         let pod_record = crate::runtime::records::PodRecord {
