@@ -135,12 +135,9 @@ impl Kubelet {
             &config_path,
             serde_json::to_vec_pretty(&kubelet.config(&options))?,
         )?;
-        let endpoint = format!("unix://{}", options.runtime_socket.display());
         let log = std::fs::File::create(&kubelet.log_path)?;
         let child = Command::new(&binary)
             .arg(format!("--config={}", config_path.display()))
-            .arg(format!("--container-runtime-endpoint={endpoint}"))
-            .arg(format!("--image-service-endpoint={endpoint}"))
             .arg(format!("--root-dir={}", kubelet.root_dir.display()))
             .arg(format!(
                 "--cert-dir={}",
@@ -158,9 +155,12 @@ impl Kubelet {
     }
 
     fn config(&self, options: &KubeletOptions) -> Value {
+        let endpoint = format!("unix://{}", options.runtime_socket.display());
         let mut config = json!({
             "apiVersion": "kubelet.config.k8s.io/v1beta1",
             "kind": "KubeletConfiguration",
+            "containerRuntimeEndpoint": endpoint,
+            "imageServiceEndpoint": endpoint,
             "address": "127.0.0.1",
             "port": self.port,
             "readOnlyPort": self.read_only_port,
@@ -231,6 +231,11 @@ impl Kubelet {
             }
             std::thread::sleep(Duration::from_millis(200));
         }
+    }
+
+    /// The host sysctls as they were before the kubelet started (restored at the end).
+    pub fn saved_sysctls(&self) -> &[(String, String)] {
+        &self.sysctls
     }
 
     /// The last `lines` lines of the kubelet's log.

@@ -34,7 +34,7 @@ use anyhow::{Context, bail, ensure};
 use e2e::cmd::run;
 use e2e::k8s_tools::{self, StandInRegistry};
 use e2e::kubelet::{Kubelet, KubeletOptions, current_sysctls, http_get};
-use e2e::pods::{PodEnv, PodEnvOptions, Store, exec_ok, parse_cri_log};
+use e2e::pods::{PodEnv, PodEnvOptions, Store, exec, exec_ok, parse_cri_log};
 use k8s_cri::v1::{
     ContainerState, ContainerStatusRequest, ImageSpec, ImageStatusRequest, ListContainersRequest,
     ListPodSandboxRequest, PodSandboxFilter, PodSandboxStateValue,
@@ -245,7 +245,6 @@ async fn scenario() -> anyhow::Result<()> {
     let events = tempfile::Builder::new()
         .prefix("pvecri-kubelet-events-")
         .tempdir()?;
-    let sysctls_before = current_sysctls()?;
     let mut config = serde_json::Map::new();
     config.insert("containerLogMaxSize".into(), json!("1Ki"));
     config.insert("containerLogMaxFiles".into(), json!(2));
@@ -282,6 +281,8 @@ async fn scenario() -> anyhow::Result<()> {
         );
     }
 
+    // As they were when the kubelet lock was taken (another kubelet may have run before).
+    let sysctls_before = kubelet.saved_sysctls().to_vec();
     let cgroup_root = kubelet.cgroup_root.clone();
     let kubelet_dir = kubelet.root_dir.parent().map(Path::to_path_buf);
     kubelet.stop().await?;
@@ -707,6 +708,34 @@ impl Test<'_> {
                 got.trim()
             );
         }
+        // The container sees the same limits at the root of its own /sys/fs/cgroup
+        // (read-only, as in containerd), where programs look for them.
+        let (script, want) = if h.unified.is_some() {
+            (
+                "cat /sys/fs/cgroup/memory.max /sys/fs/cgroup/cpu.max",
+                "67108864\n20000 100000\n",
+            )
+        } else {
+            (
+                "cat /sys/fs/cgroup/memory/memory.limit_in_bytes /sys/fs/cgroup/cpu/cpu.cfs_quota_us",
+                "67108864\n20000\n",
+            )
+        };
+        let inside = exec_ok(&mut rt, &id, script).await?;
+        ensure!(
+            inside == want,
+            "inside the container: {inside:?} (want {want:?})"
+        );
+        let own = exec_ok(&mut rt, &id, "cat /proc/self/cgroup").await?;
+        ensure!(
+            own.lines().all(|l| l.ends_with(":/")),
+            "the container's cgroups are not the roots of its cgroup namespace: {own}"
+        );
+        let write = exec(&mut rt, &id, &["touch", "/sys/fs/cgroup/x"], 10).await?;
+        ensure!(
+            write.exit_code != 0,
+            "/sys/fs/cgroup is writable in the container"
+        );
         Ok(())
     }
 

@@ -10,6 +10,7 @@
 pub mod api;
 pub mod caps;
 pub mod cgroup;
+pub mod cgroupmount;
 pub mod client;
 pub mod crilog;
 pub mod mountopts;

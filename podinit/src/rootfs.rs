@@ -237,6 +237,9 @@ fn mount_one(
         return finish_bind(root, dest, opts);
     }
     match (&m.source, bind_source(&m.source, pod_shm)) {
+        (MountSource::Fs { fstype, .. }, _) if crate::cgroupmount::is_cgroup_mount(fstype) => {
+            mount_cgroupfs(root, dest, opts.flags)
+        }
         (MountSource::Fs { fstype, source }, _) => {
             let target = mkdir_all_in_root(root, dest)?;
             let data = opts.data_string();
@@ -278,6 +281,86 @@ fn mount_one(
                 libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
                 Some("mode=1777,size=65536k"),
             )
+        }
+    }
+}
+
+/// The container's `/sys/fs/cgroup` (see [`crate::cgroupmount`]). Runs in the container's
+/// mount and cgroup namespaces, before pivot_root: the CT's own `/sys/fs/cgroup` is still at
+/// its place and says what to mount.
+fn mount_cgroupfs(root: BorrowedFd<'_>, dest: &Path, flags: u64) -> io::Result<()> {
+    use crate::cgroupmount::{Layout, ct_links, layout};
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo")?;
+    let Some(found) = layout(&mountinfo, ct_links()) else {
+        return Err(io::Error::other(
+            "the pod CT has no cgroup filesystem under /sys/fs/cgroup",
+        ));
+    };
+    let readonly = flags & libc::MS_RDONLY != 0;
+    let target = mkdir_all_in_root(root, dest)?;
+    match found {
+        Layout::Unified => mount(
+            Some(Path::new("cgroup2")),
+            &fd_path(target.as_fd()),
+            Some("cgroup2"),
+            flags,
+            None,
+        ),
+        Layout::Legacy {
+            hierarchies,
+            unified,
+            links,
+        } => {
+            let common = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
+            mount(
+                Some(Path::new("tmpfs")),
+                &fd_path(target.as_fd()),
+                Some("tmpfs"),
+                common,
+                Some("mode=755"),
+            )?;
+            let at =
+                |name: &str| -> io::Result<OwnedFd> { mkdir_all_in_root(root, &dest.join(name)) };
+            for (name, controllers) in &hierarchies {
+                let dir = at(name)?;
+                mount(
+                    Some(Path::new("cgroup")),
+                    &fd_path(dir.as_fd()),
+                    Some("cgroup"),
+                    flags,
+                    Some(controllers),
+                )
+                .map_err(|e| io::Error::new(e.kind(), format!("cgroup {controllers}: {e}")))?;
+            }
+            if let Some(name) = unified {
+                let dir = at(&name)?;
+                mount(
+                    Some(Path::new("cgroup2")),
+                    &fd_path(dir.as_fd()),
+                    Some("cgroup2"),
+                    flags,
+                    None,
+                )?;
+            }
+            let tmpfs = open_path(root, dest)?;
+            for (name, to) in links {
+                let link = fd_path(tmpfs.as_fd()).join(&name);
+                if let Err(e) = std::os::unix::fs::symlink(&to, &link)
+                    && e.kind() != io::ErrorKind::AlreadyExists
+                {
+                    return Err(e);
+                }
+            }
+            if readonly {
+                mount(
+                    None,
+                    &fd_path(tmpfs.as_fd()),
+                    None,
+                    libc::MS_REMOUNT | libc::MS_RDONLY | common,
+                    Some("mode=755"),
+                )?;
+            }
+            Ok(())
         }
     }
 }

@@ -333,6 +333,18 @@ pub fn validate(
     let spec_mounts = spec.mounts.as_deref().unwrap_or(&[]);
     let passed_at = passed_mount_indices(spec, spec_mounts.len(), passed)?;
     let mounts = plan_mounts(bundle, spec_mounts, &passed_at)?;
+    // Without its own cgroup namespace a container would see the whole pod's cgroup tree.
+    if !new_cgroup_ns
+        && let Some(m) = mounts.iter().find(|m| {
+            matches!(&m.source, MountSource::Fs { fstype, .. } if crate::cgroupmount::is_cgroup_mount(fstype))
+        })
+    {
+        return invalid(format!(
+            "mount {}: a cgroup filesystem needs the container's own cgroup namespace \
+             (linux.namespaces: cgroup)",
+            m.destination.display()
+        ));
+    }
 
     let masked_paths = abs_paths("linux.maskedPaths", linux.masked_paths())?;
     let readonly_paths = abs_paths("linux.readonlyPaths", linux.readonly_paths())?;
@@ -889,14 +901,16 @@ fn plan_mount(bundle: &Path, m: &Mount, passed: Option<usize>) -> Result<MountPl
         });
     } else {
         match typ {
-            "proc" | "sysfs" | "tmpfs" | "devpts" | "mqueue" => MountSource::Fs {
-                fstype: typ.to_string(),
-                source: m
-                    .source()
-                    .as_ref()
-                    .map(|s| s.to_string_lossy().into_owned())
-                    .unwrap_or_else(|| typ.to_string()),
-            },
+            "proc" | "sysfs" | "tmpfs" | "devpts" | "mqueue" | "cgroup" | "cgroup2" => {
+                MountSource::Fs {
+                    fstype: typ.to_string(),
+                    source: m
+                        .source()
+                        .as_ref()
+                        .map(|s| s.to_string_lossy().into_owned())
+                        .unwrap_or_else(|| typ.to_string()),
+                }
+            }
             "" => return Err("mount type missing".into()),
             other => return Err(format!("mount type {other:?} is not supported")),
         }
@@ -1145,12 +1159,34 @@ mod tests {
             ),
             (
                 json!({"destination": "/x", "type": "cgroup", "source": "cgroup"}),
-                "cgroup",
+                "cgroup namespace",
             ),
         ] {
             let e = err_of(b.check(with(base(), "/mounts", json!([m]))));
             assert!(e.contains(needle), "{e}");
         }
+    }
+
+    #[test]
+    fn a_cgroup_mount_comes_with_a_cgroup_namespace() {
+        let b = Bundle::new();
+        let m = json!({"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup",
+                       "options": ["nosuid", "noexec", "nodev", "relatime", "ro"]});
+        let spec = with(base(), "/mounts", json!([m]));
+        let spec = with(
+            spec,
+            "/linux/namespaces",
+            json!([{"type": "mount"}, {"type": "cgroup"}, {"type": "pid"}]),
+        );
+        let c = b.check(spec).expect("valid");
+        assert!(c.new_cgroup_ns);
+        let plan = c
+            .mounts
+            .iter()
+            .find(|m| m.destination == Path::new("/sys/fs/cgroup"))
+            .expect("planned");
+        assert!(matches!(&plan.source, MountSource::Fs { fstype, .. } if fstype == "cgroup"));
+        assert_ne!(plan.options.flags & libc::MS_RDONLY, 0);
     }
 
     #[test]

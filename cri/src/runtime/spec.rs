@@ -274,6 +274,14 @@ fn default_mounts(privileged: bool) -> Vec<Mount> {
             "sysfs",
             &["nosuid", "noexec", "nodev", sys_mode],
         ),
+        // The container's own cgroup (it has a cgroup namespace), where programs read their
+        // limits; read-only unless privileged, as in containerd.
+        mount(
+            "/sys/fs/cgroup",
+            "cgroup",
+            "cgroup",
+            &["nosuid", "noexec", "nodev", "relatime", sys_mode],
+        ),
         // The pod shares one /dev/shm, as it shares one IPC namespace: the CT's.
         mount(
             "/dev/shm",
@@ -450,7 +458,12 @@ pub fn build(input: SpecInput<'_>) -> Result<Spec, SpecError> {
         .and_then(|s| s.namespace_options.as_ref())
         .map(|n| n.pid())
         .unwrap_or(NamespaceMode::Container);
-    let mut namespaces = vec![ns(LinuxNamespaceType::Mount)];
+    // A cgroup namespace rooted at the container's own cgroup: its /sys/fs/cgroup and
+    // /proc/self/cgroup show its cgroup as the root (containerd's default on cgroup v2).
+    let mut namespaces = vec![
+        ns(LinuxNamespaceType::Mount),
+        ns(LinuxNamespaceType::Cgroup),
+    ];
     match pid_mode {
         NamespaceMode::Container => namespaces.push(ns(LinuxNamespaceType::Pid)),
         // The host's is podinit's in a pod that keeps it (checked at CreateContainer).
@@ -841,7 +854,14 @@ mod tests {
             .iter()
             .map(|n| n.typ())
             .collect();
-        assert_eq!(ns, [LinuxNamespaceType::Mount, LinuxNamespaceType::Pid]);
+        assert_eq!(
+            ns,
+            [
+                LinuxNamespaceType::Mount,
+                LinuxNamespaceType::Cgroup,
+                LinuxNamespaceType::Pid
+            ]
+        );
         assert!(
             linux
                 .masked_paths()
