@@ -333,18 +333,6 @@ pub fn validate(
     let spec_mounts = spec.mounts.as_deref().unwrap_or(&[]);
     let passed_at = passed_mount_indices(spec, spec_mounts.len(), passed)?;
     let mounts = plan_mounts(bundle, spec_mounts, &passed_at)?;
-    // Without its own cgroup namespace a container would see the whole pod's cgroup tree.
-    if !new_cgroup_ns
-        && let Some(m) = mounts.iter().find(|m| {
-            matches!(&m.source, MountSource::Fs { fstype, .. } if crate::cgroupmount::is_cgroup_mount(fstype))
-        })
-    {
-        return invalid(format!(
-            "mount {}: a cgroup filesystem needs the container's own cgroup namespace \
-             (linux.namespaces: cgroup)",
-            m.destination.display()
-        ));
-    }
 
     let masked_paths = abs_paths("linux.maskedPaths", linux.masked_paths())?;
     let readonly_paths = abs_paths("linux.readonlyPaths", linux.readonly_paths())?;
@@ -1156,10 +1144,6 @@ mod tests {
             (
                 json!({"destination": "/x", "type": "bind", "source": "mounts/0", "options": ["idmap"]}),
                 "idmap",
-            ),
-            (
-                json!({"destination": "/x", "type": "cgroup", "source": "cgroup"}),
-                "cgroup namespace",
             ),
         ] {
             let e = err_of(b.check(with(base(), "/mounts", json!([m]))));

@@ -274,8 +274,9 @@ fn default_mounts(privileged: bool) -> Vec<Mount> {
             "sysfs",
             &["nosuid", "noexec", "nodev", sys_mode],
         ),
-        // The container's own cgroup (it has a cgroup namespace), where programs read their
-        // limits; read-only unless privileged, as in containerd.
+        // The container's own cgroup (through its cgroup namespace; the pod CT's for a
+        // privileged container), where programs read their limits; read-only unless
+        // privileged, as in containerd.
         mount(
             "/sys/fs/cgroup",
             "cgroup",
@@ -458,12 +459,14 @@ pub fn build(input: SpecInput<'_>) -> Result<Spec, SpecError> {
         .and_then(|s| s.namespace_options.as_ref())
         .map(|n| n.pid())
         .unwrap_or(NamespaceMode::Container);
+    let mut namespaces = vec![ns(LinuxNamespaceType::Mount)];
     // A cgroup namespace rooted at the container's own cgroup: its /sys/fs/cgroup and
-    // /proc/self/cgroup show its cgroup as the root (containerd's default on cgroup v2).
-    let mut namespaces = vec![
-        ns(LinuxNamespaceType::Mount),
-        ns(LinuxNamespaceType::Cgroup),
-    ];
+    // /proc/self/cgroup show its cgroup as the root (containerd's default on cgroup v2). A
+    // privileged container keeps the pod's, as in containerd: node agents read other
+    // processes' cgroup paths as the CT sees them.
+    if !privileged {
+        namespaces.push(ns(LinuxNamespaceType::Cgroup));
+    }
     match pid_mode {
         NamespaceMode::Container => namespaces.push(ns(LinuxNamespaceType::Pid)),
         // The host's is podinit's in a pod that keeps it (checked at CreateContainer).
@@ -907,6 +910,53 @@ mod tests {
             .iter()
             .map(|n| n.typ())
             .collect();
-        assert_eq!(ns, [LinuxNamespaceType::Mount]);
+        assert_eq!(ns, [LinuxNamespaceType::Mount, LinuxNamespaceType::Cgroup]);
+    }
+
+    #[test]
+    fn privileged_containers_keep_the_pods_cgroup_namespace_and_a_writable_cgroupfs() {
+        let plain = build(SpecInput {
+            container_id: "c",
+            config: &ContainerConfig::default(),
+            image_config: &image(),
+            hostname: "h",
+            user: ResolvedUser::default(),
+            mounts: vec![],
+            pod_files: &[],
+            pod_caps: &host_caps(),
+        })
+        .unwrap();
+        let privileged = build(SpecInput {
+            container_id: "c",
+            config: &with_caps(&[], &[], true),
+            image_config: &image(),
+            hostname: "h",
+            user: ResolvedUser::default(),
+            mounts: vec![],
+            pod_files: &[],
+            pod_caps: &host_caps(),
+        })
+        .unwrap();
+        let cgroup_ns = |s: &Spec| {
+            s.linux()
+                .as_ref()
+                .and_then(|l| l.namespaces().clone())
+                .unwrap_or_default()
+                .iter()
+                .any(|n| n.typ() == LinuxNamespaceType::Cgroup)
+        };
+        let cgroup_opts = |s: &Spec| {
+            s.mounts()
+                .as_ref()
+                .unwrap()
+                .iter()
+                .find(|m| m.destination() == std::path::Path::new("/sys/fs/cgroup"))
+                .and_then(|m| m.options().clone())
+                .unwrap()
+        };
+        assert!(cgroup_ns(&plain));
+        assert!(cgroup_opts(&plain).contains(&"ro".to_string()));
+        assert!(!cgroup_ns(&privileged));
+        assert!(cgroup_opts(&privileged).contains(&"rw".to_string()));
     }
 }
