@@ -481,6 +481,13 @@ impl Test<'_> {
         self.log_rotation().await?;
         self.lifecycle(events).await?;
         self.stats_summary().await?;
+        // By now the HTTP liveness probe has run many times; passing, it restarted nothing.
+        let web = self.kubelet.pod("web")?.context("web is gone")?;
+        let nginx = container(&web, "nginx")?;
+        ensure!(
+            nginx["restartCount"] == 0 && nginx["ready"] == true,
+            "nginx after the run: {nginx}"
+        );
         Ok(())
     }
 
