@@ -72,6 +72,8 @@ pub struct Kubelet {
     /// The kubelet's cgroup root, relative to the hierarchy roots (no leading `/`).
     pub cgroup_root: String,
     socket: PathBuf,
+    binary: PathBuf,
+    config_path: PathBuf,
     cgroup_roots: Vec<PathBuf>,
     sysctls: Vec<(String, String)>,
     var_lib_kubelet_existed: bool,
@@ -108,6 +110,8 @@ impl Kubelet {
             healthz_port: free_port()?,
             cgroup_root: format!("pvecri-kubelet-{suffix}"),
             socket: options.runtime_socket.clone(),
+            binary: PathBuf::new(),
+            config_path: PathBuf::new(),
             cgroup_roots: hierarchies.roots.clone(),
             sysctls: save_sysctls()?,
             var_lib_kubelet_existed: Path::new(VAR_LIB_KUBELET).exists(),
@@ -135,23 +139,42 @@ impl Kubelet {
             &config_path,
             serde_json::to_vec_pretty(&kubelet.config(&options))?,
         )?;
-        let log = std::fs::File::create(&kubelet.log_path)?;
-        let child = Command::new(&binary)
-            .arg(format!("--config={}", config_path.display()))
-            .arg(format!("--root-dir={}", kubelet.root_dir.display()))
+        kubelet.binary = binary;
+        kubelet.config_path = config_path;
+        kubelet.spawn()?;
+        Ok(kubelet)
+    }
+
+    fn spawn(&mut self) -> anyhow::Result<()> {
+        // Appending keeps the log of an earlier run (before a restart).
+        let log = std::fs::File::options()
+            .create(true)
+            .append(true)
+            .open(&self.log_path)?;
+        let child = Command::new(&self.binary)
+            .arg(format!("--config={}", self.config_path.display()))
+            .arg(format!("--root-dir={}", self.root_dir.display()))
             .arg(format!(
                 "--cert-dir={}",
-                kubelet.root_dir.join("pki").display()
+                self.root_dir.join("pki").display()
             ))
-            .arg(format!("--hostname-override={}", kubelet.node_name))
+            .arg(format!("--hostname-override={}", self.node_name))
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
             .spawn()
-            .with_context(|| format!("starting {}", binary.display()))?;
-        kubelet.child = Some(child);
-        kubelet.wait_healthy()?;
-        Ok(kubelet)
+            .with_context(|| format!("starting {}", self.binary.display()))?;
+        self.child = Some(child);
+        self.wait_healthy()
+    }
+
+    /// Stops the kubelet (SIGTERM) and starts it again on the same root directory, as a node
+    /// agent upgrade does: the pods keep running. Blocking.
+    pub fn restart(&mut self) -> anyhow::Result<()> {
+        if let Some(mut child) = self.child.take() {
+            terminate(&mut child);
+        }
+        self.spawn()
     }
 
     fn config(&self, options: &KubeletOptions) -> Value {

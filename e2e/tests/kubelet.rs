@@ -21,10 +21,11 @@
 //!   once the 3 s grace period is over.
 //!
 //! Also: UpdateRuntimeConfig carries the podCIDR; the kubelet's `/stats/summary` (see
-//! `stats_summary`). At the end every pod is stopped by the kubelet and removed through the
+//! `stats_summary`); a kubelet restart and then a daemon restart leave every running
+//! container as it was (same IDs, no restarts). At the end every pod is stopped by the kubelet and removed through the
 //! CRI, and the kubelet's cgroups, mounts, files and the host sysctls it changed are put back.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -233,7 +234,7 @@ async fn scenario() -> anyhow::Result<()> {
         StandInRegistry::start_with(|i| STAND_INS.contains(&i.repo_tag.as_str()))
     })
     .await??;
-    let env = PodEnv::start_with(
+    let mut env = PodEnv::start_with(
         Store::Overlay,
         PodEnvOptions {
             config_top: stand_ins.mirrors_toml(),
@@ -251,7 +252,7 @@ async fn scenario() -> anyhow::Result<()> {
     config.insert("containerLogMonitorInterval".into(), json!("3s"));
     config.insert("podCIDR".into(), json!(env.net.subnet()));
     let socket = env.daemon.socket.clone();
-    let kubelet = tokio::task::spawn_blocking(move || {
+    let mut kubelet = tokio::task::spawn_blocking(move || {
         Kubelet::start(KubeletOptions {
             runtime_socket: socket,
             config,
@@ -266,7 +267,11 @@ async fn scenario() -> anyhow::Result<()> {
         env: &env,
         crictl,
     };
-    let result = t.checks(&stand_ins, events.path()).await;
+    let mut result = t.checks(&stand_ins, events.path()).await;
+    drop(t);
+    if result.is_ok() {
+        result = restarts(&mut kubelet, &mut env).await;
+    }
     // The logs stay for inspection: target/kubelet/.
     let report = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/kubelet");
     std::fs::create_dir_all(&report)?;
@@ -326,6 +331,85 @@ async fn scenario() -> anyhow::Result<()> {
             }
         }
     }
+    Ok(())
+}
+
+/// The pods whose containers must run on untouched through restarts (not `restart`, whose
+/// liveness probe keeps failing, nor `lifecycle`, gone by now).
+const STEADY: [&str; 5] = ["web", "init", "pair", "limits", "chatty"];
+
+/// `pod/container -> (container ID, restart count)` of the steady pods' running containers;
+/// `None` until the kubelet reports every one of them running.
+fn steady_containers(kubelet: &Kubelet) -> anyhow::Result<Option<BTreeMap<String, (String, u64)>>> {
+    let mut out = BTreeMap::new();
+    for name in STEADY {
+        let Some(pod) = kubelet.pod(name)? else {
+            return Ok(None);
+        };
+        let Some(statuses) = pod["status"]["containerStatuses"].as_array() else {
+            return Ok(None);
+        };
+        for c in statuses {
+            if !c["state"]["running"].is_object() {
+                return Ok(None);
+            }
+            out.insert(
+                format!("{name}/{}", c["name"].as_str().unwrap_or("?")),
+                (
+                    runtime_id(c)?,
+                    c["restartCount"].as_u64().unwrap_or(u64::MAX),
+                ),
+            );
+        }
+    }
+    Ok(Some(out))
+}
+
+/// Waits until the steady containers are reported again, as `before`, and stay so for a
+/// few kubelet syncs (a kubelet that decides to recreate them does so on a sync).
+async fn same_containers(
+    kubelet: &Kubelet,
+    before: &BTreeMap<String, (String, u64)>,
+    after: &str,
+) -> anyhow::Result<()> {
+    const HOLD: Duration = Duration::from_secs(8);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut same_since: Option<Instant> = None;
+    loop {
+        let now = steady_containers(kubelet)?;
+        match &now {
+            Some(now) if now == before => {
+                let since = *same_since.get_or_insert_with(Instant::now);
+                if since.elapsed() >= HOLD {
+                    return Ok(());
+                }
+            }
+            Some(now) if now.len() == before.len() => {
+                bail!(
+                    "after {after}, containers were recreated or restarted: {before:?} became {now:?}"
+                )
+            }
+            _ => same_since = None,
+        }
+        if Instant::now() > deadline {
+            bail!("after {after}, the kubelet does not report the pods running again: {now:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Neither a kubelet restart nor a daemon restart touches a running container: the kubelet
+/// finds its pods again through the CRI (labels, annotations, attempts, statuses).
+async fn restarts(kubelet: &mut Kubelet, env: &mut PodEnv) -> anyhow::Result<()> {
+    let before = steady_containers(kubelet)?.context("the steady pods are not all running")?;
+    tokio::task::block_in_place(|| kubelet.restart())?;
+    same_containers(kubelet, &before, "a kubelet restart").await?;
+    tokio::task::block_in_place(|| env.daemon.restart())?;
+    same_containers(kubelet, &before, "a daemon restart").await?;
+    eprintln!(
+        "restarts: {} containers kept through a kubelet restart and a daemon restart",
+        before.len()
+    );
     Ok(())
 }
 
