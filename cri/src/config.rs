@@ -6,6 +6,7 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// Where `pvecri serve` looks when `--config` is not given. A missing file there means the
@@ -29,48 +30,68 @@ pub enum ConfigError {
     },
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// The CRI socket (gRPC over a Unix socket, mode 0660).
     pub socket: PathBuf,
     /// Pods, containers, images and the overlay layer store live here.
     pub state_dir: PathBuf,
+    /// How much the daemon logs. `RUST_LOG`, when set, takes precedence.
     pub log_level: LogLevel,
-    /// The cgroup driver the kubelet is told to use (RuntimeConfig).
+    /// The cgroup driver the kubelet is told to use (RuntimeConfig). It must match the
+    /// kubelet's `cgroupDriver` where the kubelet does not take it from the runtime.
     pub cgroup_driver: CgroupDriver,
     /// The static podinit binary; unset means: next to the pvecri executable, then
     /// /usr/local/lib/pvecri/podinit, then /usr/lib/pvecri/podinit.
     pub podinit_path: Option<PathBuf>,
+    /// The layer store that holds images and container root filesystems.
     pub storage: StorageConfig,
+    /// Where pod CTs are defined and run.
     pub pod_host: pve::PodHostConfig,
+    /// Pod networking through CNI plugins.
     pub cni: CniConfig,
+    /// Image pulls.
     pub images: ImagesConfig,
-    /// `[registries."NAME"]`: mirrors, plain HTTP, CAs and credentials per registry.
+    /// Mirrors, plain HTTP, CAs and credentials per registry name (`docker.io`,
+    /// `registry.k8s.io`, `myregistry.example:5000`). A registry on a loopback address
+    /// (`localhost`, `127.0.0.0/8`, `::1`) is reached over plain HTTP without configuration,
+    /// as Docker does.
     pub registries: imageservice::hosts::RegistriesConfig,
     /// `[metrics]`: the Prometheus endpoint.
     pub metrics: crate::metrics::MetricsConfig,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+/// Switching drivers starts from an empty store: pull images again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct StorageConfig {
+    /// The layer store's driver.
     pub driver: StorageDriver,
+    /// Settings of the `zfs` driver.
     pub zfs: ZfsConfig,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum StorageDriver {
+    /// Each layer is a directory under `<state_dir>/overlay`; a container's root filesystem
+    /// is an overlay mount of its image's layers with a fresh upper directory.
     #[default]
     Overlay,
+    /// Each layer is a dataset under `storage.zfs.dataset`, named by its chain ID and
+    /// snapshotted once complete; a child layer is a clone of its parent's snapshot and a
+    /// container's root filesystem a clone of its image's top snapshot. Layers shared by
+    /// images exist once.
     Zfs,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct ZfsConfig {
-    /// The parent dataset of the layer store; created if missing (its pool must exist).
+    /// The parent dataset of the layer store; created if missing (its pool must exist). On
+    /// Proxmox give it a dataset of its own, such as `rpool/pvecri`, never one that a Proxmox
+    /// storage claims: Proxmox takes the children of its storages' datasets for guest volumes.
     pub dataset: String,
 }
 
@@ -82,7 +103,7 @@ impl Default for ZfsConfig {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct ImagesConfig {
     /// Layers downloaded at once, across all pulls.
@@ -115,7 +136,7 @@ impl Default for Config {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum LogLevel {
     Trace,
@@ -159,14 +180,17 @@ impl fmt::Display for LogLevel {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum CgroupDriver {
+    /// The kubelet names pod cgroups as paths (`kubepods/besteffort/pod<uid>`).
     Cgroupfs,
+    /// The kubelet names pod cgroups as systemd slices (`kubepods-besteffort-pod<uid>.slice`),
+    /// as kubeadm sets up on systemd hosts.
     Systemd,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct CniConfig {
     /// Network configurations (`*.conf`, `*.conflist`, `*.json`); the first in lexical order

@@ -4,6 +4,7 @@
 pub mod catalog;
 pub mod cni;
 pub mod config;
+pub mod config_reference;
 pub mod daemon;
 pub mod events;
 pub mod metadata;

@@ -54,17 +54,25 @@ struct ServeArgs {
 enum ConfigCommand {
     /// Print the full default configuration, commented.
     Default,
+    /// Parse and validate a configuration file; print what is wrong in one line naming the
+    /// key, and exit non-zero. Without FILE: /etc/pvecri/config.toml, where a missing file
+    /// means the defaults.
+    Check {
+        #[arg(value_name = "FILE")]
+        file: Option<PathBuf>,
+    },
+    /// Print the configuration reference (markdown, every key with its type, default and
+    /// meaning): docs/configuration.md.
+    Reference,
+    /// Print the configuration's JSON schema (draft-07).
+    Schema,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(args) => serve(args),
-        Command::Config {
-            command: ConfigCommand::Default,
-        } => std::io::stdout()
-            .write_all(DEFAULT_CONFIG_TOML.as_bytes())
-            .context("writing to stdout"),
+        Command::Config { command } => config_command(command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -73,6 +81,33 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn config_command(command: ConfigCommand) -> anyhow::Result<()> {
+    let text = match command {
+        ConfigCommand::Default => DEFAULT_CONFIG_TOML.to_string(),
+        ConfigCommand::Check { file } => {
+            let (path, explicit) = match file {
+                Some(path) => (path, true),
+                None => (PathBuf::from(DEFAULT_CONFIG_PATH), false),
+            };
+            Config::load(&path, explicit)?;
+            if path.exists() {
+                format!("{}: ok\n", path.display())
+            } else {
+                format!("{}: absent, the defaults apply\n", path.display())
+            }
+        }
+        ConfigCommand::Reference => cri::config_reference::markdown(),
+        ConfigCommand::Schema => {
+            let mut json = serde_json::to_string_pretty(&cri::config_reference::json_schema())?;
+            json.push('\n');
+            json
+        }
+    };
+    std::io::stdout()
+        .write_all(text.as_bytes())
+        .context("writing to stdout")
 }
 
 fn load_config(args: &ServeArgs) -> anyhow::Result<Config> {

@@ -5,13 +5,18 @@ use std::fmt;
 
 use base64::Engine;
 use oci_client::secrets::RegistryAuth;
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// The fields of CRI's `AuthConfig`; also `[registries."NAME".credentials]` in the config.
-#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// In the config file, keep the file mode 0600: the daemon warns at start when others can
+/// read it, and never logs or reports the secrets (`crictl info` shows `<redacted>`).
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct Credentials {
+    /// With `password`: basic auth, or the login at the registry's token service.
     pub username: String,
+    /// The password, or an access token the registry takes in its place.
     pub password: String,
     /// base64 of `username:password`, as in a Docker config.json.
     pub auth: String,

@@ -5,12 +5,15 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::PathBuf;
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::auth::Credentials;
 
-/// `[registries."NAME"]` in the daemon's config.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// How pvecri reaches one registry (`[registries."NAME"]` in the daemon's config). A mirror serves the same repository paths,
+/// so `registry.k8s.io/pause:3.10` is fetched from a mirror as `pause:3.10`; an image keeps
+/// the name it was asked for, whichever endpoint served it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct RegistryConfig {
     /// Endpoints (`http://host[:port]` or `https://host[:port]`) tried in order before the
