@@ -8,6 +8,7 @@ pub mod containerd;
 pub mod cri_client;
 pub mod critest;
 pub mod daemon;
+pub mod deb;
 pub mod images;
 pub mod k8s_tools;
 pub mod kubelet;
