@@ -9,6 +9,7 @@ pub mod daemon;
 pub mod events;
 pub mod metadata;
 pub mod metrics;
+pub mod node;
 pub mod runtime;
 pub mod server;
 pub mod stats;

@@ -9,6 +9,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use cri::config::{Config, DEFAULT_CONFIG_PATH, DEFAULT_CONFIG_TOML, LogLevel};
 use cri::daemon::Daemon;
+use cri::node;
 use cri::server;
 use tokio::signal::unix::{SignalKind, signal};
 
@@ -31,6 +32,63 @@ enum Command {
     Config {
         #[command(subcommand)]
         command: ConfigCommand,
+    },
+    /// The Helm chart's node agent: put pvecri on this node, or take it off.
+    Node {
+        #[command(subcommand)]
+        command: NodeCommand,
+    },
+}
+
+#[derive(clap::Args)]
+struct HostArgs {
+    /// Where the host's / is mounted.
+    #[arg(long, env = "PVECRI_HOST_ROOT", default_value = "/host", value_name = "DIR")]
+    host_root: PathBuf,
+    /// How services on the host are restarted.
+    #[arg(long, env = "PVECRI_RESTART", value_enum, default_value = "auto")]
+    restart: node::host::RestartMethod,
+}
+
+#[derive(Subcommand)]
+enum NodeCommand {
+    /// Install or upgrade pvecri on the host from the payload, restarting what changed.
+    Install {
+        #[command(flatten)]
+        host: HostArgs,
+        /// The package's file tree (usr/bin/pvecri, usr/lib/pvecri/podinit, the unit).
+        #[arg(long, env = "PVECRI_PAYLOAD", default_value = "/", value_name = "DIR")]
+        payload: PathBuf,
+        /// The config.toml to install as /etc/pvecri/config.toml.
+        #[arg(long, env = "PVECRI_NODE_CONFIG", value_name = "FILE")]
+        config: PathBuf,
+        /// The Proxmox API token file to install as /etc/pvecri/pve-token (mode 0600).
+        #[arg(long, env = "PVECRI_NODE_PVE_TOKEN", value_name = "FILE")]
+        pve_token: Option<PathBuf>,
+        /// A systemd drop-in for kubelet.service; without it a drop-in installed before is
+        /// removed.
+        #[arg(long, env = "PVECRI_NODE_KUBELET_DROPIN", value_name = "FILE")]
+        kubelet_dropin: Option<PathBuf>,
+        /// After installing, stay until SIGTERM (the DaemonSet's container).
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Revert what install placed (pvecri stopped and removed, kubelet drop-in removed).
+    Uninstall {
+        #[command(flatten)]
+        host: HostArgs,
+        /// Only when the release is gone: DaemonSet NAMESPACE/NAME no longer exists (a
+        /// preStop hook runs on rolling updates too, which must not revert the node).
+        #[arg(long, env = "PVECRI_DAEMONSET", value_name = "NAMESPACE/NAME")]
+        only_if_released: Option<String>,
+        /// The Kubernetes API URL; default: the in-cluster service address.
+        #[arg(long, env = "PVECRI_KUBE_API", value_name = "URL")]
+        kube_api: Option<String>,
+    },
+    /// Exit 0 when this version's install is on the host (the DaemonSet's readiness).
+    Installed {
+        #[command(flatten)]
+        host: HostArgs,
     },
 }
 
@@ -73,6 +131,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => serve(args),
         Command::Config { command } => config_command(command),
+        Command::Node { command } => node_command(command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -81,6 +140,100 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn node_command(command: NodeCommand) -> anyhow::Result<()> {
+    init_logging(LogLevel::Info);
+    match command {
+        NodeCommand::Install {
+            host,
+            payload,
+            config,
+            pve_token,
+            kubelet_dropin,
+            wait,
+        } => {
+            let restarter = node::host::restarter(host.restart, &host.host_root);
+            let opts = node::InstallOptions {
+                host_root: host.host_root,
+                payload,
+                config,
+                pve_token,
+                kubelet_dropin,
+            };
+            let outcome = node::install(&opts, restarter.as_ref())?;
+            tracing::info!(
+                changed = ?outcome.changed,
+                restarted_pvecri = outcome.restarted_pvecri,
+                restarted_kubelet = outcome.restarted_kubelet,
+                "pvecri {} installed on the host",
+                env!("CARGO_PKG_VERSION")
+            );
+            if wait {
+                wait_for_termination()?;
+            }
+            Ok(())
+        }
+        NodeCommand::Uninstall {
+            host,
+            only_if_released,
+            kube_api,
+        } => {
+            if let Some(ds) = only_if_released {
+                let (namespace, name) = ds
+                    .split_once('/')
+                    .context("--only-if-released wants NAMESPACE/NAME")?;
+                let api = node::release::ApiAccess::in_cluster(
+                    kube_api.as_deref(),
+                    std::path::Path::new(node::release::SERVICE_ACCOUNT_DIR),
+                )?;
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .context("starting the async runtime")?;
+                match runtime.block_on(node::release::daemonset_release(&api, namespace, name)) {
+                    node::release::Release::Removed(why) => {
+                        tracing::info!(why, "the release is gone: reverting the node");
+                    }
+                    node::release::Release::Deployed => {
+                        tracing::info!("the DaemonSet is still deployed (update or restart): the node keeps pvecri");
+                        return Ok(());
+                    }
+                    node::release::Release::Unknown(why) => {
+                        tracing::warn!(why, "cannot tell whether the release is gone: the node keeps pvecri");
+                        return Ok(());
+                    }
+                }
+            }
+            let restarter = node::host::restarter(host.restart, &host.host_root);
+            let outcome = node::uninstall(&host.host_root, restarter.as_ref())?;
+            tracing::info!(changed = ?outcome.changed, "pvecri removed from the host");
+            Ok(())
+        }
+        NodeCommand::Installed { host } => {
+            if node::installed(&host.host_root)? {
+                Ok(())
+            } else {
+                anyhow::bail!(
+                    "pvecri {} is not installed under {}",
+                    env!("CARGO_PKG_VERSION"),
+                    host.host_root.display()
+                )
+            }
+        }
+    }
+}
+
+/// Blocks until SIGTERM or SIGINT.
+fn wait_for_termination() -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async {
+        shutdown_signal()?.await;
+        anyhow::Ok(())
+    })
 }
 
 fn config_command(command: ConfigCommand) -> anyhow::Result<()> {

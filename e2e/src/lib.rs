@@ -3,6 +3,7 @@
 
 pub mod cgroups;
 pub mod cmd;
+pub mod cluster;
 pub mod cni;
 pub mod containerd;
 pub mod cri_client;

@@ -18,6 +18,9 @@ use crate::metadata::Table;
 const PODINIT_READY_TIMEOUT: Duration = Duration::from_secs(15);
 /// The grace a pod CT gets to stop before it is killed.
 const CT_STOP_TIMEOUT: Duration = Duration::from_secs(10);
+/// The default handler's name, for a RuntimeClass (`handler: pvecri`, which the Helm chart
+/// makes); the empty name means the same handler.
+pub const RUNTIME_HANDLER: &str = "pvecri";
 /// Tries of CNI DEL on stop before the error goes back to the kubelet (which retries).
 const CNI_DEL_TRIES: u32 = 3;
 
@@ -178,9 +181,10 @@ impl Runtime {
         runtime_handler: String,
     ) -> Result<String> {
         validate(&config)?;
-        if !runtime_handler.is_empty() {
+        if !runtime_handler.is_empty() && runtime_handler != RUNTIME_HANDLER {
             return Err(RuntimeError::invalid(format!(
-                "unknown runtime handler {runtime_handler:?}; pvecri has only the default handler"
+                "unknown runtime handler {runtime_handler:?}; pvecri has only the default \
+                 handler (\"\" or {RUNTIME_HANDLER:?})"
             )));
         }
         let podinit = self.podinit.clone().ok_or_else(|| {

@@ -13,6 +13,7 @@ use crate::cni;
 use crate::config::CgroupDriver as ConfigCgroupDriver;
 use crate::daemon::Daemon;
 use crate::runtime::records::{ContainerRecord, PodRecord};
+use crate::runtime::pods::RUNTIME_HANDLER;
 use crate::runtime::{Runtime, labels_match};
 use crate::stats;
 use podinit::api::ContainerState as PiState;
@@ -75,14 +76,18 @@ impl RuntimeApi {
                 conditions: vec![runtime_ready, network_ready],
             }),
             info,
-            // One handler, the default; features are claimed only once they work.
-            runtime_handlers: vec![RuntimeHandler {
-                name: String::new(),
-                features: Some(RuntimeHandlerFeatures {
-                    recursive_read_only_mounts: crate::runtime::mounts::kernel_has_mount_setattr(),
-                    user_namespaces: false,
-                }),
-            }],
+            // One handler, the default, also under its RuntimeClass name; features are
+            // claimed only once they work.
+            runtime_handlers: [String::new(), RUNTIME_HANDLER.to_string()]
+                .into_iter()
+                .map(|name| RuntimeHandler {
+                    name,
+                    features: Some(RuntimeHandlerFeatures {
+                        recursive_read_only_mounts: crate::runtime::mounts::kernel_has_mount_setattr(),
+                        user_namespaces: false,
+                    }),
+                })
+                .collect(),
             features: Some(RuntimeFeatures {
                 supplemental_groups_policy: true,
             }),
