@@ -43,7 +43,12 @@ enum Command {
 #[derive(clap::Args)]
 struct HostArgs {
     /// Where the host's / is mounted.
-    #[arg(long, env = "PVECRI_HOST_ROOT", default_value = "/host", value_name = "DIR")]
+    #[arg(
+        long,
+        env = "PVECRI_HOST_ROOT",
+        default_value = "/host",
+        value_name = "DIR"
+    )]
     host_root: PathBuf,
     /// How services on the host are restarted.
     #[arg(long, env = "PVECRI_RESTART", value_enum, default_value = "auto")]
@@ -196,11 +201,16 @@ fn node_command(command: NodeCommand) -> anyhow::Result<()> {
                         tracing::info!(why, "the release is gone: reverting the node");
                     }
                     node::release::Release::Deployed => {
-                        tracing::info!("the DaemonSet is still deployed (update or restart): the node keeps pvecri");
+                        tracing::info!(
+                            "the DaemonSet is still deployed (update or restart): the node keeps pvecri"
+                        );
                         return Ok(());
                     }
                     node::release::Release::Unknown(why) => {
-                        tracing::warn!(why, "cannot tell whether the release is gone: the node keeps pvecri");
+                        tracing::warn!(
+                            why,
+                            "cannot tell whether the release is gone: the node keeps pvecri"
+                        );
                         return Ok(());
                     }
                 }

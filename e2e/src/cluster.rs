@@ -15,6 +15,8 @@ use crate::lock::FileLock;
 
 /// Held by every test that runs a real kubelet or `./cluster`.
 pub const KUBELET_LOCK: &str = "/var/tmp/pvecri-kubelet.lock";
+/// The clusters' state directories: `/var/tmp/pvecri-k8s-XXXXXX`.
+const HOME_PREFIX: &str = "pvecri-k8s-";
 
 pub struct Cluster {
     script: PathBuf,
@@ -35,8 +37,9 @@ impl Cluster {
         let bin = k8s_tools::bin()?;
         let script = k8s_tools::k8s_tools_dir()?.join("cluster");
         let lock = FileLock::exclusive(Path::new(KUBELET_LOCK))?;
+        remove_stale_homes(&script, &bin);
         let home = tempfile::Builder::new()
-            .prefix("pvecri-k8s-")
+            .prefix(HOME_PREFIX)
             .tempdir_in("/var/tmp")?
             .keep();
         let node = hostname()?.to_lowercase();
@@ -67,10 +70,22 @@ impl Cluster {
         self.script(&["start-kubelet", &format!("unix://{}", socket.display())])
             .context("./cluster start-kubelet")?;
         self.wait_for(
-            &["wait", "--for=condition=Ready", &format!("node/{}", self.node)],
+            &[
+                "wait",
+                "--for=condition=Ready",
+                &format!("node/{}", self.node),
+            ],
             Duration::from_secs(180),
         )
         .context("the node did not become Ready")
+    }
+
+    /// A directory of the test's own inside the cluster's state, removed with it (also when
+    /// a killed test leaves it behind).
+    pub fn scratch_dir(&self, name: &str) -> anyhow::Result<PathBuf> {
+        let dir = self.home.join("scratch").join(name);
+        std::fs::create_dir_all(&dir)?;
+        Ok(dir)
     }
 
     /// The apiserver's URL (loopback only: pods on the host network reach it there).
@@ -125,14 +140,22 @@ impl Cluster {
         let text = std::fs::read_to_string(self.home.join("logs").join(format!("{component}.log")))
             .unwrap_or_default();
         let all: Vec<&str> = text.lines().collect();
-        all[all.len().saturating_sub(lines)..].join("\n")
+        // Some kubelet lines carry a whole pod spec.
+        all[all.len().saturating_sub(lines)..]
+            .iter()
+            .map(|l| l.chars().take(400).collect::<String>())
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 }
 
 impl Drop for Cluster {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            eprintln!("--- kubelet log (end) ---\n{}", self.log_tail("kubelet", 60));
+            eprintln!(
+                "--- kubelet log (end) ---\n{}",
+                self.log_tail("kubelet", 40)
+            );
         }
         // `down` deletes this node's pods through the kubelet, stops everything, restores
         // the sysctls the kubelet changed and unmounts what is left; `clean` drops the state.
@@ -148,8 +171,41 @@ impl Drop for Cluster {
     }
 }
 
+/// The state of clusters whose test was killed before it could clean up (nextest's timeout
+/// kills without unwinding). With the kubelet lock held no other cluster runs, so every such
+/// directory is stale: `down` stops what its PID files name, restores the sysctls its kubelet
+/// changed and unmounts its volumes; then it goes.
+fn remove_stale_homes(script: &Path, bin: &Path) {
+    let Ok(entries) = std::fs::read_dir("/var/tmp") else {
+        return;
+    };
+    for entry in entries.filter_map(Result::ok) {
+        let home = entry.path();
+        let is_home = entry
+            .file_name()
+            .to_str()
+            .is_some_and(|n| n.starts_with(HOME_PREFIX));
+        if !is_home || !home.is_dir() {
+            continue;
+        }
+        eprintln!("e2e: removing the stale cluster state {}", home.display());
+        for verb in ["down", "clean"] {
+            let _ = output(
+                Command::new("bash")
+                    .arg(script)
+                    .arg(verb)
+                    .env("K8S_HOME", &home)
+                    .env("K8S_BIN", bin),
+            );
+        }
+        if let Err(e) = std::fs::remove_dir_all(&home) {
+            eprintln!("e2e: removing {}: {e}", home.display());
+        }
+    }
+}
+
 fn hostname() -> anyhow::Result<String> {
-    Ok(nix::unistd::gethostname()?
+    nix::unistd::gethostname()?
         .into_string()
-        .map_err(|h| anyhow::anyhow!("hostname {h:?} is not UTF-8"))?)
+        .map_err(|h| anyhow::anyhow!("hostname {h:?} is not UTF-8"))
 }

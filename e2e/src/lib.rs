@@ -2,8 +2,8 @@
 //! images, and the daemon with a CRI client.
 
 pub mod cgroups;
-pub mod cmd;
 pub mod cluster;
+pub mod cmd;
 pub mod cni;
 pub mod containerd;
 pub mod cri_client;

@@ -140,18 +140,20 @@ config:
 fn chart_lints_strictly() {
     for args in [
         vec!["--set", "image.repository=r.example/i"],
-        vec!["--set", "image.repository=r.example/i", "--set", "kubelet.configure=true"],
+        vec![
+            "--set",
+            "image.repository=r.example/i",
+            "--set",
+            "kubelet.configure=true",
+        ],
     ] {
-        let out = output(
-            helm()
-                .args(["lint", "--strict"])
-                .arg(chart())
-                .args(&args),
-        )
-        .unwrap();
+        let out = output(helm().args(["lint", "--strict"]).arg(chart()).args(&args)).unwrap();
         let text = String::from_utf8_lossy(&out.stdout);
         assert!(out.status.success(), "helm lint {args:?}:\n{text}");
-        assert!(!text.contains("[WARNING]") && !text.contains("[ERROR]"), "{text}");
+        assert!(
+            !text.contains("[WARNING]") && !text.contains("[ERROR]"),
+            "{text}"
+        );
     }
 }
 
@@ -188,7 +190,10 @@ fn the_schema_refuses_bad_values_naming_them() {
     for (set, named) in [
         ("config.sockett=/x", "sockett"),
         ("config.storage.driver=btrfs", "config.storage.driver"),
-        ("config.images.max_concurrent_downloads=1.5", "config.images"),
+        (
+            "config.images.max_concurrent_downloads=1.5",
+            "config.images",
+        ),
         ("restart.method=reboot", "restart.method"),
         ("pve.token=not-a-token", "pve.token"),
         ("hostRoot=relative", "hostRoot"),
@@ -209,7 +214,14 @@ fn default_values_render_what_a_node_needs() {
         .collect();
     assert_eq!(
         kinds,
-        ["ServiceAccount", "ConfigMap", "Role", "RoleBinding", "DaemonSet", "RuntimeClass"]
+        [
+            "ServiceAccount",
+            "ConfigMap",
+            "Role",
+            "RoleBinding",
+            "DaemonSet",
+            "RuntimeClass"
+        ]
     );
     let ds = documents(&out, "DaemonSet")[0];
     for line in [
@@ -229,7 +241,10 @@ fn default_values_render_what_a_node_needs() {
     let config = literal_block(cm, "config.toml").unwrap();
     assert!(config.lines().all(|l| l.starts_with('#')), "{config}");
     let rc = documents(&out, "RuntimeClass")[0];
-    assert!(rc.contains("handler: pvecri") && rc.contains("name: pvecri"), "{rc}");
+    assert!(
+        rc.contains("handler: pvecri") && rc.contains("name: pvecri"),
+        "{rc}"
+    );
 }
 
 #[test]
@@ -244,7 +259,10 @@ fn non_default_values_render_a_config_pvecri_accepts() {
     for kind in ["Service", "ServiceMonitor", "RuntimeClass", "DaemonSet"] {
         assert!(kinds.contains(&kind), "{kind} missing: {kinds:?}");
     }
-    assert!(!kinds.contains(&"Secret"), "an existing secret is named, none made");
+    assert!(
+        !kinds.contains(&"Secret"),
+        "an existing secret is named, none made"
+    );
 
     let cm = documents(&out, "ConfigMap")[0];
     let config_text = literal_block(cm, "config.toml").unwrap();
@@ -277,8 +295,14 @@ fn non_default_values_render_a_config_pvecri_accepts() {
         .unwrap();
     }
     let parsed: toml::Table = config_text.parse().unwrap();
-    assert_eq!(parsed["images"]["max_concurrent_downloads"].as_integer(), Some(8));
-    assert_eq!(parsed["storage"]["zfs"]["dataset"].as_str(), Some("rpool/pvecri"));
+    assert_eq!(
+        parsed["images"]["max_concurrent_downloads"].as_integer(),
+        Some(8)
+    );
+    assert_eq!(
+        parsed["storage"]["zfs"]["dataset"].as_str(),
+        Some("rpool/pvecri")
+    );
     assert_eq!(
         parsed["registries"]["private.example:5000"]["insecure"].as_bool(),
         Some(true)
@@ -288,7 +312,8 @@ fn non_default_values_render_a_config_pvecri_accepts() {
     let dropin = literal_block(cm, "kubelet-dropin.conf").unwrap();
     assert!(
         dropin.contains("ExecStart=\nExecStart=/usr/bin/kubelet $KUBELET_KUBECONFIG_ARGS")
-            && dropin.ends_with(" --container-runtime-endpoint=unix:///run/pvecri/pvecri.sock --v=2\n"),
+            && dropin
+                .ends_with(" --container-runtime-endpoint=unix:///run/pvecri/pvecri.sock --v=2\n"),
         "{dropin}"
     );
 
@@ -305,9 +330,15 @@ fn non_default_values_render_a_config_pvecri_accepts() {
         assert!(ds.contains(line), "no {line:?} in\n{ds}");
     }
     let rc = documents(&out, "RuntimeClass")[0];
-    assert!(rc.contains("name: proxmox-ct") && rc.contains("memory: 16Mi"), "{rc}");
+    assert!(
+        rc.contains("name: proxmox-ct") && rc.contains("memory: 16Mi"),
+        "{rc}"
+    );
     let svc = documents(&out, "Service")[0];
-    assert!(svc.contains("clusterIP: None") && svc.contains("port: 9500"), "{svc}");
+    assert!(
+        svc.contains("clusterIP: None") && svc.contains("port: 9500"),
+        "{svc}"
+    );
 
     // Request files need no PID 1: the pods do without hostPID.
     let out = template(&[
@@ -324,10 +355,9 @@ fn non_default_values_render_a_config_pvecri_accepts() {
 /// values.yaml holds no others: `helm lint` checks it against the schema) is in the README.
 #[test]
 fn readme_describes_every_value() {
-    let schema: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(chart().join("values.schema.json")).unwrap(),
-    )
-    .unwrap();
+    let schema: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(chart().join("values.schema.json")).unwrap())
+            .unwrap();
     let readme = std::fs::read_to_string(chart().join("README.md")).unwrap();
     fn paths(prefix: &str, schema: &serde_json::Value, out: &mut Vec<String>) {
         let Some(props) = schema.get("properties").and_then(|p| p.as_object()) else {
@@ -355,7 +385,10 @@ fn readme_describes_every_value() {
     paths("", &schema, &mut all);
     assert!(all.len() > 20, "{all:?}");
     for p in all.iter().filter(|p| *p != "global") {
-        assert!(readme.contains(&format!("| `{p}` |")), "README.md lacks a row for `{p}`");
+        assert!(
+            readme.contains(&format!("| `{p}` |")),
+            "README.md lacks a row for `{p}`"
+        );
     }
 }
 
@@ -387,7 +420,14 @@ fn diagnostics(cluster: &Cluster, env: &PodEnv) -> String {
     for args in [
         vec!["get", "pods", "-A", "-o", "wide"],
         vec!["-n", NAMESPACE, "describe", "pods"],
-        vec!["-n", NAMESPACE, "logs", "-l", "app.kubernetes.io/instance=pvecri", "--tail=40"],
+        vec![
+            "-n",
+            NAMESPACE,
+            "logs",
+            "-l",
+            "app.kubernetes.io/instance=pvecri",
+            "--tail=40",
+        ],
         vec!["get", "events", "-A", "--sort-by=.lastTimestamp"],
     ] {
         let o = output(cluster.kubectl().args(&args)).unwrap();
@@ -398,10 +438,8 @@ fn diagnostics(cluster: &Cluster, env: &PodEnv) -> String {
             String::from_utf8_lossy(&o.stderr)
         ));
     }
-    let log = env.daemon.log();
-    let tail: Vec<&str> = log.lines().rev().take(60).collect();
-    out.push_str("--- pvecri daemon log (end)\n");
-    out.push_str(&tail.into_iter().rev().collect::<Vec<_>>().join("\n"));
+    // The daemon's log follows when the pod env is dropped.
+    let _ = env;
     out
 }
 
@@ -410,7 +448,11 @@ fn read(root: &Path, rel: &str) -> String {
 }
 
 fn mode(root: &Path, rel: &str) -> u32 {
-    std::fs::metadata(root.join(rel)).unwrap().permissions().mode() & 0o777
+    std::fs::metadata(root.join(rel))
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777
 }
 
 /// The installed files of a node, relative to its root.
@@ -459,12 +501,6 @@ async fn chart_on_a_cluster_whose_node_runs_pvecri() {
         .arg(format!("docker://{repository}:test")))
     .unwrap();
 
-    // The node's root, as the installer sees it.
-    let host = tempfile::Builder::new()
-        .prefix("pvecri-chart-host-")
-        .tempdir_in("/var/tmp")
-        .unwrap();
-    let root = host.path().to_path_buf();
     let socket = env.daemon.socket.clone();
     let cluster = tokio::task::spawn_blocking(move || {
         let c = Cluster::up()?;
@@ -474,13 +510,15 @@ async fn chart_on_a_cluster_whose_node_runs_pvecri() {
     .await
     .unwrap()
     .unwrap();
+    // The node's root, as the installer sees it; it goes with the cluster's state.
+    let root = cluster.scratch_dir("host-root").unwrap();
 
     let result = install_upgrade_uninstall(&cluster, &env, &repository, &root, work.path()).await;
     if let Err(e) = result {
         panic!("{e:#}\n{}", diagnostics(&cluster, &env));
     }
+    // The cluster goes first: its `down` has the kubelet remove the pods from the daemon.
     drop(cluster);
-    drop(host);
     drop(env);
 }
 
@@ -499,17 +537,31 @@ async fn install_upgrade_uninstall(
     let crd = write_values(work, "crd.yaml", SERVICE_MONITOR_CRD);
     kubectl(&["apply", "-f", crd.to_str().unwrap()])?;
     cluster.wait_for(
-        &["wait", "--for=condition=Established", "crd/servicemonitors.monitoring.coreos.com"],
+        &[
+            "wait",
+            "--for=condition=Established",
+            "crd/servicemonitors.monitoring.coreos.com",
+        ],
         Duration::from_secs(60),
     )?;
     let non_default = write_values(work, "non-default.yaml", NON_DEFAULT_VALUES);
     for (name, args) in [
-        ("default", vec!["--set", "image.repository=r.example/installer"]),
+        (
+            "default",
+            vec!["--set", "image.repository=r.example/installer"],
+        ),
         ("non-default", vec!["-f", non_default.to_str().unwrap()]),
     ] {
         let rendered = template(&args).map_err(anyhow::Error::msg)?;
         let file = write_values(work, &format!("{name}.rendered.yaml"), &rendered);
-        let applied = kubectl(&["apply", "--dry-run=server", "-f", file.to_str().unwrap(), "-o", "name"])?;
+        let applied = kubectl(&[
+            "apply",
+            "--dry-run=server",
+            "-f",
+            file.to_str().unwrap(),
+            "-o",
+            "name",
+        ])?;
         let objects = rendered.lines().filter(|l| l.starts_with("kind: ")).count();
         anyhow::ensure!(
             applied.lines().count() == objects,
@@ -555,7 +607,7 @@ config:
             "rollout",
             "status",
             &format!("daemonset/{RELEASE}"),
-            "--timeout=240s",
+            "--timeout=150s",
         ])
     };
     helm_install("install", &[])?;
@@ -565,7 +617,10 @@ config:
     }
     // The binaries are the package's.
     let unpacked = work.join("unpacked");
-    run(Command::new("dpkg-deb").arg("-x").arg(build_deb_path(work)?).arg(&unpacked))?;
+    run(Command::new("dpkg-deb")
+        .arg("-x")
+        .arg(build_deb_path(work)?)
+        .arg(&unpacked))?;
     anyhow::ensure!(
         std::fs::read(root.join("usr/local/bin/pvecri"))?
             == std::fs::read(unpacked.join("usr/bin/pvecri"))?,
@@ -575,7 +630,9 @@ config:
     let unit = read(root, "etc/systemd/system/pvecri.service");
     anyhow::ensure!(
         unit.contains("ExecStart=/usr/local/bin/pvecri serve --config /etc/pvecri/config.toml")
-            && unit.contains("ExecStartPre=/usr/local/bin/pvecri config check /etc/pvecri/config.toml")
+            && unit.contains(
+                "ExecStartPre=/usr/local/bin/pvecri config check /etc/pvecri/config.toml"
+            )
             && unit.contains("KillMode=process"),
         "unit:\n{unit}"
     );
@@ -588,7 +645,8 @@ config:
         .args(["config", "check"])
         .arg(root.join("etc/pvecri/config.toml")))?;
     anyhow::ensure!(
-        read(root, "etc/pvecri/pve-token").trim() == "root@pam!k8s=00000000-0000-0000-0000-000000000000"
+        read(root, "etc/pvecri/pve-token").trim()
+            == "root@pam!k8s=00000000-0000-0000-0000-000000000000"
             && mode(root, "etc/pvecri/pve-token") == 0o600
     );
     let dropin = read(root, "etc/systemd/system/kubelet.service.d/90-pvecri.conf");
@@ -598,7 +656,12 @@ config:
     );
     // The restarts were requested.
     let requests = root.join("run/pvecri-node");
-    for r in ["pvecri.restart", "kubelet.restart", "pvecri.enable", "daemon-reload"] {
+    for r in [
+        "pvecri.restart",
+        "kubelet.restart",
+        "pvecri.enable",
+        "daemon-reload",
+    ] {
         anyhow::ensure!(requests.join(r).is_file(), "no {r} request");
     }
     let first_restart = read(root, "run/pvecri-node/pvecri.restart");
@@ -622,7 +685,13 @@ spec:
     );
     kubectl(&["apply", "-f", pod.to_str().unwrap()])?;
     cluster.wait_for(
-        &["wait", "--for=condition=Ready", "pod/runtimeclass-check", "-n", "default"],
+        &[
+            "wait",
+            "--for=condition=Ready",
+            "pod/runtimeclass-check",
+            "-n",
+            "default",
+        ],
         Duration::from_secs(120),
     )?;
     let mut rt = env.rt().await?;
@@ -633,10 +702,19 @@ spec:
         .items;
     anyhow::ensure!(
         pods.iter().any(|p| p.runtime_handler == "pvecri"
-            && p.metadata.as_ref().is_some_and(|m| m.name == "runtimeclass-check")),
+            && p.metadata
+                .as_ref()
+                .is_some_and(|m| m.name == "runtimeclass-check")),
         "no pod with handler pvecri: {pods:?}"
     );
-    kubectl(&["delete", "pod", "runtimeclass-check", "-n", "default", "--wait=true"])?;
+    kubectl(&[
+        "delete",
+        "pod",
+        "runtimeclass-check",
+        "-n",
+        "default",
+        "--wait=true",
+    ])?;
 
     // Upgrade with another config: the pod is replaced; its preStop sees the DaemonSet and
     // keeps the node installed; the new pod writes the new config and asks for a restart.
@@ -684,11 +762,10 @@ spec:
         left.lines().all(|l| l.contains("/run/pvecri-node/")),
         "left in the host root:\n{left}"
     );
-    kubectl(&["get", "runtimeclass", "pvecri", "--ignore-not-found"])
-        .and_then(|o| {
-            anyhow::ensure!(o.trim().is_empty(), "the RuntimeClass is left: {o}");
-            Ok(())
-        })?;
+    kubectl(&["get", "runtimeclass", "pvecri", "--ignore-not-found"]).and_then(|o| {
+        anyhow::ensure!(o.trim().is_empty(), "the RuntimeClass is left: {o}");
+        Ok(())
+    })?;
     Ok(())
 }
 

@@ -10,7 +10,10 @@ use std::process::{Command, Output};
 use e2e::daemon::binary_path;
 
 fn pvecri(args: &[&str]) -> Output {
-    Command::new(binary_path().unwrap()).args(args).output().unwrap()
+    Command::new(binary_path().unwrap())
+        .args(args)
+        .output()
+        .unwrap()
 }
 
 fn check(text: &str) -> Output {
@@ -44,18 +47,26 @@ fn config_check_accepts_the_default_file_and_partial_files() {
 #[test]
 fn config_check_names_the_wrong_key_in_one_line() {
     let err = failure(&check("[storage]\ndriver = \"btrfs\"\n"));
-    assert!(err.contains("storage.driver") && err.contains("btrfs"), "{err}");
+    assert!(
+        err.contains("storage.driver") && err.contains("btrfs"),
+        "{err}"
+    );
 
     let err = failure(&check("[cni]\nbindirs = [\"/opt/cni/bin\"]\n"));
     assert!(err.contains("bindirs"), "{err}");
 
     let err = failure(&check("state_dir = \"relative\"\n"));
-    assert!(err.contains("state_dir") && err.contains("absolute"), "{err}");
+    assert!(
+        err.contains("state_dir") && err.contains("absolute"),
+        "{err}"
+    );
 
     let err = failure(&check("socket = \n"));
     assert!(err.contains("line 1"), "{err}");
 
-    let err = failure(&check("[registries.\"r.example\"]\nmirrors = [\"ftp://m\"]\n"));
+    let err = failure(&check(
+        "[registries.\"r.example\"]\nmirrors = [\"ftp://m\"]\n",
+    ));
     assert!(err.contains("mirrors[0]"), "{err}");
 }
 

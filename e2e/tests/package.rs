@@ -108,12 +108,19 @@ fn install_upgrade_remove_purge_in_a_throwaway_root() {
     assert!(version.starts_with("pvecri "), "{version}");
     // podinit runs in CT roots without libraries: no program interpreter.
     let headers = run(Command::new("readelf").arg("-lW").arg(&podinit)).unwrap();
-    assert!(!headers.contains("INTERP"), "podinit is not static:\n{headers}");
+    assert!(
+        !headers.contains("INTERP"),
+        "podinit is not static:\n{headers}"
+    );
 
     // The conffile is the commented default and passes the daemon's own check.
     let default = run(Command::new(&pvecri).args(["config", "default"])).unwrap();
     assert_eq!(std::fs::read_to_string(&config).unwrap(), default);
-    run(Command::new(&pvecri).arg("config").arg("check").arg(&config)).unwrap();
+    run(Command::new(&pvecri)
+        .arg("config")
+        .arg("check")
+        .arg(&config))
+    .unwrap();
     let status = dpkg_ok(r, &["-s", "pvecri"]);
     assert!(status.contains("Status: install ok installed"), "{status}");
     assert!(
@@ -128,7 +135,10 @@ fn install_upgrade_remove_purge_in_a_throwaway_root() {
     assert_eq!(unit_value(&e, "Service", "Delegate"), ["yes"]);
     assert_eq!(unit_value(&e, "Service", "Restart"), ["always"]);
     assert_eq!(unit_value(&e, "Service", "RuntimeDirectory"), ["pvecri"]);
-    assert_eq!(unit_value(&e, "Service", "RuntimeDirectoryPreserve"), ["yes"]);
+    assert_eq!(
+        unit_value(&e, "Service", "RuntimeDirectoryPreserve"),
+        ["yes"]
+    );
     assert_eq!(
         unit_value(&e, "Service", "ExecStartPre"),
         ["/usr/bin/pvecri config check /etc/pvecri/config.toml"]
@@ -166,7 +176,10 @@ fn install_upgrade_remove_purge_in_a_throwaway_root() {
     dpkg_ok(r, &["--force-confold", "-i", newer.to_str().unwrap()]);
     assert!(dpkg_ok(r, &["-s", "pvecri"]).contains("Version: 0.1.0-2"));
     assert_eq!(std::fs::read_to_string(&config).unwrap(), edited);
-    assert!(wants.symlink_metadata().is_ok(), "still enabled after upgrade");
+    assert!(
+        wants.symlink_metadata().is_ok(),
+        "still enabled after upgrade"
+    );
 
     // Remove keeps the conffile; purge takes it and the enablement.
     dpkg_ok(r, &["-r", "pvecri"]);
@@ -174,7 +187,10 @@ fn install_upgrade_remove_purge_in_a_throwaway_root() {
     assert_eq!(std::fs::read_to_string(&config).unwrap(), edited);
     dpkg_ok(r, &["-P", "pvecri"]);
     assert!(!config.exists());
-    assert!(wants.symlink_metadata().is_err(), "enablement left after purge");
+    assert!(
+        wants.symlink_metadata().is_err(),
+        "enablement left after purge"
+    );
 }
 
 #[test]
@@ -183,7 +199,10 @@ fn dependencies_are_met_by_lxc_or_lxc_pve_and_nothing_else() {
     let deb = deb_under_test(build.path()).unwrap();
     let deb_s = deb.to_str().unwrap();
     let depends = control_field(&deb, "Depends").unwrap();
-    assert!(depends.contains("lxc (>= 1:5.0) | lxc-pve (>= 5.0)"), "{depends}");
+    assert!(
+        depends.contains("lxc (>= 1:5.0) | lxc-pve (>= 5.0)"),
+        "{depends}"
+    );
     // Nothing that apt would weigh against Proxmox's packages.
     for field in ["Conflicts", "Breaks", "Replaces", "Provides", "Pre-Depends"] {
         assert_eq!(control_field(&deb, field).unwrap(), "", "{field} is set");
@@ -210,9 +229,16 @@ fn dependencies_are_met_by_lxc_or_lxc_pve_and_nothing_else() {
     )
     .unwrap();
     let text = String::from_utf8_lossy(&sim.stdout);
-    assert!(sim.status.success(), "{text}{}", String::from_utf8_lossy(&sim.stderr));
+    assert!(
+        sim.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&sim.stderr)
+    );
     assert!(text.contains("Inst pvecri"), "{text}");
-    assert!(!text.contains("\nRemv "), "apt would remove packages:\n{text}");
+    assert!(
+        !text.contains("\nRemv "),
+        "apt would remove packages:\n{text}"
+    );
 }
 
 #[test]
@@ -222,7 +248,13 @@ fn package_stays_out_of_proxmox_paths() {
     let paths = package_paths(&deb).unwrap();
     assert!(paths.contains(&"/usr/bin/pvecri".to_string()), "{paths:?}");
     for p in &paths {
-        for forbidden in ["/etc/lxc", "/var/lib/lxc", "/usr/share/lxc", "/etc/pve", "/var/lib/vz"] {
+        for forbidden in [
+            "/etc/lxc",
+            "/var/lib/lxc",
+            "/usr/share/lxc",
+            "/etc/pve",
+            "/var/lib/vz",
+        ] {
             assert!(
                 !(p == forbidden || p.starts_with(&format!("{forbidden}/"))),
                 "the package ships {p}"
@@ -231,10 +263,21 @@ fn package_stays_out_of_proxmox_paths() {
     }
     // Nor do its maintainer scripts name those paths.
     let scripts = tempfile::tempdir().unwrap();
-    run(Command::new("dpkg-deb").arg("-e").arg(&deb).arg(scripts.path())).unwrap();
+    run(Command::new("dpkg-deb")
+        .arg("-e")
+        .arg(&deb)
+        .arg(scripts.path()))
+    .unwrap();
     for script in ["postinst", "prerm", "postrm"] {
         let text = std::fs::read_to_string(scripts.path().join(script)).unwrap();
-        for forbidden in ["/etc/lxc", "/var/lib/lxc", "/etc/pve", "zfs ", "pct ", "pvesm"] {
+        for forbidden in [
+            "/etc/lxc",
+            "/var/lib/lxc",
+            "/etc/pve",
+            "zfs ",
+            "pct ",
+            "pvesm",
+        ] {
             assert!(!text.contains(forbidden), "{script} mentions {forbidden}");
         }
     }

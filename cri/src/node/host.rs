@@ -16,7 +16,9 @@ pub const REQUEST_DIR: &str = "run/pvecri-node";
 
 #[derive(Debug, thiserror::Error)]
 pub enum HostError {
-    #[error("cannot enter the host's mount namespace through {path}: {error} (the pod needs hostPID and privileges)")]
+    #[error(
+        "cannot enter the host's mount namespace through {path}: {error} (the pod needs hostPID and privileges)"
+    )]
     Namespace {
         path: PathBuf,
         error: std::io::Error,
@@ -114,7 +116,9 @@ impl Systemd {
             Err(HostError::Systemctl {
                 args: args.join(" "),
                 status: out.status.to_string(),
-                stderr: String::from_utf8_lossy(&out.stderr).trim().replace('\n', " "),
+                stderr: String::from_utf8_lossy(&out.stderr)
+                    .trim()
+                    .replace('\n', " "),
             })
         }
     }
@@ -181,15 +185,25 @@ impl Restarter for Nothing {
         Ok(())
     }
     fn enable(&self, service: HostService) -> Result<(), HostError> {
-        tracing::warn!(unit = service.unit(), "restart method none: enable it on the node");
+        tracing::warn!(
+            unit = service.unit(),
+            "restart method none: enable it on the node"
+        );
         Ok(())
     }
     fn restart(&self, service: HostService, why: &str) -> Result<(), HostError> {
-        tracing::warn!(unit = service.unit(), why, "restart method none: restart it on the node");
+        tracing::warn!(
+            unit = service.unit(),
+            why,
+            "restart method none: restart it on the node"
+        );
         Ok(())
     }
     fn stop(&self, service: HostService) -> Result<(), HostError> {
-        tracing::warn!(unit = service.unit(), "restart method none: stop it on the node");
+        tracing::warn!(
+            unit = service.unit(),
+            "restart method none: stop it on the node"
+        );
         Ok(())
     }
 }

@@ -142,10 +142,7 @@ fn read_payload(path: PathBuf) -> Result<Vec<u8>, NodeError> {
 
 /// The unit as the chart installs it: the package's unit with the binary under /usr/local.
 pub fn local_unit(package_unit: &str) -> String {
-    package_unit.replace(
-        &format!("/{PAYLOAD_PVECRI}"),
-        &format!("/{HOST_PVECRI}"),
-    )
+    package_unit.replace(&format!("/{PAYLOAD_PVECRI}"), &format!("/{HOST_PVECRI}"))
 }
 
 /// Places pvecri on the node and restarts what changed.
@@ -159,11 +156,19 @@ pub fn install(opts: &InstallOptions, restarter: &dyn Restarter) -> Result<Outco
     // The same check the unit runs before every start, before anything is touched.
     Config::load(&opts.config, true)?;
 
-    let unit = String::from_utf8_lossy(&read_payload(opts.payload.join(PAYLOAD_UNIT))?)
-        .into_owned();
+    let unit =
+        String::from_utf8_lossy(&read_payload(opts.payload.join(PAYLOAD_UNIT))?).into_owned();
     let mut wanted: Vec<(&str, Vec<u8>, u32)> = vec![
-        (HOST_PVECRI, read_payload(opts.payload.join(PAYLOAD_PVECRI))?, 0o755),
-        (HOST_PODINIT, read_payload(opts.payload.join(PAYLOAD_PODINIT))?, 0o755),
+        (
+            HOST_PVECRI,
+            read_payload(opts.payload.join(PAYLOAD_PVECRI))?,
+            0o755,
+        ),
+        (
+            HOST_PODINIT,
+            read_payload(opts.payload.join(PAYLOAD_PODINIT))?,
+            0o755,
+        ),
         (HOST_UNIT, local_unit(&unit).into_bytes(), 0o644),
         // The config may hold registry credentials.
         (HOST_CONFIG, read_payload(opts.config.clone())?, 0o600),
@@ -210,7 +215,10 @@ pub fn install(opts: &InstallOptions, restarter: &dyn Restarter) -> Result<Outco
         root,
         &Manifest {
             version: env!("CARGO_PKG_VERSION").to_string(),
-            files: wanted.iter().map(|(rel, _, _)| (*rel).to_string()).collect(),
+            files: wanted
+                .iter()
+                .map(|(rel, _, _)| (*rel).to_string())
+                .collect(),
         },
     )?;
 
@@ -350,12 +358,23 @@ mod tests {
         assert!(out.restarted_pvecri && out.restarted_kubelet);
         assert_eq!(
             r.take(),
-            ["reload", "enable pvecri.service", "restart pvecri.service", "restart kubelet.service"]
+            [
+                "reload",
+                "enable pvecri.service",
+                "restart pvecri.service",
+                "restart kubelet.service"
+            ]
         );
         let root = &s.opts.host_root;
-        assert_eq!(std::fs::read_to_string(root.join(HOST_PVECRI)).unwrap(), "pvecri v1");
+        assert_eq!(
+            std::fs::read_to_string(root.join(HOST_PVECRI)).unwrap(),
+            "pvecri v1"
+        );
         let unit = std::fs::read_to_string(root.join(HOST_UNIT)).unwrap();
-        assert!(unit.contains("ExecStart=/usr/local/bin/pvecri serve"), "{unit}");
+        assert!(
+            unit.contains("ExecStart=/usr/local/bin/pvecri serve"),
+            "{unit}"
+        );
         assert!(installed(root).unwrap());
 
         // Again, nothing changed: nothing restarts.
@@ -367,7 +386,10 @@ mod tests {
         std::fs::write(&s.opts.config, "log_level = \"info\"\n").unwrap();
         let out = install(&s.opts, &r).unwrap();
         assert_eq!(out.changed, [HOST_CONFIG]);
-        assert_eq!(r.take(), ["enable pvecri.service", "restart pvecri.service"]);
+        assert_eq!(
+            r.take(),
+            ["enable pvecri.service", "restart pvecri.service"]
+        );
     }
 
     #[test]
@@ -387,7 +409,9 @@ mod tests {
     fn a_bad_config_touches_nothing() {
         let s = setup();
         std::fs::write(&s.opts.config, "[storage]\ndriver = \"btrfs\"\n").unwrap();
-        let err = install(&s.opts, &Recorder::default()).unwrap_err().to_string();
+        let err = install(&s.opts, &Recorder::default())
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("storage.driver"), "{err}");
         assert_eq!(std::fs::read_dir(&s.opts.host_root).unwrap().count(), 0);
     }
@@ -414,7 +438,11 @@ mod tests {
         let root = &s.opts.host_root;
         use std::os::unix::fs::PermissionsExt;
         let mode = |rel: &str| {
-            std::fs::metadata(root.join(rel)).unwrap().permissions().mode() & 0o777
+            std::fs::metadata(root.join(rel))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777
         };
         assert_eq!(mode(HOST_PVE_TOKEN), 0o600);
         assert_eq!(mode(HOST_CONFIG), 0o600);
@@ -427,7 +455,15 @@ mod tests {
             r.take(),
             ["stop pvecri.service", "reload", "restart kubelet.service"]
         );
-        for rel in [HOST_PVECRI, HOST_PODINIT, HOST_UNIT, HOST_CONFIG, HOST_PVE_TOKEN, HOST_KUBELET_DROPIN, HOST_MANIFEST] {
+        for rel in [
+            HOST_PVECRI,
+            HOST_PODINIT,
+            HOST_UNIT,
+            HOST_CONFIG,
+            HOST_PVE_TOKEN,
+            HOST_KUBELET_DROPIN,
+            HOST_MANIFEST,
+        ] {
             assert!(!root.join(rel).exists(), "{rel} left");
         }
         assert!(root.join("etc/pvecri/notes").exists());

@@ -46,8 +46,8 @@ impl ApiAccess {
         let url = match url.filter(|u| !u.is_empty()) {
             Some(u) => u.trim_end_matches('/').to_string(),
             None => {
-                let host =
-                    std::env::var("KUBERNETES_SERVICE_HOST").map_err(|_| ApiAccessError::NoAddress)?;
+                let host = std::env::var("KUBERNETES_SERVICE_HOST")
+                    .map_err(|_| ApiAccessError::NoAddress)?;
                 let port =
                     std::env::var("KUBERNETES_SERVICE_PORT").unwrap_or_else(|_| "443".into());
                 if host.contains(':') {
@@ -73,7 +73,9 @@ impl ApiAccess {
 pub async fn daemonset_release(api: &ApiAccess, namespace: &str, name: &str) -> Release {
     let certs = match reqwest::Certificate::from_pem_bundle(&api.ca_pem) {
         Ok(c) if !c.is_empty() => c,
-        Ok(_) => return Release::Unknown("the service account CA file holds no certificate".into()),
+        Ok(_) => {
+            return Release::Unknown("the service account CA file holds no certificate".into());
+        }
         Err(e) => return Release::Unknown(format!("the service account CA: {e}")),
     };
     let client = match reqwest::Client::builder()

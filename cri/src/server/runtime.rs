@@ -12,8 +12,8 @@ use tonic::{Request, Response, Status};
 use crate::cni;
 use crate::config::CgroupDriver as ConfigCgroupDriver;
 use crate::daemon::Daemon;
-use crate::runtime::records::{ContainerRecord, PodRecord};
 use crate::runtime::pods::RUNTIME_HANDLER;
+use crate::runtime::records::{ContainerRecord, PodRecord};
 use crate::runtime::{Runtime, labels_match};
 use crate::stats;
 use podinit::api::ContainerState as PiState;
@@ -83,7 +83,8 @@ impl RuntimeApi {
                 .map(|name| RuntimeHandler {
                     name,
                     features: Some(RuntimeHandlerFeatures {
-                        recursive_read_only_mounts: crate::runtime::mounts::kernel_has_mount_setattr(),
+                        recursive_read_only_mounts:
+                            crate::runtime::mounts::kernel_has_mount_setattr(),
                         user_namespaces: false,
                     }),
                 })
