@@ -58,7 +58,7 @@ pub struct Config {
     /// (`localhost`, `127.0.0.0/8`, `::1`) is reached over plain HTTP without configuration,
     /// as Docker does.
     pub registries: imageservice::hosts::RegistriesConfig,
-    /// `[metrics]`: the Prometheus endpoint.
+    /// The Prometheus endpoint.
     pub metrics: crate::metrics::MetricsConfig,
 }
 

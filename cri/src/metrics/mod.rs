@@ -16,15 +16,19 @@ pub mod podhost;
 pub mod state;
 pub mod zpool;
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::config::ConfigError;
 
-/// `[metrics]` in the config.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+/// `[metrics]` in the config. The endpoint is plain HTTP without authentication: bind it to
+/// loopback or a management network, or put a proxy in front. `docs/metrics.md` lists every
+/// metric.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct MetricsConfig {
-    /// `host:port` to serve `/metrics` on (plain HTTP); empty turns the endpoint off.
+    /// `IP:port` to serve Prometheus metrics on (`GET /metrics`), for example
+    /// `127.0.0.1:9464` or `0.0.0.0:9464`; empty (the default) turns the endpoint off.
     pub address: String,
 }
 
