@@ -9,6 +9,13 @@ pub(crate) enum Kind {
     Symlink(String),
     Hardlink(String),
     Fifo,
+    /// Any type byte, size field and data, written as given (`link` in the link field).
+    Raw {
+        typeflag: u8,
+        size: u64,
+        data: Vec<u8>,
+        link: String,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -61,6 +68,22 @@ pub(crate) fn hardlink(path: &str, target: &str) -> E {
         kind: Kind::Hardlink(target.into()),
         mode: 0o644,
         mtime: 0,
+        xattrs: vec![],
+        pax: vec![],
+    }
+}
+
+pub(crate) fn raw(path: &str, typeflag: u8, size: u64, data: &[u8], link: &str) -> E {
+    E {
+        path: path.into(),
+        kind: Kind::Raw {
+            typeflag,
+            size,
+            data: data.to_vec(),
+            link: link.into(),
+        },
+        mode: 0o644,
+        mtime: 1_600_000_004,
         xattrs: vec![],
         pax: vec![],
     }
@@ -153,14 +176,31 @@ pub(crate) fn tar_ending(entries: &[E], end: TarEnd) -> Vec<u8> {
             out.extend(pax);
             pad(&mut out);
         }
-        let (kind, data, link): (_, &[u8], Option<&str>) = match &e.kind {
-            Kind::Dir => (tar::EntryType::Directory, &[], None),
-            Kind::File(d) => (tar::EntryType::Regular, d, None),
-            Kind::Symlink(t) => (tar::EntryType::Symlink, &[], Some(t)),
-            Kind::Hardlink(t) => (tar::EntryType::Link, &[], Some(t)),
-            Kind::Fifo => (tar::EntryType::Fifo, &[], None),
+        let (kind, data, link, size): (_, &[u8], Option<&str>, Option<u64>) = match &e.kind {
+            Kind::Dir => (tar::EntryType::Directory, &[], None, None),
+            Kind::File(d) => (tar::EntryType::Regular, d, None, None),
+            Kind::Symlink(t) => (tar::EntryType::Symlink, &[], Some(t), None),
+            Kind::Hardlink(t) => (tar::EntryType::Link, &[], Some(t), None),
+            Kind::Fifo => (tar::EntryType::Fifo, &[], None, None),
+            Kind::Raw {
+                typeflag,
+                size,
+                data,
+                link,
+            } => (
+                tar::EntryType::new(*typeflag),
+                data,
+                Some(link.as_str()),
+                Some(*size),
+            ),
         };
-        let mut h = raw_header(e.path.as_bytes(), kind, data.len() as u64, e.mode, e.mtime);
+        let size = size.unwrap_or(data.len() as u64);
+        let mut h = raw_header(e.path.as_bytes(), kind, size, e.mode, e.mtime);
+        if let Kind::Raw { typeflag, .. } = &e.kind {
+            // The byte as given: the tar crate writes `\0` as `0`.
+            h.as_mut_bytes()[156] = *typeflag;
+            h.set_cksum();
+        }
         if let Some(link) = link {
             h.set_link_name_literal(link.as_bytes()).unwrap();
             h.set_cksum();

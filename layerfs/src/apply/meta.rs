@@ -2,7 +2,6 @@
 //! extended attributes, and applying it to created files.
 
 use std::ffi::{OsStr, OsString};
-use std::io::Read;
 use std::os::fd::BorrowedFd;
 use std::os::unix::ffi::OsStrExt;
 
@@ -12,6 +11,8 @@ use nix::sys::time::TimeSpec;
 use nix::unistd::{Gid, Uid, fchown, fchownat};
 use serde::{Deserialize, Serialize};
 
+use super::archive::Header;
+use super::header::Time;
 use crate::error::StoreError;
 use crate::sys;
 
@@ -121,7 +122,8 @@ pub(crate) struct Meta {
 #[derive(Debug, Default, Clone, Copy)]
 pub(crate) struct Dropped {
     pub unsupported_xattrs: u64,
-    pub overlay_xattrs: u64,
+    /// `trusted.*` and overlayfs xattrs in the layer, which containerd ignores too.
+    pub ignored_xattrs: u64,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -132,57 +134,43 @@ pub(crate) struct MetaOptions {
 }
 
 impl Meta {
-    pub(crate) fn from_entry<R: Read>(
-        entry: &mut tar::Entry<'_, R>,
+    /// The metadata of an entry, as containerd applies it: owners (shifted if asked),
+    /// permission bits with setuid/setgid/sticky, times (the access time no earlier than
+    /// the modification time; times before the epoch or past 2262 are the epoch, Go's
+    /// `boundTime`), and the `SCHILY.xattr.*` PAX records but `trusted.*` ones (containerd
+    /// never sets those) and overlayfs ones.
+    pub(crate) fn from_header(
+        header: &Header,
         name: &str,
         opts: &MetaOptions,
         dropped: &mut Dropped,
     ) -> Result<Meta, StoreError> {
-        let header = entry.header();
-        let field = |what: &str, e: std::io::Error| {
-            StoreError::invalid(name, format!("bad {what} field: {e}"))
-        };
-        let uid = header.uid().map_err(|e| field("uid", e))?;
-        let gid = header.gid().map_err(|e| field("gid", e))?;
-        let mode = header.mode().map_err(|e| field("mode", e))? & 0o7777;
-        let header_mtime = header.mtime().map_err(|e| field("mtime", e))?;
-        let uid = u32::try_from(uid)
-            .map_err(|_| StoreError::invalid(name, format!("uid {uid} too large")))?;
-        let gid = u32::try_from(gid)
-            .map_err(|_| StoreError::invalid(name, format!("gid {gid} too large")))?;
+        let uid = u32::try_from(header.uid)
+            .map_err(|_| StoreError::invalid(name, format!("uid {} out of range", header.uid)))?;
+        let gid = u32::try_from(header.gid)
+            .map_err(|_| StoreError::invalid(name, format!("gid {} out of range", header.gid)))?;
         let (uid, gid) = match &opts.shift {
             Some(s) => (s.uid(uid, name)?, s.gid(gid, name)?),
             None => (uid, gid),
         };
-        let mut mtime = seconds(i64::try_from(header_mtime).unwrap_or(i64::MAX), 0);
-        let mut atime = None;
+        let mode = (header.mode & 0o7777) as u32;
+        let atime = header.atime.map_or(header.mtime, |a| a.max(header.mtime));
         let mut xattrs = Vec::new();
-        if let Some(pax) = entry.pax_extensions().map_err(|e| field("pax", e))? {
-            for ext in pax {
-                let ext = ext.map_err(|e| field("pax", e))?;
-                let key = ext.key_bytes();
-                if let Some(xname) = key.strip_prefix(b"SCHILY.xattr.") {
-                    if is_overlay_xattr(xname) {
-                        dropped.overlay_xattrs += 1;
-                        continue;
-                    }
-                    let mut value = ext.value_bytes().to_vec();
-                    if xname == CAPABILITY_XATTR
-                        && let Some(shift) = &opts.shift
-                    {
-                        value = shift_capability(&value, shift, name)?;
-                    }
-                    xattrs.push((OsStr::from_bytes(xname).to_owned(), value));
-                } else if key == b"mtime" {
-                    if let Some(t) = parse_pax_time(ext.value_bytes()) {
-                        mtime = t;
-                    }
-                } else if key == b"atime"
-                    && let Some(t) = parse_pax_time(ext.value_bytes())
-                {
-                    atime = Some(t);
-                }
+        for (key, value) in &header.pax {
+            let Some(xname) = key.strip_prefix(b"SCHILY.xattr.") else {
+                continue;
+            };
+            if xname.starts_with(b"trusted.") || is_overlay_xattr(xname) {
+                dropped.ignored_xattrs += 1;
+                continue;
             }
+            let mut value = value.clone();
+            if xname == CAPABILITY_XATTR
+                && let Some(shift) = &opts.shift
+            {
+                value = shift_capability(&value, shift, name)?;
+            }
+            xattrs.push((OsStr::from_bytes(xname).to_owned(), value));
         }
         if !opts.xattrs && !xattrs.is_empty() {
             dropped.unsupported_xattrs += xattrs.len() as u64;
@@ -192,8 +180,8 @@ impl Meta {
             uid,
             gid,
             mode,
-            atime: atime.unwrap_or(mtime),
-            mtime,
+            atime: bound(atime),
+            mtime: bound(header.mtime),
             xattrs,
         })
     }
@@ -315,25 +303,14 @@ impl Meta {
     }
 }
 
-fn seconds(secs: i64, nanos: i64) -> TimeSpec {
-    TimeSpec::new(secs, nanos)
-}
-
-/// PAX times are decimal seconds with an optional fraction: `1700000000.123456789`.
-fn parse_pax_time(value: &[u8]) -> Option<TimeSpec> {
-    let s = std::str::from_utf8(value).ok()?;
-    let (whole, frac) = s.split_once('.').unwrap_or((s, ""));
-    let secs: i64 = whole.parse().ok()?;
-    let mut nanos: i64 = 0;
-    for (i, c) in frac.chars().take(9).enumerate() {
-        let d = i64::from(c.to_digit(10)?);
-        nanos += d * 10i64.pow(8 - i as u32);
+/// Go's `boundTime`: a time before the epoch, or past what nanoseconds since the epoch hold
+/// in an `int64` (2262), is the epoch.
+fn bound(t: Time) -> TimeSpec {
+    let nanos = i128::from(t.secs) * 1_000_000_000 + i128::from(t.nanos);
+    if nanos < 0 || nanos > i128::from(i64::MAX) {
+        return TimeSpec::new(0, 0);
     }
-    if secs < 0 && nanos > 0 {
-        // -1.5 means 1.5 s before the epoch.
-        return Some(seconds(secs - 1, 1_000_000_000 - nanos));
-    }
-    Some(seconds(secs, nanos))
+    TimeSpec::new(t.secs, t.nanos)
 }
 
 #[cfg(test)]
@@ -383,14 +360,73 @@ mod tests {
     }
 
     #[test]
-    fn pax_times() {
-        let t = parse_pax_time(b"1700000000.5").unwrap();
-        assert_eq!((t.tv_sec(), t.tv_nsec()), (1_700_000_000, 500_000_000));
-        let t = parse_pax_time(b"12").unwrap();
-        assert_eq!((t.tv_sec(), t.tv_nsec()), (12, 0));
-        let t = parse_pax_time(b"-1.25").unwrap();
-        assert_eq!((t.tv_sec(), t.tv_nsec()), (-2, 750_000_000));
-        assert!(parse_pax_time(b"x").is_none());
+    fn times_are_bounded_as_go_bounds_them() {
+        let t = |secs, nanos| {
+            let b = bound(Time::new(secs, nanos));
+            (b.tv_sec(), b.tv_nsec())
+        };
+        assert_eq!(t(1_700_000_000, 5), (1_700_000_000, 5));
+        assert_eq!(t(-1, 0), (0, 0));
+        assert_eq!(t(0, -1), (0, 0));
+        assert_eq!(t(9_223_372_036, 854_775_807), (9_223_372_036, 854_775_807));
+        assert_eq!(t(9_223_372_036, 854_775_808), (0, 0));
+        assert_eq!(t(i64::MAX, 0), (0, 0));
+    }
+
+    fn header(pax: &[(&str, &[u8])]) -> Header {
+        Header {
+            typeflag: b'0',
+            name: b"f".to_vec(),
+            linkname: Vec::new(),
+            mode: 0o104_755,
+            uid: 7,
+            gid: 8,
+            size: 0,
+            mtime: Time::new(1_000, 0),
+            atime: None,
+            devmajor: 0,
+            devminor: 0,
+            pax: pax
+                .iter()
+                .map(|(k, v)| (k.as_bytes().to_vec(), v.to_vec()))
+                .collect(),
+            sparse: None,
+        }
+    }
+
+    #[test]
+    fn xattrs_modes_owners_and_times_from_the_header() {
+        let opts = MetaOptions {
+            shift: None,
+            xattrs: true,
+            chown: true,
+        };
+        let mut dropped = Dropped::default();
+        let mut h = header(&[
+            ("SCHILY.xattr.user.a", b"1"),
+            ("SCHILY.xattr.security.capability", b"cap"),
+            ("SCHILY.xattr.trusted.foo", b"x"),
+            ("SCHILY.xattr.trusted.overlay.opaque", b"y"),
+            ("SCHILY.xattr.user.overlay.redirect", b"r"),
+            ("LIBARCHIVE.xattr.user.b", b"2"),
+            ("SCHILY.xattr.user.empty", b""),
+        ]);
+        h.atime = Some(Time::new(500, 0));
+        let meta = Meta::from_header(&h, "f", &opts, &mut dropped).unwrap();
+        let names: Vec<&OsStr> = meta.xattrs.iter().map(|(n, _)| n.as_os_str()).collect();
+        assert_eq!(names, ["security.capability", "user.a", "user.empty"]);
+        assert_eq!(dropped.ignored_xattrs, 3);
+        assert_eq!(meta.mode, 0o4755);
+        assert_eq!((meta.uid, meta.gid), (7, 8));
+        // An access time before the modification time is the modification time.
+        assert_eq!(meta.atime.tv_sec(), 1_000);
+        h.atime = Some(Time::new(2_000, 0));
+        let meta = Meta::from_header(&h, "f", &opts, &mut dropped).unwrap();
+        assert_eq!((meta.atime.tv_sec(), meta.mtime.tv_sec()), (2_000, 1_000));
+        h.uid = -1;
+        assert!(Meta::from_header(&h, "f", &opts, &mut dropped).is_err());
+        h.uid = 1 << 32;
+        assert!(Meta::from_header(&h, "f", &opts, &mut dropped).is_err());
     }
 
     #[test]

@@ -11,8 +11,10 @@
 //! Names are read as containerd reads them: cleaned lexically (`a/../b` is `b`) and
 //! relative to the layer root, whether written `etc/x`, `./etc/x` or `/etc/x`; `/`, `.` and
 //! `./` are the root itself and set its metadata. The same holds for hard link targets and
-//! whiteouts. The archive may end without end-of-archive blocks, and its last entry without
-//! padding (module `archive`).
+//! whiteouts. The archive is read as Go's `archive/tar` reads it (module `archive`, with
+//! `header` for the header blocks): the same entries in the same places, whatever the size
+//! fields of links and directories say; it may end without end-of-archive blocks, and its
+//! last entry without padding.
 //!
 //! Parent paths (of entries, hard link targets and whiteouts) are resolved as containerd
 //! resolves them (`fs.RootPath`): as if the layer root were `/`. Symlinks are followed, an
@@ -28,6 +30,7 @@
 //! component of an entry: an existing one is replaced.
 
 mod archive;
+mod header;
 mod inroot;
 mod meta;
 mod names;

@@ -730,6 +730,56 @@ fn aufs_bookkeeping_is_read_as_containerd_reads_it() {
     sb.assert_confined();
 }
 
+/// Entry types and size fields read as Go's reader and containerd read them: links,
+/// symlinks, directories, devices and FIFOs have no data whatever their size field says
+/// (the next header follows theirs); a type `\0` entry ending with `/` is a directory, a
+/// type `0` one a file; contiguous files (`7`) and unknown types are refused.
+#[test]
+fn entry_types_and_sizes_as_containerd_reads_them() {
+    let sb = Sandbox::new();
+    sb.apply(&[
+        raw("l", b'2', 700, b"", "target"),
+        raw("d", b'5', 3, b"", ""),
+        raw("p", b'6', 1_000_000, b"", ""),
+        file("after", b"read from the right place"),
+        raw("olddir/", 0, 0, b"", ""),
+        raw("oldfile", 0, 5, b"old-f", ""),
+        raw("slash-but-file/", b'0', 4, b"file", ""),
+    ])
+    .unwrap();
+    let snap = snapshot(&sb.root);
+    assert_eq!(snap["l"], "symlink target");
+    assert_eq!(snap["d"], "dir");
+    assert_eq!(snap["after"], file_desc(b"read from the right place"));
+    assert_eq!(snap["olddir"], "dir");
+    assert_eq!(snap["oldfile"], file_desc(b"old-f"));
+    assert_eq!(snap["slash-but-file"], file_desc(b"file"));
+    // Data written after a header-only entry is read as the next header: not a valid one.
+    let err = Sandbox::new()
+        .apply(&[
+            raw("l", b'2', 10, b"0123456789", "target"),
+            file("after", b"x"),
+        ])
+        .unwrap_err();
+    assert!(err.is_bad_content(), "{err}");
+    for (typeflag, what) in [(b'7', "contiguous"), (b'V', "'V'"), (b'D', "'D'")] {
+        let err = Sandbox::new()
+            .apply(&[raw("c", typeflag, 3, b"abc", "")])
+            .unwrap_err();
+        match err {
+            StoreError::InvalidLayer {
+                ref entry,
+                ref reason,
+            } => {
+                assert_eq!(entry.as_deref(), Some("c"));
+                assert!(reason.contains(what), "{reason}");
+            }
+            other => panic!("type {}: {other:?}", typeflag as char),
+        }
+    }
+    sb.assert_confined();
+}
+
 #[test]
 fn malformed_entries_are_invalid() {
     for entries in [

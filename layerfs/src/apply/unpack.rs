@@ -16,12 +16,13 @@ use nix::fcntl::{AtFlags, OFlag, openat, readlinkat};
 use nix::sys::stat::{FileStat, Mode, SFlag, makedev, mkdirat, mknodat};
 use nix::sys::time::TimeSpec;
 use nix::unistd::{UnlinkatFlags, linkat, symlinkat, unlinkat};
-use tar::EntryType;
 
+use super::archive::{Entry as TarEntry, Header};
+use super::header::kind as tar_kind;
 use super::inroot::{self, WalkError};
 use super::meta::{Dropped, Meta, MetaOptions, is_overlay_xattr};
 use super::names::{EntryPath, NameKind, classify, join};
-use super::sparse::{self, Sparse};
+use super::sparse;
 use super::view::{LayerView, Node, OPAQUE_XATTR, ResolveError, Resolved};
 use super::{ApplyOptions, LowerLayers, Target};
 use crate::error::StoreError;
@@ -140,28 +141,17 @@ impl<'a> Unpacker<'a> {
     }
 
     /// Applies one tar entry.
-    pub(crate) fn entry<R: Read>(
-        &mut self,
-        entry: &mut tar::Entry<'_, R>,
-    ) -> Result<(), StoreError> {
-        let sparse = pax_sparse(entry)?;
-        // A PAX sparse file's header names a placeholder; the records name the file.
-        let raw = match sparse.as_ref().and_then(|s| s.name.clone()) {
-            Some(real) => real,
-            None => entry.path_bytes().into_owned(),
-        };
-        let name = String::from_utf8_lossy(&raw).into_owned();
-        let mut kind = entry.header().entry_type();
-        match kind {
-            EntryType::XGlobalHeader => return Ok(()),
-            // Old tars mark directories only by a trailing slash.
-            EntryType::Regular if raw.ends_with(b"/") => kind = EntryType::Directory,
-            _ => {}
+    pub(crate) fn entry<R: Read>(&mut self, entry: &mut TarEntry<'_, R>) -> Result<(), StoreError> {
+        let kind = entry.header.typeflag;
+        if kind == tar_kind::PAX_GLOBAL {
+            return Ok(());
         }
+        let raw = entry.header.name.clone();
+        let name = String::from_utf8_lossy(&raw).into_owned();
         self.stats.entries += 1;
         let path = EntryPath::parse(&raw, &name)?;
         let Some(last) = path.name() else {
-            return self.root_entry(entry, kind, &name);
+            return self.root_entry(&entry.header, kind, &name);
         };
         match classify(last, &name)? {
             NameKind::Opaque => return self.opaque(path.parent(), &name),
@@ -169,47 +159,42 @@ impl<'a> Unpacker<'a> {
             NameKind::Normal => {}
         }
         let last = last.to_owned();
-        if kind == EntryType::Link {
-            let target = entry
-                .link_name_bytes()
-                .ok_or_else(|| StoreError::invalid(&name, "hard link without a target"))?
-                .into_owned();
-            let target = EntryPath::parse(&target, &name)?;
+        if kind == tar_kind::LINK {
+            let target = EntryPath::parse(&entry.header.linkname, &name)?;
             let parent = self.dir(path.parent(), &name, Need::Create, "parent")?;
             return self.hardlink(&parent, &last, &target, &name);
         }
-        if sparse.is_some() && !matches!(kind, EntryType::Regular | EntryType::Continuous) {
-            return Err(StoreError::invalid(
-                &name,
-                "sparse file records on an entry that is not a regular file",
-            ));
-        }
-        let meta = Meta::from_entry(entry, &name, &self.meta_opts(), &mut self.dropped)?;
+        let meta = Meta::from_header(&entry.header, &name, &self.meta_opts(), &mut self.dropped)?;
         let parent = self.dir(path.parent(), &name, Need::Create, "parent")?;
         match kind {
-            EntryType::Directory => self.make_dir(&parent, &last, &meta, &name),
-            EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse => {
-                self.make_file(&parent, &last, &meta, entry, sparse.as_ref(), &name)
+            tar_kind::DIR => self.make_dir(&parent, &last, &meta, &name),
+            // `S`: the old GNU sparse form. containerd refuses it (its own switch lacks the
+            // type Go's reader leaves it with); reading it as the file it is loses nothing.
+            tar_kind::REG | tar_kind::GNU_SPARSE => {
+                self.make_file(&parent, &last, &meta, entry, &name)
             }
-            EntryType::Symlink => {
-                let target = entry
-                    .link_name_bytes()
-                    .ok_or_else(|| StoreError::invalid(&name, "symlink without a target"))?
-                    .into_owned();
+            tar_kind::SYMLINK => {
+                let target = entry.header.linkname.clone();
                 if target.is_empty() {
                     return Err(StoreError::invalid(&name, "symlink with an empty target"));
                 }
                 self.make_symlink(&parent, &last, &target, &meta, &name)
             }
-            EntryType::Char | EntryType::Block | EntryType::Fifo => {
-                let header = entry.header();
-                let major = header.device_major().ok().flatten().unwrap_or(0);
-                let minor = header.device_minor().ok().flatten().unwrap_or(0);
+            tar_kind::CHAR | tar_kind::BLOCK | tar_kind::FIFO => {
                 let sflag = match kind {
-                    EntryType::Char => SFlag::S_IFCHR,
-                    EntryType::Block => SFlag::S_IFBLK,
+                    tar_kind::CHAR => SFlag::S_IFCHR,
+                    tar_kind::BLOCK => SFlag::S_IFBLK,
                     _ => SFlag::S_IFIFO,
                 };
+                let number = |n: i64, what: &str| {
+                    u32::try_from(n).map_err(|_| {
+                        StoreError::invalid(&name, format!("device {what} number {n} out of range"))
+                    })
+                };
+                let (major, minor) = (
+                    number(entry.header.devmajor, "major")?,
+                    number(entry.header.devminor, "minor")?,
+                );
                 let dev = if sflag == SFlag::S_IFIFO {
                     0
                 } else {
@@ -217,9 +202,15 @@ impl<'a> Unpacker<'a> {
                 };
                 self.make_node(&parent, &last, sflag, dev, &meta, &name)
             }
+            // containerd refuses what its switch does not know, contiguous files (`7`)
+            // included, though GNU tar would write them as regular files.
+            tar_kind::CONT => Err(StoreError::invalid(
+                &name,
+                "unsupported tar entry type '7' (contiguous file), as in containerd",
+            )),
             other => Err(StoreError::invalid(
                 &name,
-                format!("unsupported tar entry type {other:?}"),
+                format!("unsupported tar entry type {:?}", other as char),
             )),
         }
     }
@@ -245,10 +236,10 @@ impl<'a> Unpacker<'a> {
                 "extended attributes dropped: the file system of the store does not support them"
             );
         }
-        if self.dropped.overlay_xattrs > 0 {
+        if self.dropped.ignored_xattrs > 0 {
             tracing::warn!(
-                count = self.dropped.overlay_xattrs,
-                "overlayfs xattrs in the layer ignored"
+                count = self.dropped.ignored_xattrs,
+                "trusted.* and overlayfs xattrs in the layer ignored, as containerd ignores them"
             );
         }
         Ok((self.stats, self.dropped))
@@ -670,19 +661,14 @@ impl<'a> Unpacker<'a> {
 
     // ---- entries -------------------------------------------------------------------
 
-    fn root_entry<R: Read>(
-        &mut self,
-        entry: &mut tar::Entry<'_, R>,
-        kind: EntryType,
-        name: &str,
-    ) -> Result<(), StoreError> {
-        if kind != EntryType::Directory {
+    fn root_entry(&mut self, header: &Header, kind: u8, name: &str) -> Result<(), StoreError> {
+        if kind != tar_kind::DIR {
             return Err(StoreError::invalid(
                 name,
                 "the layer root must be a directory",
             ));
         }
-        let meta = Meta::from_entry(entry, name, &self.meta_opts(), &mut self.dropped)?;
+        let meta = Meta::from_header(header, name, &self.meta_opts(), &mut self.dropped)?;
         let root = self.open_root()?;
         self.replace_xattrs(root.as_fd(), &meta, name)?;
         meta.apply_to_fd(
@@ -761,8 +747,7 @@ impl<'a> Unpacker<'a> {
         parent: &Dir,
         name: &OsStr,
         meta: &Meta,
-        data: &mut tar::Entry<'_, R>,
-        sparse: Option<&Sparse>,
+        data: &mut TarEntry<'_, R>,
         entry: &str,
     ) -> Result<(), StoreError> {
         let create = || {
@@ -779,25 +764,26 @@ impl<'a> Unpacker<'a> {
         };
         let fd = self.create_non_dir(parent, name, entry, "creating file", create)?;
         let mut file = File::from(fd);
-        if let Some(sparse) = sparse {
-            let physical = data.size();
-            sparse::write(sparse, data, physical, &mut file, &mut self.buf)
+        if let Some(fragments) = data.header.sparse.clone() {
+            let (size, physical) = (data.header.size, data.remaining());
+            sparse::write(&fragments, size, data, physical, &mut file, &mut self.buf)
                 .map_err(|e| StoreError::invalid(entry, e))?;
-        }
-        while sparse.is_none() {
-            let n = match data.read(&mut self.buf) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    return Err(StoreError::invalid(
-                        entry,
-                        format!("reading file data: {e}"),
-                    ));
-                }
-            };
-            file.write_all(&self.buf[..n])
-                .map_err(|e| StoreError::io(format!("writing {entry:?}"), e))?;
+        } else {
+            loop {
+                let n = match data.read(&mut self.buf) {
+                    Ok(0) => break,
+                    Ok(n) => n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => {
+                        return Err(StoreError::invalid(
+                            entry,
+                            format!("reading file data: {e}"),
+                        ));
+                    }
+                };
+                file.write_all(&self.buf[..n])
+                    .map_err(|e| StoreError::io(format!("writing {entry:?}"), e))?;
+            }
         }
         meta.apply_to_fd(
             file.as_fd(),
@@ -1314,28 +1300,6 @@ impl<'a> Unpacker<'a> {
         }
         Ok(())
     }
-}
-
-/// The PAX sparse description of an entry, if it has one.
-fn pax_sparse<R: Read>(entry: &mut tar::Entry<'_, R>) -> Result<Option<Sparse>, StoreError> {
-    let header_name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
-    let bad = |e: String| StoreError::invalid(&header_name, e);
-    let mut records = Vec::new();
-    if let Some(extensions) = entry
-        .pax_extensions()
-        .map_err(|e| bad(format!("reading PAX records: {e}")))?
-    {
-        for ext in extensions {
-            let ext = ext.map_err(|e| bad(format!("reading PAX records: {e}")))?;
-            if ext.key_bytes().starts_with(b"GNU.sparse.") {
-                records.push((ext.key_bytes().to_vec(), ext.value_bytes().to_vec()));
-            }
-        }
-    }
-    if records.is_empty() {
-        return Ok(None);
-    }
-    sparse::from_pax(records.iter().map(|(k, v)| (k.as_slice(), v.as_slice()))).map_err(bad)
 }
 
 /// An overlayfs whiteout: a character device 0:0.
