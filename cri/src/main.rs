@@ -53,6 +53,9 @@ struct HostArgs {
     /// How services on the host are restarted.
     #[arg(long, env = "PVECRI_RESTART", value_enum, default_value = "auto")]
     restart: node::host::RestartMethod,
+    /// The process whose mount namespace is the host's, for systemctl (the pod has hostPID).
+    #[arg(long, env = "PVECRI_HOST_PID", default_value_t = 1, value_name = "PID")]
+    host_pid: u32,
 }
 
 #[derive(Subcommand)]
@@ -158,7 +161,7 @@ fn node_command(command: NodeCommand) -> anyhow::Result<()> {
             kubelet_dropin,
             wait,
         } => {
-            let restarter = node::host::restarter(host.restart, &host.host_root);
+            let restarter = node::host::restarter(host.restart, &host.host_root, host.host_pid);
             let opts = node::InstallOptions {
                 host_root: host.host_root,
                 payload,
@@ -215,7 +218,7 @@ fn node_command(command: NodeCommand) -> anyhow::Result<()> {
                     }
                 }
             }
-            let restarter = node::host::restarter(host.restart, &host.host_root);
+            let restarter = node::host::restarter(host.restart, &host.host_root, host.host_pid);
             let outcome = node::uninstall(&host.host_root, restarter.as_ref())?;
             tracing::info!(changed = ?outcome.changed, "pvecri removed from the host");
             Ok(())

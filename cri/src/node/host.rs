@@ -1,5 +1,6 @@
 //! Restarting services on the host from inside the installer's pod: `systemctl` run in the
-//! mount namespace of the host's PID 1 (the pod has `hostPID`), as `nsenter -t 1 -m` would;
+//! mount namespace of the host's PID 1 (the pod has `hostPID`), as `nsenter -t 1 -m` would
+//! (tests name another process whose mount namespace plays the host's);
 //! or, on a host without systemd (and in tests, whose host root is a temporary directory),
 //! request files that a supervisor or a test can act on.
 
@@ -80,12 +81,15 @@ pub enum RestartMethod {
     None,
 }
 
-/// The host's systemd, driven through the mount namespace of PID 1.
-pub struct Systemd;
+/// The host's systemd, driven through the mount namespace of the host's init.
+pub struct Systemd {
+    /// The process whose mount namespace is the host's: 1 with `hostPID`.
+    pub host_pid: u32,
+}
 
 impl Systemd {
     fn systemctl(&self, args: &[&str]) -> Result<(), HostError> {
-        let ns_path = PathBuf::from("/proc/1/ns/mnt");
+        let ns_path = PathBuf::from(format!("/proc/{}/ns/mnt", self.host_pid));
         let ns = File::open(&ns_path).map_err(|error| HostError::Namespace {
             path: ns_path.clone(),
             error,
@@ -208,23 +212,26 @@ impl Restarter for Nothing {
     }
 }
 
-/// Whether the host runs systemd and this process sees the host's PID 1.
-pub fn host_runs_systemd(host_root: &Path) -> bool {
+/// Whether the host runs systemd and this process sees the host's init as `host_pid`.
+pub fn host_runs_systemd(host_root: &Path, host_pid: u32) -> bool {
     host_root.join("run/systemd/system").is_dir()
-        && std::fs::read_to_string("/proc/1/comm").is_ok_and(|c| c.trim() == "systemd")
+        && std::fs::read_to_string(format!("/proc/{host_pid}/comm"))
+            .is_ok_and(|c| c.trim() == "systemd")
 }
 
-pub fn restarter(method: RestartMethod, host_root: &Path) -> Box<dyn Restarter> {
+pub fn restarter(method: RestartMethod, host_root: &Path, host_pid: u32) -> Box<dyn Restarter> {
     let files = || {
         Box::new(RequestFiles {
             dir: host_root.join(REQUEST_DIR),
         })
     };
     match method {
-        RestartMethod::Systemd => Box::new(Systemd),
+        RestartMethod::Systemd => Box::new(Systemd { host_pid }),
         RestartMethod::File => files(),
         RestartMethod::None => Box::new(Nothing),
-        RestartMethod::Auto if host_runs_systemd(host_root) => Box::new(Systemd),
+        RestartMethod::Auto if host_runs_systemd(host_root, host_pid) => {
+            Box::new(Systemd { host_pid })
+        }
         RestartMethod::Auto => files(),
     }
 }
@@ -247,8 +254,8 @@ mod tests {
     #[test]
     fn auto_without_systemd_in_the_host_root_uses_files() {
         let dir = tempfile::tempdir().unwrap();
-        assert!(!host_runs_systemd(dir.path()));
-        let r = restarter(RestartMethod::Auto, dir.path());
+        assert!(!host_runs_systemd(dir.path(), 1));
+        let r = restarter(RestartMethod::Auto, dir.path(), 1);
         r.stop(HostService::Pvecri).unwrap();
         assert!(dir.path().join(REQUEST_DIR).join("pvecri.stop").is_file());
     }

@@ -62,7 +62,7 @@ pub enum NodeError {
     Config(#[from] crate::config::ConfigError),
     #[error("manifest {path}: {message}")]
     Manifest { path: PathBuf, message: String },
-    #[error("{0}")]
+    #[error(transparent)]
     Host(#[from] host::HostError),
 }
 
