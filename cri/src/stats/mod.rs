@@ -39,6 +39,9 @@ const MIN_CPU_WINDOW_NS: i64 = 1_000_000_000;
 pub struct Stats {
     cpu: Mutex<HashMap<String, CpuPoint>>,
     fs: Mutex<FsCache>,
+    /// Where each pod's cgroup is, by pod id, for the CT init it was found through: finding it
+    /// reads the daemon's mount table, which grows with the pods.
+    places: Mutex<HashMap<String, (u32, Cgroup)>>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -92,6 +95,31 @@ impl Stats {
     pub fn retain(&self, live: &HashSet<String>) {
         let mut map = self.cpu.lock().unwrap_or_else(|p| p.into_inner());
         map.retain(|k, _| live.contains(k));
+        let mut places = self.places.lock().unwrap_or_else(|p| p.into_inner());
+        places.retain(|pod, _| live.contains(&pod_key(pod)));
+    }
+
+    /// The cgroup of the pod whose CT init is `init_pid` (blocking).
+    fn pod_cgroup(
+        &self,
+        pod_id: &str,
+        init_pid: u32,
+    ) -> std::result::Result<Cgroup, cgroup::CgroupError> {
+        if let Some((pid, cg)) = self
+            .places
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(pod_id)
+            && *pid == init_pid
+        {
+            return Ok(cg.clone());
+        }
+        let cg = Cgroup::of_pod(init_pid)?;
+        self.places
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(pod_id.to_string(), (init_pid, cg.clone()));
+        Ok(cg)
     }
 
     pub fn forget(&self, key: &str) {
@@ -190,7 +218,9 @@ pub async fn gather(rt: &Runtime, sel: Selection) -> Result<(String, Vec<PodSamp
                 continue;
             }
         };
-        let found = tokio::task::spawn_blocking(move || Cgroup::of_pod(init_pid))
+        let stats = rt.stats.clone();
+        let id = pod.id.clone();
+        let found = tokio::task::spawn_blocking(move || stats.pod_cgroup(&id, init_pid))
             .await
             .map_err(|e| RuntimeError::internal(format!("stats task: {e}")))?;
         match found {
