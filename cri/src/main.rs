@@ -64,19 +64,8 @@ enum NodeCommand {
     Install {
         #[command(flatten)]
         host: HostArgs,
-        /// The package's file tree (usr/bin/pvecri, usr/lib/pvecri/podinit, the unit).
-        #[arg(long, env = "PVECRI_PAYLOAD", default_value = "/", value_name = "DIR")]
-        payload: PathBuf,
-        /// The config.toml to install as /etc/pvecri/config.toml.
-        #[arg(long, env = "PVECRI_NODE_CONFIG", value_name = "FILE")]
-        config: PathBuf,
-        /// The Proxmox API token file to install as /etc/pvecri/pve-token (mode 0600).
-        #[arg(long, env = "PVECRI_NODE_PVE_TOKEN", value_name = "FILE")]
-        pve_token: Option<PathBuf>,
-        /// A systemd drop-in for kubelet.service; without it a drop-in installed before is
-        /// removed.
-        #[arg(long, env = "PVECRI_NODE_KUBELET_DROPIN", value_name = "FILE")]
-        kubelet_dropin: Option<PathBuf>,
+        #[command(flatten)]
+        inputs: InstallInputs,
         /// After installing, stay until SIGTERM (the DaemonSet's container).
         #[arg(long)]
         wait: bool,
@@ -93,11 +82,43 @@ enum NodeCommand {
         #[arg(long, env = "PVECRI_KUBE_API", value_name = "URL")]
         kube_api: Option<String>,
     },
-    /// Exit 0 when this version's install is on the host (the DaemonSet's readiness).
+    /// Exit 0 when the host holds what `install` with these inputs places (the DaemonSet's
+    /// readiness).
     Installed {
         #[command(flatten)]
         host: HostArgs,
+        #[command(flatten)]
+        inputs: InstallInputs,
     },
+}
+
+#[derive(clap::Args)]
+struct InstallInputs {
+    /// The package's file tree (usr/bin/pvecri, usr/lib/pvecri/podinit, the unit).
+    #[arg(long, env = "PVECRI_PAYLOAD", default_value = "/", value_name = "DIR")]
+    payload: PathBuf,
+    /// The config.toml to install as /etc/pvecri/config.toml.
+    #[arg(long, env = "PVECRI_NODE_CONFIG", value_name = "FILE")]
+    config: PathBuf,
+    /// The Proxmox API token file to install as /etc/pvecri/pve-token (mode 0600).
+    #[arg(long, env = "PVECRI_NODE_PVE_TOKEN", value_name = "FILE")]
+    pve_token: Option<PathBuf>,
+    /// A systemd drop-in for kubelet.service; without it a drop-in installed before is
+    /// removed.
+    #[arg(long, env = "PVECRI_NODE_KUBELET_DROPIN", value_name = "FILE")]
+    kubelet_dropin: Option<PathBuf>,
+}
+
+impl InstallInputs {
+    fn options(self, host_root: PathBuf) -> node::InstallOptions {
+        node::InstallOptions {
+            host_root,
+            payload: self.payload,
+            config: self.config,
+            pve_token: self.pve_token,
+            kubelet_dropin: self.kubelet_dropin,
+        }
+    }
 }
 
 #[derive(clap::Args)]
@@ -153,22 +174,9 @@ fn main() -> ExitCode {
 fn node_command(command: NodeCommand) -> anyhow::Result<()> {
     init_logging(LogLevel::Info);
     match command {
-        NodeCommand::Install {
-            host,
-            payload,
-            config,
-            pve_token,
-            kubelet_dropin,
-            wait,
-        } => {
+        NodeCommand::Install { host, inputs, wait } => {
             let restarter = node::host::restarter(host.restart, &host.host_root, host.host_pid);
-            let opts = node::InstallOptions {
-                host_root: host.host_root,
-                payload,
-                config,
-                pve_token,
-                kubelet_dropin,
-            };
+            let opts = inputs.options(host.host_root);
             let outcome = node::install(&opts, restarter.as_ref())?;
             tracing::info!(
                 changed = ?outcome.changed,
@@ -223,8 +231,8 @@ fn node_command(command: NodeCommand) -> anyhow::Result<()> {
             tracing::info!(changed = ?outcome.changed, "pvecri removed from the host");
             Ok(())
         }
-        NodeCommand::Installed { host } => {
-            if node::installed(&host.host_root)? {
+        NodeCommand::Installed { host, inputs } => {
+            if node::installed(&inputs.options(host.host_root.clone()))? {
                 Ok(())
             } else {
                 anyhow::bail!(

@@ -5,9 +5,9 @@
 //! What the install test substitutes, and what it does not: the installer image is the real
 //! one (`scripts/build-image` from a package of the binaries under test), pushed to a local
 //! registry. The node's host root is a temporary directory (`hostRoot`), so the install
-//! cannot touch this machine's /usr or /etc, and as that root has no systemd the installer
-//! writes restart requests (`restart.method: file`) instead of running systemctl; the test
-//! reads them. The pvecri that runs the pods is the e2e harness's daemon, not the one
+//! cannot touch this machine's /usr or /etc; as that root has no systemd, the default
+//! `restart.method: auto` makes the installer write restart requests instead of running
+//! systemctl (the pod still gets hostPID, as on a real node); the test reads them. The pvecri that runs the pods is the e2e harness's daemon, not the one
 //! installed into the temporary root.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -556,7 +556,6 @@ async fn install_upgrade_uninstall(
             r#"
 image: {{repository: "{repository}", tag: test}}
 hostRoot: "{root}"
-restart: {{method: file}}
 kubernetesApi: "{api}"
 kubelet: {{configure: true}}
 pve: {{token: "root@pam!k8s=00000000-0000-0000-0000-000000000000"}}

@@ -86,6 +86,42 @@ pub struct Manifest {
     pub version: String,
     /// Relative to the host root.
     pub files: Vec<String>,
+    /// Digest of the version and the config, token and drop-in installed: a pod is ready
+    /// when the node holds exactly what it installs, not what an earlier pod did.
+    #[serde(default)]
+    pub inputs: String,
+}
+
+/// A file as placed on the host: its path under the host root, its content, its mode.
+type HostFile = (&'static str, Vec<u8>, u32);
+
+impl InstallOptions {
+    /// The config, token and drop-in as installed, with their host paths and modes.
+    fn inputs(&self) -> Result<Vec<HostFile>, NodeError> {
+        // The config may hold registry credentials.
+        let mut inputs = vec![(HOST_CONFIG, read_payload(self.config.clone())?, 0o600)];
+        if let Some(token) = &self.pve_token {
+            inputs.push((HOST_PVE_TOKEN, read_payload(token.clone())?, 0o600));
+        }
+        if let Some(dropin) = &self.kubelet_dropin {
+            inputs.push((HOST_KUBELET_DROPIN, read_payload(dropin.clone())?, 0o644));
+        }
+        Ok(inputs)
+    }
+}
+
+fn inputs_digest(inputs: &[HostFile]) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(env!("CARGO_PKG_VERSION").as_bytes());
+    for (rel, bytes, mode) in inputs {
+        h.update([0]);
+        h.update(rel.as_bytes());
+        h.update(mode.to_le_bytes());
+        h.update((bytes.len() as u64).to_le_bytes());
+        h.update(bytes);
+    }
+    hex::encode(h.finalize())
 }
 
 /// What an install or uninstall did, for the log and for tests.
@@ -158,7 +194,9 @@ pub fn install(opts: &InstallOptions, restarter: &dyn Restarter) -> Result<Outco
 
     let unit =
         String::from_utf8_lossy(&read_payload(opts.payload.join(PAYLOAD_UNIT))?).into_owned();
-    let mut wanted: Vec<(&str, Vec<u8>, u32)> = vec![
+    let inputs = opts.inputs()?;
+    let digest = inputs_digest(&inputs);
+    let mut wanted: Vec<HostFile> = vec![
         (
             HOST_PVECRI,
             read_payload(opts.payload.join(PAYLOAD_PVECRI))?,
@@ -170,15 +208,8 @@ pub fn install(opts: &InstallOptions, restarter: &dyn Restarter) -> Result<Outco
             0o755,
         ),
         (HOST_UNIT, local_unit(&unit).into_bytes(), 0o644),
-        // The config may hold registry credentials.
-        (HOST_CONFIG, read_payload(opts.config.clone())?, 0o600),
     ];
-    if let Some(token) = &opts.pve_token {
-        wanted.push((HOST_PVE_TOKEN, read_payload(token.clone())?, 0o600));
-    }
-    if let Some(dropin) = &opts.kubelet_dropin {
-        wanted.push((HOST_KUBELET_DROPIN, read_payload(dropin.clone())?, 0o644));
-    }
+    wanted.extend(inputs);
 
     let before = read_manifest(root)?;
     let mut outcome = Outcome::default();
@@ -219,6 +250,7 @@ pub fn install(opts: &InstallOptions, restarter: &dyn Restarter) -> Result<Outco
                 .iter()
                 .map(|(rel, _, _)| (*rel).to_string())
                 .collect(),
+            inputs: digest,
         },
     )?;
 
@@ -272,9 +304,12 @@ pub fn uninstall(host_root: &Path, restarter: &dyn Restarter) -> Result<Outcome,
     Ok(outcome)
 }
 
-/// Whether the node holds this version's install (the DaemonSet's readiness).
-pub fn installed(host_root: &Path) -> Result<bool, NodeError> {
-    Ok(read_manifest(host_root)?.is_some_and(|m| m.version == env!("CARGO_PKG_VERSION")))
+/// Whether the node holds what `opts` installs: this version with this config, token and
+/// drop-in (the DaemonSet's readiness; a new pod is not ready on what an older one placed).
+pub fn installed(opts: &InstallOptions) -> Result<bool, NodeError> {
+    let digest = inputs_digest(&opts.inputs()?);
+    Ok(read_manifest(&opts.host_root)?
+        .is_some_and(|m| m.version == env!("CARGO_PKG_VERSION") && m.inputs == digest))
 }
 
 #[cfg(test)]
@@ -375,16 +410,18 @@ mod tests {
             unit.contains("ExecStart=/usr/local/bin/pvecri serve"),
             "{unit}"
         );
-        assert!(installed(root).unwrap());
+        assert!(installed(&s.opts).unwrap());
 
         // Again, nothing changed: nothing restarts.
         let out = install(&s.opts, &r).unwrap();
         assert_eq!(out, Outcome::default());
         assert!(r.take().is_empty());
 
-        // A new config restarts pvecri only.
+        // A new config restarts pvecri only; until it is installed the node is not ready.
         std::fs::write(&s.opts.config, "log_level = \"info\"\n").unwrap();
+        assert!(!installed(&s.opts).unwrap());
         let out = install(&s.opts, &r).unwrap();
+        assert!(installed(&s.opts).unwrap());
         assert_eq!(out.changed, [HOST_CONFIG]);
         assert_eq!(
             r.take(),
