@@ -281,6 +281,7 @@ fn node_from_entry(entry: &TarEntry, kind: &EntryKind, inode: u64) -> anyhow::Re
             minor: u64::from(*minor),
         },
         EntryKind::Hardlink(_) => bail!("hard links are resolved by the caller"),
+        EntryKind::Raw { .. } => bail!("raw entries have no expected node"),
     };
     Ok(Node {
         mode: if matches!(kind, NodeKind::Symlink(_)) {

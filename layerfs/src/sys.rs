@@ -149,6 +149,25 @@ fn xattr_name(name: &OsStr) -> io::Result<CString> {
     CString::new(name.as_bytes()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))
 }
 
+/// Whether this process runs in a user namespace (moby/sys's `userns.RunningInUserNS`,
+/// which containerd asks): its uid map is anything but the whole identity map.
+pub(crate) fn in_user_namespace() -> bool {
+    static IN_USERNS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *IN_USERNS.get_or_init(|| {
+        std::fs::read_to_string("/proc/self/uid_map").is_ok_and(|map| uid_map_is_userns(&map))
+    })
+}
+
+fn uid_map_is_userns(map: &str) -> bool {
+    let mut lines = map.lines().filter(|l| !l.trim().is_empty());
+    let first: Vec<&str> = lines
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    lines.next().is_some() || first != ["0", "0", "4294967295"]
+}
+
 /// Whether an xattr call failed because the file system has no xattrs (or not this kind).
 pub(crate) fn is_unsupported(e: &io::Error) -> bool {
     e.raw_os_error() == Some(libc::EOPNOTSUPP)
@@ -351,6 +370,14 @@ pub(crate) fn fsync(fd: BorrowedFd<'_>) -> io::Result<()> {
 mod tests {
     use super::*;
     use std::os::unix::fs::symlink;
+
+    #[test]
+    fn user_namespaces_are_told_by_the_uid_map() {
+        assert!(!uid_map_is_userns("         0          0 4294967295\n"));
+        assert!(uid_map_is_userns("         0     100000      65536\n"));
+        assert!(uid_map_is_userns("0 0 4294967295\n1 1 1\n"));
+        assert!(uid_map_is_userns(""));
+    }
 
     #[test]
     fn in_root_resolves_escapes_inside_and_no_symlinks_refuses_them() {

@@ -185,7 +185,8 @@ pub fn multi_layer(format: ImageFormat) -> anyhow::Result<TestImage> {
     )
 }
 
-/// Mode of the root entry `/` of the last layer of [`umoci_image`].
+/// Mode of the root entry `/` of the last layer of [`umoci_image`] (which containerd, and
+/// so pvecri, ignores).
 pub const UMOCI_ROOT_MODE: u32 = 0o751;
 /// `/etc/os-release` of [`umoci_image`].
 pub const UMOCI_OS_RELEASE: &str = "NAME=\"pvecri umoci test\"\nID=umoci\n";
@@ -204,7 +205,7 @@ pub fn umoci_last_file() -> String {
 /// layer is what umoci 0.4.7's `insert` makes: no end-of-archive blocks and no padding after
 /// its last entry. The top layer adds `/etc/os-release` ([`UMOCI_OS_RELEASE`]), a hard link
 /// `/bin/busybox.link` to the base's `/bin/busybox`, a symlink `/usr/bin/os-release ->
-/// /etc/os-release`, whites out `/etc/motd`, sets the root's mode to [`UMOCI_ROOT_MODE`],
+/// /etc/os-release`, whites out `/etc/motd`, has a root entry of mode [`UMOCI_ROOT_MODE`],
 /// and ends with `/etc/umoci-last` ([`umoci_last_file`]).
 pub fn umoci_image() -> anyhow::Result<TestImage> {
     let mut base = LayerBuilder::new();
@@ -228,6 +229,66 @@ pub fn umoci_image() -> anyhow::Result<TestImage> {
         ImageFormat::Oci(Compression::Gzip),
         base_config(host_arch()),
         &[base, insert],
+    )
+}
+
+/// `/run/app.pid` of [`quirks_image`], written as `var/run/app.pid`.
+pub const QUIRKS_PID: &str = "4242\n";
+/// The file of [`quirks_image`] that follows a symlink entry with a size field.
+pub const QUIRKS_AFTER: &str = "read from the right place\n";
+
+/// `quirks`: what other build tools write and containerd takes, each as containerd takes
+/// it. The base is [`busybox_layer`] with `/run`, `/usr/lib` and symlinks `var/run ->
+/// /run`, `var/lock -> ../../../run/lock` (climbing out of the root, and dangling) and
+/// `lib -> usr/lib`. The second layer has a root entry `./` of mode 0700 (ignored), writes
+/// `var/run/app.pid` ([`QUIRKS_PID`], landing at `/run/app.pid`), `var/run/gone`,
+/// `var/lock/app.lock` (landing at `/run/lock/app.lock`), `lib/libquirk.so`; AUFS
+/// bookkeeping: `.wh..wh.plnk/1234.5678` hard-linked as `/usr/bin/shared`, `.wh..wh.aufs`;
+/// a symlink `/etc/sized-link` whose size field says 2048 with no data after it, then
+/// `/etc/after-sized-link` ([`QUIRKS_AFTER`]); type `\0` entries `olddir/` (a directory)
+/// and `oldfile`. The third layer whites out `var/run/gone` (gone from `/run`).
+pub fn quirks_image() -> anyhow::Result<TestImage> {
+    let mut base = busybox_layer()?;
+    base.dir("run", 0o755)
+        .dir("usr/lib", 0o755)
+        .symlink("var/run", "/run")
+        .symlink("var/lock", "../../../run/lock")
+        .symlink("lib", "usr/lib");
+    let mut tools = LayerBuilder::new();
+    tools
+        .dir("./", 0o700)
+        .file("var/run/app.pid", QUIRKS_PID, 0o644)
+        .file("var/run/gone", "whited out by the next layer\n", 0o644)
+        .file("var/lock/app.lock", "locked\n", 0o644)
+        .file("lib/libquirk.so", "quirk\n", 0o755)
+        .dir(".wh..wh.plnk", 0o700)
+        .file(".wh..wh.plnk/1234.5678", "shared by hard links\n", 0o755)
+        .hardlink("usr/bin/shared", ".wh..wh.plnk/1234.5678")
+        .file(".wh..wh.aufs", "", 0o600)
+        .raw("etc/sized-link", b'2', 2048, "/etc/motd", Vec::new())
+        .file("etc/after-sized-link", QUIRKS_AFTER, 0o644)
+        .raw("olddir/", 0, 0, "", Vec::new())
+        .raw("oldfile", 0, 6, "", "old-f\n");
+    let mut later = LayerBuilder::new();
+    later.whiteout("var/run/gone");
+    TestImage::build(
+        "quirks",
+        ImageFormat::Oci(Compression::Gzip),
+        base_config(host_arch()),
+        &[base, tools, later],
+    )
+}
+
+/// `contiguous`: busybox and a layer with a contiguous file (type `7`), which containerd
+/// refuses ("unhandled tar header type").
+pub fn contiguous_image() -> anyhow::Result<TestImage> {
+    let mut layer = LayerBuilder::new();
+    layer.raw("etc/contiguous", b'7', 4, "", "data");
+    TestImage::build(
+        "contiguous",
+        ImageFormat::Oci(Compression::Gzip),
+        base_config(host_arch()),
+        &[busybox_layer()?, layer],
     )
 }
 

@@ -65,6 +65,15 @@ pub enum EntryKind {
         major: u32,
         minor: u32,
     },
+    /// A header as given: any type byte, size field and link name, followed by `data`
+    /// (padded), whatever they say about each other. For entries that only some readers
+    /// take as their writer meant (a symlink with a size, a type `7` file, a type `\0`).
+    Raw {
+        typeflag: u8,
+        size_field: u64,
+        link: String,
+        data: Vec<u8>,
+    },
 }
 
 /// One tar entry, exactly as written: `path` is raw (it may hold `..`, start with `/` or `./`).
@@ -129,11 +138,13 @@ impl TarEntry {
         }
     }
 
-    /// The tar size field: contents length for regular files, 0 otherwise.
+    /// The bytes of data written after the header: contents length for regular files and
+    /// the data of raw entries, 0 otherwise.
     pub fn size(&self) -> u64 {
         match &self.kind {
             EntryKind::File(FileSource::Bytes(b)) => b.len() as u64,
             EntryKind::File(FileSource::Path { size, .. }) => *size,
+            EntryKind::Raw { data, .. } => data.len() as u64,
             _ => 0,
         }
     }
@@ -219,6 +230,27 @@ impl LayerBuilder {
         self.entry(TarEntry::new(
             path,
             EntryKind::Hardlink(target.to_owned()),
+            0o644,
+        ))
+    }
+
+    /// A raw entry (see [`EntryKind::Raw`]).
+    pub fn raw(
+        &mut self,
+        path: &str,
+        typeflag: u8,
+        size_field: u64,
+        link: &str,
+        data: impl Into<Vec<u8>>,
+    ) -> &mut Self {
+        self.entry(TarEntry::new(
+            path,
+            EntryKind::Raw {
+                typeflag,
+                size_field,
+                link: link.to_owned(),
+                data: data.into(),
+            },
             0o644,
         ))
     }
@@ -602,6 +634,7 @@ fn write_entry<W: Write>(builder: &mut tar::Builder<W>, entry: &TarEntry) -> any
         EntryKind::Fifo => (EntryType::Fifo, None),
         EntryKind::CharDevice { .. } => (EntryType::Char, None),
         EntryKind::BlockDevice { .. } => (EntryType::Block, None),
+        EntryKind::Raw { typeflag, link, .. } => (EntryType::new(*typeflag), Some(link)),
     };
     header.set_entry_type(entry_type);
     if let Some(target) = link {
@@ -628,6 +661,16 @@ fn write_entry<W: Write>(builder: &mut tar::Builder<W>, entry: &TarEntry) -> any
     header.set_gid(entry.gid.min(USTAR_MAX_ID));
     header.set_mtime(entry.mtime);
     header.set_size(entry.size());
+    if let EntryKind::Raw {
+        typeflag,
+        size_field,
+        ..
+    } = &entry.kind
+    {
+        // As given: the tar crate writes type `\0` as `0`.
+        header.as_mut_bytes()[156] = *typeflag;
+        header.set_size(*size_field);
+    }
     for (name, value) in &entry.xattrs {
         pax.push((format!("SCHILY.xattr.{name}"), value.clone()));
     }
@@ -656,7 +699,9 @@ fn write_entry<W: Write>(builder: &mut tar::Builder<W>, entry: &TarEntry) -> any
             // A file that changed size since it was measured would corrupt the archive.
             builder.append(&header, file.take(*size))?;
         }
-        EntryKind::File(FileSource::Bytes(bytes)) => builder.append(&header, bytes.as_slice())?,
+        EntryKind::File(FileSource::Bytes(bytes)) | EntryKind::Raw { data: bytes, .. } => {
+            builder.append(&header, bytes.as_slice())?
+        }
         _ => builder.append(&header, io::empty())?,
     }
     Ok(())

@@ -10,7 +10,7 @@
 //!
 //! Names are read as containerd reads them: cleaned lexically (`a/../b` is `b`) and
 //! relative to the layer root, whether written `etc/x`, `./etc/x` or `/etc/x`; `/`, `.` and
-//! `./` are the root itself and set its metadata. The same holds for hard link targets and
+//! `./` are the root itself, and such an entry is ignored, as containerd ignores it. The same holds for hard link targets and
 //! whiteouts. The archive is read as Go's `archive/tar` reads it (module `archive`, with
 //! `header` for the header blocks): the same entries in the same places, whatever the size
 //! fields of links and directories say; it may end without end-of-archive blocks, and its
@@ -86,6 +86,9 @@ pub struct ApplyOptions {
     pub xattrs: bool,
     /// Whether to set owners (needs root). Off only for tests running unprivileged.
     pub chown: bool,
+    /// Whether block and character devices can be made. In a user namespace they cannot,
+    /// and containerd skips them (with a warning): so does the applier where this is off.
+    pub devices: bool,
 }
 
 impl Default for ApplyOptions {
@@ -94,6 +97,7 @@ impl Default for ApplyOptions {
             id_shift: None,
             xattrs: true,
             chown: true,
+            devices: !crate::sys::in_user_namespace(),
         }
     }
 }
@@ -108,8 +112,8 @@ pub struct Applied {
     pub inodes_created: u64,
     /// Extended attributes the target file system could not store.
     pub xattrs_dropped: u64,
-    /// Whether the layer had an entry for its root directory (`./`).
-    pub root_set: bool,
+    /// Block and character devices skipped (see [`ApplyOptions::devices`]).
+    pub devices_skipped: u64,
 }
 
 /// Applies the layer read from `reader`, compressed as `compression`, to `target`.
@@ -137,7 +141,7 @@ pub fn apply_layer(
         entries: stats.entries,
         inodes_created: stats.inodes_created,
         xattrs_dropped: dropped.unsupported_xattrs,
-        root_set: stats.root_set,
+        devices_skipped: stats.devices_skipped,
     })
 }
 

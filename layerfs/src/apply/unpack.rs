@@ -17,7 +17,7 @@ use nix::sys::stat::{FileStat, Mode, SFlag, makedev, mkdirat, mknodat};
 use nix::sys::time::TimeSpec;
 use nix::unistd::{UnlinkatFlags, linkat, symlinkat, unlinkat};
 
-use super::archive::{Entry as TarEntry, Header};
+use super::archive::Entry as TarEntry;
 use super::header::kind as tar_kind;
 use super::inroot::{self, WalkError};
 use super::meta::{Dropped, Meta, MetaOptions, is_overlay_xattr};
@@ -35,7 +35,7 @@ const COPY_BUFFER: usize = 256 * 1024;
 pub(crate) struct Stats {
     pub entries: u64,
     pub inodes_created: u64,
-    pub root_set: bool,
+    pub devices_skipped: u64,
 }
 
 /// An open directory inside the root and its real path (no symlinks) relative to the root.
@@ -149,9 +149,18 @@ impl<'a> Unpacker<'a> {
         let raw = entry.header.name.clone();
         let name = String::from_utf8_lossy(&raw).into_owned();
         self.stats.entries += 1;
+        // Before anything else, as containerd's `skipFile`: even a whiteout so typed.
+        if matches!(kind, tar_kind::CHAR | tar_kind::BLOCK) && !self.opts.devices {
+            tracing::warn!(entry = %name, "device ignored: devices cannot be made in a user namespace");
+            self.stats.devices_skipped += 1;
+            return Ok(());
+        }
         let path = EntryPath::parse(&raw, &name)?;
+        // An entry for the root itself (`/`, `./`, `a/..`), of whatever type, is ignored,
+        // as containerd ignores it ("resolved to root"): the root keeps the metadata the
+        // store gives it.
         let Some(last) = path.name() else {
-            return self.root_entry(&entry.header, kind, &name);
+            return Ok(());
         };
         match classify(last, &name)? {
             NameKind::Opaque => return self.opaque(path.parent(), &name),
@@ -660,29 +669,6 @@ impl<'a> Unpacker<'a> {
     }
 
     // ---- entries -------------------------------------------------------------------
-
-    fn root_entry(&mut self, header: &Header, kind: u8, name: &str) -> Result<(), StoreError> {
-        if kind != tar_kind::DIR {
-            return Err(StoreError::invalid(
-                name,
-                "the layer root must be a directory",
-            ));
-        }
-        let meta = Meta::from_header(header, name, &self.meta_opts(), &mut self.dropped)?;
-        let root = self.open_root()?;
-        self.replace_xattrs(root.as_fd(), &meta, name)?;
-        meta.apply_to_fd(
-            root.as_fd(),
-            &self.meta_opts(),
-            false,
-            name,
-            &mut self.dropped,
-        )?;
-        self.dir_times
-            .push((PathBuf::new(), meta.atime, meta.mtime));
-        self.stats.root_set = true;
-        Ok(())
-    }
 
     /// Removes xattrs of an existing directory that the entry replacing it does not have.
     fn replace_xattrs(

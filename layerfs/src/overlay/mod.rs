@@ -20,7 +20,6 @@ use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::io::Read;
 use std::os::fd::{AsFd, OwnedFd};
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -57,8 +56,6 @@ struct LayerRecord {
     info: LayerInfo,
     inodes: u64,
     compressed_digest: Digest,
-    /// Whether the layer set the metadata of its root directory (a `./` entry).
-    root_set: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -271,6 +268,7 @@ impl OverlayStore {
             id_shift: self.opts.id_shift,
             xattrs: self.user_xattrs,
             chown: true,
+            ..ApplyOptions::default()
         };
         let applied = apply_layer(
             reader,
@@ -295,7 +293,6 @@ impl OverlayStore {
             info: info.clone(),
             inodes,
             compressed_digest: applied.digests.compressed_digest.clone(),
-            root_set: applied.root_set,
         };
         files::write_json(&work.join("layer.json"), &record)?;
         if self.opts.sync {
@@ -346,20 +343,14 @@ impl OverlayStore {
         )
     }
 
-    /// Gives a new upper directory the root metadata of the image (the topmost layer
-    /// that set it), since overlayfs shows the upper's root.
-    fn init_upper_root(&self, upper: &Path, top: Option<&Digest>) -> Result<(), StoreError> {
-        let (mut uid, mut gid) = self.opts.id_shift.map(|s| s.root()).unwrap_or((0, 0));
-        let mut mode = 0o755;
-        if let Some(top) = top
-            && let Some((path, _)) = self.chain(top)?.into_iter().find(|(_, r)| r.root_set)
-        {
-            let md = std::fs::metadata(&path).map_err(|e| StoreError::io_at("stat", &path, e))?;
-            (uid, gid, mode) = (md.uid(), md.gid(), md.mode() & 0o7777);
-        }
+    /// Gives a new upper directory the root of a container's root filesystem: owned by the
+    /// container's root, mode 0755, as containerd's overlay snapshotter makes it (a layer's
+    /// own entry for its root is ignored, as containerd ignores it).
+    fn init_upper_root(&self, upper: &Path) -> Result<(), StoreError> {
+        let (uid, gid) = self.opts.id_shift.map(|s| s.root()).unwrap_or((0, 0));
         std::os::unix::fs::chown(upper, Some(uid), Some(gid))
             .map_err(|e| StoreError::io_at("chown", upper, e))?;
-        std::fs::set_permissions(upper, std::os::unix::fs::PermissionsExt::from_mode(mode))
+        std::fs::set_permissions(upper, std::os::unix::fs::PermissionsExt::from_mode(0o755))
             .map_err(|e| StoreError::io_at("chmod", upper, e))
     }
 
@@ -539,7 +530,7 @@ impl LayerStore for OverlayStore {
         let guard = RemoveOnDrop(Some(work.clone()));
         files::ensure_dir(&work.join("upper"))?;
         files::ensure_dir(&work.join("work"))?;
-        self.init_upper_root(&work.join("upper"), top)?;
+        self.init_upper_root(&work.join("upper"))?;
         let record = RootfsRecord {
             id: id.to_owned(),
             top: top.cloned(),

@@ -394,6 +394,7 @@ impl ZfsStore {
                 id_shift: self.opts.id_shift,
                 xattrs: self.xattrs,
                 chown: true,
+                ..ApplyOptions::default()
             };
             apply_layer(reader, req.compression, Target::Merged(root.as_fd()), &opts)?
         };
