@@ -7,6 +7,8 @@
 
 #[path = "layerfs/crash.rs"]
 mod crash;
+#[path = "layerfs/idmap.rs"]
+mod idmap;
 #[path = "layerfs/lifecycle.rs"]
 mod lifecycle;
 #[path = "layerfs/malicious.rs"]

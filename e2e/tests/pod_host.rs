@@ -145,6 +145,7 @@ impl Fixture {
             resources: PodResources::default(),
             sysctls: BTreeMap::new(),
             privileged: true,
+            idmap: None,
             labels: BTreeMap::from([("app".to_string(), "e2e".to_string())]),
         }
     }

@@ -55,6 +55,7 @@ fn spec(state: &Path, podinit: &Path, id: String) -> PodSpec {
         resources: PodResources::default(),
         sysctls: BTreeMap::new(),
         privileged: true,
+        idmap: None,
         labels: BTreeMap::new(),
     }
 }

@@ -12,7 +12,11 @@
 //!    in the same pass and publishes the layer only when both match. On `overlay`
 //!    ([`LayerStore::parallel_apply`]) all layers of an image may be applied at once; on
 //!    `zfs` a layer needs its parent first.
-//! 3. [`LayerStore::create_rootfs`] per container, from the image's top layer.
+//! 3. [`LayerStore::create_rootfs`] per container, from the image's top layer. For a
+//!    container in a user namespace, [`RootfsOptions::idmap`] makes its files show the
+//!    container's ids: idmapped lower layers on overlay ([`idmap`]), else a shifted copy
+//!    ([`shift`]; ZFS clones, and overlay where the file system cannot be idmapped). The
+//!    layers keep their owners either way.
 //!
 //! Errors are [`StoreError`]; [`StoreError::is_bad_content`] tells a bad layer (digest
 //! mismatch, unsafe entry, malformed tar, wrong compression) from a failing machine.
@@ -66,8 +70,10 @@ mod compression;
 mod digest;
 mod error;
 mod files;
+pub mod idmap;
 mod inflight;
 mod overlay;
+pub mod shift;
 mod store;
 mod stream;
 mod sys;

@@ -57,6 +57,11 @@ pub struct RootfsOptions {
     /// Limit on the bytes the container may write (zfs `refquota`; the whole filesystem
     /// including the image counts). Not supported by the overlay driver.
     pub quota_bytes: Option<u64>,
+    /// For a container in a user namespace: the owners its files must show. Ids `0..count`
+    /// of the image appear as `host..`, through idmapped mounts where the file system has
+    /// them (overlay lower layers), else by shifting the container's own copy (a ZFS clone,
+    /// or an overlay upper that every file is copied into).
+    pub idmap: Option<crate::idmap::IdMap>,
 }
 
 /// Space and inodes the store uses (for CRI ImageFsInfo).
@@ -113,6 +118,10 @@ pub struct StoreOptions {
     /// `lowerdir+` API (which older kernels lack). For tests of the fallback.
     #[doc(hidden)]
     pub legacy_overlay_mount: bool,
+    /// Overlay: shift a copy of idmapped root filesystems as if the file system had no
+    /// idmapped mounts. For tests of the fallback.
+    #[doc(hidden)]
+    pub shift_instead_of_idmap: bool,
 }
 
 impl Default for StoreOptions {
@@ -122,6 +131,7 @@ impl Default for StoreOptions {
             sync: true,
             parent_wait: Duration::from_secs(30),
             legacy_overlay_mount: false,
+            shift_instead_of_idmap: false,
         }
     }
 }

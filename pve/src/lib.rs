@@ -51,7 +51,7 @@ use async_trait::async_trait;
 pub use config::{DriverKind, PodHostConfig, build};
 pub use error::PodHostError;
 pub use spec::{
-    CgroupDriver, CtInfo, CtRuntime, CtStatus, NetworkMode, PodResources, PodSpec,
+    CgroupDriver, CtInfo, CtRuntime, CtStatus, IdMap, IdRange, NetworkMode, PodResources, PodSpec,
     UNPRIVILEGED_ID_BASE, UNPRIVILEGED_ID_COUNT,
 };
 
@@ -66,6 +66,11 @@ pub use spec::{
 pub trait PodHost: Send + Sync {
     /// `"lxc"` or `"pve"`.
     fn driver(&self) -> &'static str;
+
+    /// Whether unprivileged CTs with the ID map of [`PodSpec::idmap`] work (pods with
+    /// `hostUsers: false`); the daemon advertises user namespaces only then. No default:
+    /// a wrapper must pass the answer on.
+    fn supports_user_namespaces(&self) -> bool;
 
     /// Defines the CT (not started). [`PodHostError::AlreadyExists`] if the id is taken.
     async fn create(&self, spec: &PodSpec) -> Result<(), PodHostError>;

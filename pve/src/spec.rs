@@ -16,6 +16,66 @@ pub const UNPRIVILEGED_ID_BASE: u32 = 100_000;
 /// Number of ids mapped into an unprivileged CT.
 pub const UNPRIVILEGED_ID_COUNT: u32 = 65_536;
 
+/// One contiguous range of ids: ids `0..count` inside the CT are `host..host + count` on the
+/// host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdRange {
+    pub host: u32,
+    pub count: u32,
+}
+
+/// The ID map of an unprivileged CT (one range for users, one for groups).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdMap {
+    pub uid: IdRange,
+    pub gid: IdRange,
+}
+
+impl IdMap {
+    /// Proxmox's default for unprivileged CTs: 0 -> 100000, 65536 ids.
+    pub const PROXMOX_DEFAULT: IdMap = IdMap {
+        uid: IdRange {
+            host: UNPRIVILEGED_ID_BASE,
+            count: UNPRIVILEGED_ID_COUNT,
+        },
+        gid: IdRange {
+            host: UNPRIVILEGED_ID_BASE,
+            count: UNPRIVILEGED_ID_COUNT,
+        },
+    };
+
+    /// Host uid and gid of the CT's root.
+    pub fn root(&self) -> (u32, u32) {
+        (self.uid.host, self.gid.host)
+    }
+
+    /// Checks that each range is non-empty, fits in 32 bits and leaves the host's root out.
+    pub fn validate(&self) -> Result<(), SpecError> {
+        for (what, r) in [("uid", self.uid), ("gid", self.gid)] {
+            if r.count == 0 {
+                return Err(invalid("idmap", format!("the {what} range is empty")));
+            }
+            if r.host == 0 {
+                return Err(invalid(
+                    "idmap",
+                    format!("the {what} range would map the CT's ids onto the host's root (0)"),
+                ));
+            }
+            // The kernel refuses ranges that wrap around; (uid_t)-1 is never an id.
+            if u64::from(r.host) + u64::from(r.count) > u64::from(u32::MAX) {
+                return Err(invalid(
+                    "idmap",
+                    format!(
+                        "the {what} range {}+{} goes past the last id (4294967294)",
+                        r.host, r.count
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Network namespace of the pod CT.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -82,9 +142,14 @@ pub struct PodSpec {
     pub resources: PodResources,
     /// Namespaced sysctls, `net.*` only with an isolated network.
     pub sysctls: BTreeMap<String, String>,
-    /// `true`: privileged CT (container root is host root). `false`: unprivileged CT with ids
-    /// 0.. mapped to [`UNPRIVILEGED_ID_BASE`].. ([`UNPRIVILEGED_ID_COUNT`] of them).
+    /// `true`: privileged CT (container root is host root). `false`: unprivileged CT with its
+    /// own user namespace, whose ids are mapped as [`PodSpec::idmap`] says.
     pub privileged: bool,
+    /// The ID map of an unprivileged CT (the kubelet's, for `hostUsers: false` pods);
+    /// `None` is Proxmox's default, [`IdMap::PROXMOX_DEFAULT`]. Must be `None` when
+    /// privileged.
+    #[serde(default)]
+    pub idmap: Option<IdMap>,
     pub labels: BTreeMap<String, String>,
 }
 
@@ -159,11 +224,15 @@ impl PodSpec {
     /// Host uid/gid that root inside this pod's CT has: podinit, and whatever it creates in
     /// the pod directory, is owned by it.
     pub fn ct_root_host_ids(&self) -> (u32, u32) {
-        if self.privileged {
-            (0, 0)
-        } else {
-            (UNPRIVILEGED_ID_BASE, UNPRIVILEGED_ID_BASE)
+        match self.user_idmap() {
+            None => (0, 0),
+            Some(map) => map.root(),
         }
+    }
+
+    /// The CT's ID map: `None` for a privileged CT, else the one given or Proxmox's default.
+    pub fn user_idmap(&self) -> Option<IdMap> {
+        (!self.privileged).then(|| self.idmap.unwrap_or(IdMap::PROXMOX_DEFAULT))
     }
 
     /// Checks every field a driver renders into a CT definition.
@@ -185,6 +254,15 @@ impl PodSpec {
         }
         sysctl::validate_all(&self.sysctls, self.network)
             .map_err(|e| invalid("sysctls", e.to_string()))?;
+        if let Some(map) = &self.idmap {
+            if self.privileged {
+                return Err(invalid(
+                    "idmap",
+                    "a privileged CT has no ID map (its ids are the host's)",
+                ));
+            }
+            map.validate()?;
+        }
         if !self.privileged && (self.host_pid || self.host_ipc) {
             return Err(invalid(
                 "privileged",
@@ -284,6 +362,7 @@ pub(crate) mod tests {
             resources: PodResources::default(),
             sysctls: BTreeMap::new(),
             privileged: true,
+            idmap: None,
             labels: BTreeMap::new(),
         }
     }
@@ -371,8 +450,46 @@ pub(crate) mod tests {
     fn unprivileged_root_is_the_mapped_base() {
         let mut s = spec();
         assert_eq!(s.ct_root_host_ids(), (0, 0));
+        assert_eq!(s.user_idmap(), None);
         s.privileged = false;
         assert_eq!(s.ct_root_host_ids(), (100_000, 100_000));
+        assert_eq!(s.user_idmap(), Some(IdMap::PROXMOX_DEFAULT));
+        s.idmap = Some(IdMap {
+            uid: IdRange {
+                host: 1000,
+                count: 100_000,
+            },
+            gid: IdRange {
+                host: 2000,
+                count: 65_536,
+            },
+        });
+        s.validate().unwrap();
+        assert_eq!(s.ct_root_host_ids(), (1000, 2000));
+    }
+
+    #[test]
+    fn id_maps_are_checked() {
+        let range = |host, count| IdRange { host, count };
+        let mut s = spec();
+        s.idmap = Some(IdMap::PROXMOX_DEFAULT);
+        assert_eq!(s.validate().unwrap_err().field, "idmap", "privileged");
+        s.privileged = false;
+        s.validate().unwrap();
+        for (uid, gid) in [
+            (range(0, 65_536), range(100_000, 65_536)),
+            (range(100_000, 0), range(100_000, 65_536)),
+            (range(100_000, 65_536), range(u32::MAX - 1, 2)),
+            (range(u32::MAX, 1), range(100_000, 65_536)),
+        ] {
+            s.idmap = Some(IdMap { uid, gid });
+            assert_eq!(s.validate().unwrap_err().field, "idmap", "{uid:?} {gid:?}");
+        }
+        s.idmap = Some(IdMap {
+            uid: range(u32::MAX - 1, 1),
+            gid: range(1, u32::MAX - 1),
+        });
+        s.validate().unwrap();
     }
 
     proptest! {

@@ -5,7 +5,7 @@
 //! (Proxmox ships `root:100000:65536`). Checking up front turns LXC's late start failure into a
 //! create error that says what to fix.
 
-use std::path::{Path, PathBuf};
+use crate::spec::IdMap;
 
 /// `true` when one `root` (or `0`) line of a subuid/subgid file covers `[start, start+count)`.
 pub fn root_has_range(file: &str, start: u64, count: u64) -> bool {
@@ -32,30 +32,25 @@ pub fn shadow_idmap_tools_installed() -> bool {
 }
 
 /// `None` when the idmap can be used; otherwise what is missing.
-pub fn check_root_delegation(start: u32, count: u32) -> Option<String> {
+pub fn check_root_delegation(map: &IdMap) -> Option<String> {
     if !shadow_idmap_tools_installed() {
         return None;
     }
-    let files = [PathBuf::from("/etc/subuid"), PathBuf::from("/etc/subgid")];
-    let missing: Vec<&Path> = files
-        .iter()
-        .filter(|f| {
-            let text = std::fs::read_to_string(f).unwrap_or_default();
-            !root_has_range(&text, u64::from(start), u64::from(count))
+    let missing: Vec<String> = [("/etc/subuid", map.uid), ("/etc/subgid", map.gid)]
+        .into_iter()
+        .filter(|(file, range)| {
+            let text = std::fs::read_to_string(file).unwrap_or_default();
+            !root_has_range(&text, u64::from(range.host), u64::from(range.count))
         })
-        .map(PathBuf::as_path)
+        .map(|(file, range)| format!("`root:{}:{}` in {file}", range.host, range.count))
         .collect();
     if missing.is_empty() {
         return None;
     }
     Some(format!(
-        "unprivileged pods need `root:{start}:{count}` in {} (newuidmap is installed, and LXC \
-         then maps ids through it)",
-        missing
-            .iter()
-            .map(|p| p.display().to_string())
-            .collect::<Vec<_>>()
-            .join(" and ")
+        "this unprivileged pod needs {} (newuidmap is installed, and LXC then maps ids \
+         through it)",
+        missing.join(" and ")
     ))
 }
 

@@ -38,6 +38,10 @@ impl PodHost for TimedPodHost {
         self.inner.driver()
     }
 
+    fn supports_user_namespaces(&self) -> bool {
+        self.inner.supports_user_namespaces()
+    }
+
     async fn create(&self, spec: &PodSpec) -> Result<(), PodHostError> {
         self.inner.create(spec).await
     }

@@ -226,17 +226,36 @@ impl Runtime {
             })?;
         let id = record.id.clone();
         let cri_mounts = record.config.mounts.clone();
+        // A pod in its own user namespace: the container's files and volumes must show its
+        // ID map (the pod's config was checked at RunPodSandbox).
+        let idmap = super::namespaces::user_namespace(&pod.config)
+            .unwrap_or_default()
+            .map(|m| super::namespaces::rootfs_idmap(&m));
+        let ctr_dir_owned = ctr_dir.clone();
         let prepared = Self::blocking(move || {
             // The mounts first: they are checked, and cost nothing to drop.
             let prepared = mounts::prepare(&cri_mounts)?;
+            if let Some(map) = &idmap {
+                mounts::idmap_all(&prepared, map)?;
+            }
             std::fs::create_dir_all(&rootfs).map_err(|e| {
                 RuntimeError::internal(format!("creating {}: {e}", rootfs.display()))
             })?;
+            if let Some(map) = &idmap {
+                // podinit, the CT's root, writes the container's status there.
+                let (uid, gid) = map.root();
+                std::os::unix::fs::chown(&ctr_dir_owned, Some(uid), Some(gid)).map_err(|e| {
+                    RuntimeError::internal(format!("chown {}: {e}", ctr_dir_owned.display()))
+                })?;
+            }
             store.create_rootfs(
                 &id,
                 top.as_ref(),
                 &rootfs,
-                &layerfs::RootfsOptions { quota_bytes: None },
+                &layerfs::RootfsOptions {
+                    quota_bytes: None,
+                    idmap,
+                },
             )?;
             Ok(prepared)
         })

@@ -5,7 +5,7 @@
 //! the container runs; and the clone of a shared host mount is a peer of it, so propagation
 //! (HostToContainer, Bidirectional) reaches through the pod's CT untouched.
 
-use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
@@ -110,6 +110,37 @@ fn prepare_one(index: usize, m: &Mount) -> Result<PreparedMount> {
         },
         tree,
     })
+}
+
+/// Makes every prepared mount show `map` (a pod in its own user namespace), as containerd
+/// has runc idmap a volume: files owned by host ids `0..count` appear owned by the
+/// container's, and its root writes as host root would there. A file system that cannot be
+/// idmapped fails the container, naming the volume.
+pub fn idmap_all(prepared: &[PreparedMount], map: &layerfs::idmap::IdMap) -> Result<()> {
+    if prepared.is_empty() {
+        return Ok(());
+    }
+    let userns = layerfs::idmap::user_namespace(map).map_err(|e| {
+        RuntimeError::internal(format!("making a user namespace for idmapped volumes: {e}"))
+    })?;
+    for p in prepared {
+        layerfs::idmap::idmap_detached(p.tree.as_fd(), userns.as_fd(), true).map_err(|e| {
+            let m = &p.record;
+            if layerfs::idmap::is_unsupported(&e) {
+                RuntimeError::precondition(format!(
+                    "mount {:?}: {} (or a mount below it) cannot be idmapped ({e}), which a \
+                     pod with its own user namespace needs for its volumes",
+                    m.container_path, m.host_path
+                ))
+            } else {
+                RuntimeError::internal(format!(
+                    "mount {:?}: idmapping {}: {e}",
+                    m.container_path, m.host_path
+                ))
+            }
+        })?;
+    }
+    Ok(())
 }
 
 const OPEN_TREE_CLONE: libc::c_uint = 1;

@@ -44,22 +44,18 @@ fn validate(config: &PodSandboxConfig) -> Result<()> {
         ));
     }
     namespaces::of_pod(config)?;
+    namespaces::user_namespace(config)?;
     Ok(())
 }
 
 fn pod_spec(rt: &Runtime, id: &str, config: &PodSandboxConfig, podinit: &Path) -> PodSpec {
     let m = config.metadata.clone().unwrap_or_default();
     let linux = config.linux.clone().unwrap_or_default();
-    let sc = linux.security_context.clone().unwrap_or_default();
-    let userns_pod = sc
-        .namespace_options
-        .as_ref()
-        .and_then(|n| n.userns_options.as_ref())
-        .is_some_and(|u| u.mode() == NamespaceMode::Pod);
     let res = linux.resources.clone().unwrap_or_default();
     let hostname = pod_hostname(config);
     // Validated at RunPodSandbox.
     let host = namespaces::of_pod(config).unwrap_or_default();
+    let idmap = namespaces::user_namespace(config).unwrap_or_default();
     PodSpec {
         id: id.to_string(),
         name: format!("{}/{}", m.namespace, m.name),
@@ -89,7 +85,8 @@ fn pod_spec(rt: &Runtime, id: &str, config: &PodSandboxConfig, podinit: &Path) -
             .clone()
             .into_iter()
             .collect::<BTreeMap<_, _>>(),
-        privileged: !userns_pod,
+        privileged: idmap.is_none(),
+        idmap,
         labels: config.labels.clone().into_iter().collect(),
     }
 }
@@ -251,10 +248,18 @@ impl Runtime {
         let config = record.config.clone();
         let hostname = spec.hostname.clone();
         let host_net = record.host_network;
+        let root = spec.user_idmap().map(|m| m.root());
         Self::blocking(move || {
-            std::fs::create_dir_all(pod_dir.join(podinit::api::CTRS_DIR)).map_err(|e| {
+            let ctrs = pod_dir.join(podinit::api::CTRS_DIR);
+            std::fs::create_dir_all(&ctrs).map_err(|e| {
                 RuntimeError::internal(format!("creating {}: {e}", pod_dir.display()))
             })?;
+            if let Some((uid, gid)) = root {
+                // podinit runs as the CT's root, mapped to these host ids.
+                std::os::unix::fs::chown(&ctrs, Some(uid), Some(gid)).map_err(|e| {
+                    RuntimeError::internal(format!("chown {}: {e}", ctrs.display()))
+                })?;
+            }
             podfiles::write(&pod_dir, &hostname, config.dns_config.as_ref(), host_net)
                 .map_err(|e| RuntimeError::internal(format!("writing pod files: {e}")))
             // The pod host makes the directory a shared mount, so that what the daemon mounts

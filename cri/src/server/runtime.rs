@@ -85,7 +85,9 @@ impl RuntimeApi {
                     features: Some(RuntimeHandlerFeatures {
                         recursive_read_only_mounts:
                             crate::runtime::mounts::kernel_has_mount_setattr(),
-                        user_namespaces: false,
+                        // hostUsers: false pods: unprivileged CTs with the kubelet's ID
+                        // map, image files idmapped or shifted to it, volumes idmapped.
+                        user_namespaces: self.daemon.runtime.pod_host.supports_user_namespaces(),
                     }),
                 })
                 .collect(),

@@ -365,6 +365,7 @@ fn zfs_quota_limits_a_root_filesystem_and_overlay_refuses_one() {
             &target,
             &RootfsOptions {
                 quota_bytes: Some(4 << 20),
+                ..Default::default()
             },
         )
         .unwrap();
@@ -400,6 +401,7 @@ fn zfs_quota_limits_a_root_filesystem_and_overlay_refuses_one() {
             &fx.target("q"),
             &RootfsOptions {
                 quota_bytes: Some(1 << 20),
+                ..Default::default()
             },
         )
         .unwrap_err();

@@ -71,12 +71,22 @@ const VFS_CAP_REVISION_2: u32 = 0x0200_0000;
 const VFS_CAP_REVISION_3: u32 = 0x0300_0000;
 const VFS_CAP_V2_LEN: usize = 20;
 const VFS_CAP_V3_LEN: usize = 24;
-const CAPABILITY_XATTR: &[u8] = b"security.capability";
+pub(crate) const CAPABILITY_XATTR: &[u8] = b"security.capability";
 
 /// Rewrites a file capability for a shifted container: the capability must name the
 /// container's root as its owner (a v3 `rootid`), or the kernel would honour it for host
 /// root only (v3) or in every namespace (v2).
 fn shift_capability(value: &[u8], shift: &IdShift, entry: &str) -> Result<Vec<u8>, StoreError> {
+    capability_with_rootid(value, entry, |rootid| shift.uid(rootid, entry))
+}
+
+/// A `security.capability` value (v2 or v3) as v3 with its root id (0 for v2) mapped
+/// through `map_root`.
+pub(crate) fn capability_with_rootid(
+    value: &[u8],
+    entry: &str,
+    map_root: impl FnOnce(u32) -> Result<u32, StoreError>,
+) -> Result<Vec<u8>, StoreError> {
     let bad = || StoreError::invalid(entry, "malformed security.capability xattr");
     let magic = u32::from_le_bytes(
         value
@@ -96,7 +106,7 @@ fn shift_capability(value: &[u8], shift: &IdShift, entry: &str) -> Result<Vec<u8
     let mut out = Vec::with_capacity(VFS_CAP_V3_LEN);
     out.extend_from_slice(&new_magic.to_le_bytes());
     out.extend_from_slice(body);
-    out.extend_from_slice(&shift.uid(rootid, entry)?.to_le_bytes());
+    out.extend_from_slice(&map_root(rootid)?.to_le_bytes());
     Ok(out)
 }
 

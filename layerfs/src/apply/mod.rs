@@ -32,7 +32,7 @@
 mod archive;
 mod header;
 mod inroot;
-mod meta;
+pub(crate) mod meta;
 mod names;
 mod sparse;
 mod unpack;

@@ -19,7 +19,7 @@ mod mount;
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::io::Read;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -32,7 +32,9 @@ use crate::apply::{ApplyOptions, IdShift, LowerLayers, Target, apply_layer};
 use crate::digest::Digest;
 use crate::error::{DigestKind, StoreError};
 use crate::files::{self, StoreLock};
+use crate::idmap::{self, IdMap};
 use crate::inflight::{Inflight, Role, Waited};
+use crate::shift;
 use crate::store::{
     LayerInfo, LayerRequest, LayerStore, RemoveOutcome, RootfsOptions, RootfsUsage, StoreOptions,
     Usage, validate_rootfs_id,
@@ -63,6 +65,14 @@ struct RootfsRecord {
     id: String,
     top: Option<Digest>,
     target: PathBuf,
+    /// The ID map the container's files show (a container in a user namespace).
+    #[serde(default)]
+    idmap: Option<IdMap>,
+    /// The lower layers could not be idmapped, and the whole tree was shifted through the
+    /// mount instead: every file of the image is copied up, owned by mapped ids. Later
+    /// mounts are plain.
+    #[serde(default)]
+    shifted: bool,
 }
 
 pub(crate) struct OverlayStore {
@@ -329,25 +339,91 @@ impl OverlayStore {
 
     fn mount_rootfs(&self, id: &str, record: &RootfsRecord) -> Result<(), StoreError> {
         let dir = self.rootfs_dir(id);
-        let lowers = match &record.top {
+        let lowers: Vec<PathBuf> = match &record.top {
             Some(top) => self.chain(top)?.into_iter().map(|(path, _)| path).collect(),
             None => vec![self.root.join("empty")],
         };
         files::ensure_dir(&record.target)?;
-        mount::mount_overlay(
-            &lowers,
-            &dir.join("upper"),
-            &dir.join("work"),
-            &record.target,
-            self.opts.legacy_overlay_mount,
-        )
+        let mount = |lowers: &[PathBuf], opts: &[&str]| {
+            mount::mount_overlay(
+                lowers,
+                &dir.join("upper"),
+                &dir.join("work"),
+                &record.target,
+                self.opts.legacy_overlay_mount,
+                opts,
+            )
+        };
+        let Some(map) = record.idmap.filter(|_| !record.shifted) else {
+            return mount(&lowers, &[]);
+        };
+        match self.idmapped_lowers(&lowers, &map) {
+            Ok(clones) => {
+                // The upper is not idmapped: its root (which overlayfs shows as the root)
+                // carries the mapped owner itself.
+                self.init_upper_root(&dir.join("upper"), Some(&map))?;
+                // Detached idmapped clones, named through our fds while the mount resolves
+                // them; the overlay keeps them alive after.
+                let paths: Vec<PathBuf> = clones
+                    .iter()
+                    .map(|fd| PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd())))
+                    .collect();
+                mount(&paths, &[])
+            }
+            Err(e) if idmap::is_unsupported(&e) => {
+                tracing::info!(id, error = %e, "layers cannot be idmapped here; shifting a copy instead");
+                // index=off: each name of a hard link is copied up (and shifted) on its own.
+                mount(&lowers, &["index=off"])?;
+                let done = shift::shift_tree(&record.target, &map, false).and_then(|stats| {
+                    tracing::info!(
+                        id,
+                        entries = stats.entries,
+                        unmapped = stats.unmapped,
+                        "root filesystem shifted"
+                    );
+                    files::write_json(
+                        &dir.join("rootfs.json"),
+                        &RootfsRecord {
+                            shifted: true,
+                            ..record.clone()
+                        },
+                    )
+                });
+                if let Err(e) = done {
+                    let _ = mount::unmount_overlays_of(&dir.join("upper"));
+                    return Err(e);
+                }
+                Ok(())
+            }
+            Err(e) => Err(StoreError::io(
+                format!("idmapping the layers of root filesystem {id}"),
+                e,
+            )),
+        }
+    }
+
+    /// Idmapped detached clones of the lower layers (or the `EINVAL`/`EOPNOTSUPP` of a file
+    /// system that cannot have them, or a test that pretends so).
+    fn idmapped_lowers(&self, lowers: &[PathBuf], map: &IdMap) -> std::io::Result<Vec<OwnedFd>> {
+        if self.opts.shift_instead_of_idmap {
+            return Err(std::io::Error::from_raw_os_error(libc::EINVAL));
+        }
+        let userns = idmap::user_namespace(map)?;
+        lowers
+            .iter()
+            .map(|l| idmap::idmapped_clone(l, userns.as_fd()))
+            .collect()
     }
 
     /// Gives a new upper directory the root of a container's root filesystem: owned by the
-    /// container's root, mode 0755, as containerd's overlay snapshotter makes it (a layer's
-    /// own entry for its root is ignored, as containerd ignores it).
-    fn init_upper_root(&self, upper: &Path) -> Result<(), StoreError> {
-        let (uid, gid) = self.opts.id_shift.map(|s| s.root()).unwrap_or((0, 0));
+    /// container's root (with `map`, the mapped one: the upper is not idmapped), mode
+    /// 0755, as containerd's overlay snapshotter makes it (a layer's own entry for its root
+    /// is ignored, as containerd ignores it).
+    fn init_upper_root(&self, upper: &Path, map: Option<&IdMap>) -> Result<(), StoreError> {
+        let (uid, gid) = match map {
+            Some(map) => map.root(),
+            None => self.opts.id_shift.map(|s| s.root()).unwrap_or((0, 0)),
+        };
         std::os::unix::fs::chown(upper, Some(uid), Some(gid))
             .map_err(|e| StoreError::io_at("chown", upper, e))?;
         std::fs::set_permissions(upper, std::os::unix::fs::PermissionsExt::from_mode(0o755))
@@ -514,8 +590,19 @@ impl LayerStore for OverlayStore {
         }
         let _guard = self.lock();
         let dir = self.rootfs_dir(id);
+        if let Some(map) = &opts.idmap
+            && !map.is_valid()
+        {
+            return Err(StoreError::InvalidRequest(format!(
+                "root filesystem {id}: ID map {} is empty or wraps",
+                map.to_text()
+            )));
+        }
         if let Some(existing) = files::read_json::<RootfsRecord>(&dir.join("rootfs.json"))? {
-            if existing.top.as_ref() != top || existing.target != target {
+            if existing.top.as_ref() != top
+                || existing.target != target
+                || existing.idmap != opts.idmap
+            {
                 return Err(StoreError::RootfsConflict { id: id.to_owned() });
             }
             if !mount::overlay_mounts_of(&dir.join("upper"))?.contains(&existing.target) {
@@ -530,11 +617,13 @@ impl LayerStore for OverlayStore {
         let guard = RemoveOnDrop(Some(work.clone()));
         files::ensure_dir(&work.join("upper"))?;
         files::ensure_dir(&work.join("work"))?;
-        self.init_upper_root(&work.join("upper"))?;
+        self.init_upper_root(&work.join("upper"), None)?;
         let record = RootfsRecord {
             id: id.to_owned(),
             top: top.cloned(),
             target: target.to_owned(),
+            idmap: opts.idmap,
+            shifted: false,
         };
         files::write_json(&work.join("rootfs.json"), &record)?;
         std::fs::rename(&work, &dir)
@@ -546,7 +635,7 @@ impl LayerStore for OverlayStore {
             }
             return Err(e);
         }
-        tracing::info!(id, top = ?top, target = %target.display(), "root filesystem mounted");
+        tracing::info!(id, top = ?top, target = %target.display(), idmap = ?opts.idmap.map(|m| m.to_text()), "root filesystem mounted");
         Ok(())
     }
 

@@ -29,9 +29,10 @@ pub(crate) fn mount_overlay(
     work: &Path,
     target: &Path,
     legacy: bool,
+    extra: &[&str],
 ) -> Result<(), StoreError> {
     if !legacy {
-        match mount_with_fsconfig(lowers, upper, work, target) {
+        match mount_with_fsconfig(lowers, upper, work, target, extra) {
             Ok(()) => return Ok(()),
             Err(Fallback::Legacy) => {
                 tracing::debug!("kernel lacks overlay lowerdir+, using mount(2)");
@@ -39,7 +40,7 @@ pub(crate) fn mount_overlay(
             Err(Fallback::Error(e)) => return Err(e),
         }
     }
-    mount_legacy(lowers, upper, work, target)
+    mount_legacy(lowers, upper, work, target, extra)
 }
 
 enum Fallback {
@@ -70,6 +71,7 @@ fn mount_with_fsconfig(
     upper: &Path,
     work: &Path,
     target: &Path,
+    extra: &[&str],
 ) -> Result<(), Fallback> {
     let fs = match rustix::mount::fsopen("overlay", FsOpenFlags::FSOPEN_CLOEXEC) {
         Ok(fs) => fs,
@@ -110,6 +112,13 @@ fn mount_with_fsconfig(
     }
     rustix::mount::fsconfig_set_string(&fs, "upperdir", upper).map_err(|e| fail("upperdir", e))?;
     rustix::mount::fsconfig_set_string(&fs, "workdir", work).map_err(|e| fail("workdir", e))?;
+    for option in extra {
+        match option.split_once('=') {
+            Some((key, value)) => rustix::mount::fsconfig_set_string(&fs, key, value),
+            None => rustix::mount::fsconfig_set_flag(&fs, *option),
+        }
+        .map_err(|e| fail(option, e))?;
+    }
     rustix::mount::fsconfig_create(&fs).map_err(|e| fail("create", e))?;
     let mnt = rustix::mount::fsmount(&fs, FsMountFlags::FSMOUNT_CLOEXEC, MountAttrFlags::empty())
         .map_err(|e| fail("fsmount", e))?;
@@ -150,9 +159,17 @@ fn mount_legacy(
     upper: &Path,
     work: &Path,
     target: &Path,
+    extra: &[&str],
 ) -> Result<(), StoreError> {
+    let with_extra = |mut options: String| {
+        for option in extra {
+            options.push(',');
+            options.push_str(option);
+        }
+        options
+    };
     let full: Vec<String> = lowers.iter().map(|l| escape_option(l)).collect();
-    let mut options = legacy_options(&full, upper, work);
+    let mut options = with_extra(legacy_options(&full, upper, work));
     // Keeps the fds alive until the mount call has resolved the paths.
     let mut fds: Vec<OwnedFd> = Vec::new();
     if options.len() > LEGACY_OPTIONS_MAX {
@@ -163,7 +180,7 @@ fn mount_legacy(
             short.push(format!("/proc/self/fd/{}", fd.as_raw_fd()));
             fds.push(fd);
         }
-        options = legacy_options(&short, upper, work);
+        options = with_extra(legacy_options(&short, upper, work));
         if options.len() > LEGACY_OPTIONS_MAX {
             return Err(StoreError::Unsupported {
                 driver: "overlay",

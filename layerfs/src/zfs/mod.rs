@@ -35,6 +35,7 @@ use crate::error::StoreError;
 use crate::files::{self, StoreLock};
 use crate::inflight::{Inflight, Role, Waited};
 use crate::overlay::verify;
+use crate::shift;
 use crate::store::{
     LayerInfo, LayerRequest, LayerStore, RemoveOutcome, RootfsOptions, RootfsUsage, StoreOptions,
     Usage, looks_like_proxmox_volume, validate_rootfs_id,
@@ -48,6 +49,10 @@ const SHIFT_PROP: &str = "pvecri:idshift";
 const DIFF_PROP: &str = "pvecri:diffid";
 const PARENT_PROP: &str = "pvecri:parent";
 const INODES_PROP: &str = "pvecri:inodes";
+/// On a container clone: the ID map asked for (`-` or absent: none) ...
+const IDMAP_PROP: &str = "pvecri:idmap";
+/// ... and the one its files were shifted to, set when the shift is complete.
+const SHIFTED_PROP: &str = "pvecri:shifted";
 const FORMAT_VERSION: &str = "1";
 
 pub(crate) struct ZfsStore {
@@ -583,20 +588,40 @@ impl LayerStore for ZfsStore {
         opts: &RootfsOptions,
     ) -> Result<(), StoreError> {
         validate_rootfs_id(id)?;
+        let map_text = match &opts.idmap {
+            Some(map) if !map.is_valid() => {
+                return Err(StoreError::InvalidRequest(format!(
+                    "root filesystem {id}: ID map {} is empty or wraps",
+                    map.to_text()
+                )));
+            }
+            Some(map) => map.to_text(),
+            None => NONE.to_owned(),
+        };
         let _guard = self.lock();
         let name = self.rootfs_name(id);
         let origin = top.map(|t| self.snapshot_name(t));
-        let existing = cmd::get(&["origin", "mountpoint", "mounted"], &[&name], None)?;
+        let existing = cmd::get(
+            &["origin", "mountpoint", "mounted", IDMAP_PROP, SHIFTED_PROP],
+            &[&name],
+            None,
+        )?;
         if existing.contains_key(&name) {
             let same = prop(&existing, &name, "origin") == origin.as_deref()
-                && prop(&existing, &name, "mountpoint") == Some(&target.to_string_lossy());
+                && prop(&existing, &name, "mountpoint") == Some(&target.to_string_lossy())
+                && prop(&existing, &name, IDMAP_PROP).unwrap_or(NONE) == map_text;
             if !same {
                 return Err(StoreError::RootfsConflict { id: id.to_owned() });
             }
-            if prop(&existing, &name, "mounted") != Some("yes") {
-                cmd::run_retry_busy(&["mount", &name])?;
+            if opts.idmap.is_none() || prop(&existing, &name, SHIFTED_PROP) == Some(&map_text) {
+                if prop(&existing, &name, "mounted") != Some("yes") {
+                    cmd::run_retry_busy(&["mount", &name])?;
+                }
+                return Ok(());
             }
-            return Ok(());
+            // A create cut short while shifting (it never returned): start over.
+            tracing::info!(id, "redoing a root filesystem whose shift did not finish");
+            self.destroy(&name)?;
         }
         if let Some(top) = top
             && self.layer(top)?.is_none()
@@ -608,6 +633,9 @@ impl LayerStore for ZfsStore {
             None => "create".into(),
         }];
         args.extend(["-o".into(), format!("mountpoint={}", target.display())]);
+        if opts.idmap.is_some() {
+            args.extend(["-o".into(), format!("{IDMAP_PROP}={map_text}")]);
+        }
         if let Some(q) = opts.quota_bytes {
             args.extend(["-o".into(), format!("refquota={q}")]);
         }
@@ -621,6 +649,18 @@ impl LayerStore for ZfsStore {
                 let (uid, gid) = self.opts.id_shift.map(|s| s.root()).unwrap_or((0, 0));
                 std::os::unix::fs::chown(target, Some(uid), Some(gid))
                     .map_err(|e| StoreError::io_at("chown", target, e))?;
+            }
+            if let Some(map) = &opts.idmap {
+                // The clone is the container's own: shift it in place (zfs-fuse, like any
+                // FUSE file system, has no idmapped mounts).
+                let stats = shift::shift_tree(target, map, true)?;
+                tracing::info!(
+                    id,
+                    entries = stats.entries,
+                    unmapped = stats.unmapped,
+                    "root filesystem shifted"
+                );
+                cmd::run(&["set", &format!("{SHIFTED_PROP}={map_text}"), &name])?;
             }
             Ok(())
         })();

@@ -30,9 +30,7 @@ use tracing::{debug, info, warn};
 use crate::cgroup::{self, CtCgroups, Hierarchies};
 use crate::error::PodHostError;
 use crate::process::{self, Pidfd};
-use crate::spec::{
-    CtInfo, CtRuntime, CtStatus, PodSpec, UNPRIVILEGED_ID_BASE, UNPRIVILEGED_ID_COUNT, is_pod_id,
-};
+use crate::spec::{CtInfo, CtRuntime, CtStatus, PodSpec, is_pod_id};
 use crate::{PodHost, oom, pod_dir, reach, subid};
 
 pub use ct_dir::CtRecord;
@@ -486,7 +484,7 @@ impl LxcDriver {
             resources: &spec.resources,
             sysctls: &spec.sysctls,
             oom_score_adj,
-            privileged: spec.privileged,
+            idmap: spec.user_idmap(),
             host_pid: spec.host_pid,
             host_ipc: spec.host_ipc,
         });
@@ -635,6 +633,10 @@ impl PodHost for LxcDriver {
         "lxc"
     }
 
+    fn supports_user_namespaces(&self) -> bool {
+        true
+    }
+
     async fn create(&self, spec: &PodSpec) -> Result<(), PodHostError> {
         spec.validate()?;
         let id = spec.id.as_str();
@@ -644,9 +646,8 @@ impl PodHost for LxcDriver {
                 reason: format!("podinit {} is not a file", spec.podinit.display()),
             });
         }
-        if !spec.privileged
-            && let Some(reason) =
-                subid::check_root_delegation(UNPRIVILEGED_ID_BASE, UNPRIVILEGED_ID_COUNT)
+        if let Some(map) = spec.user_idmap()
+            && let Some(reason) = subid::check_root_delegation(&map)
         {
             return Err(PodHostError::Unsupported {
                 id: id.to_string(),

@@ -30,7 +30,7 @@ use std::path::Path;
 
 use crate::cgroup::{self, CtCgroups, Layout};
 use crate::mountinfo::escape;
-use crate::spec::{NetworkMode, PodResources, UNPRIVILEGED_ID_BASE, UNPRIVILEGED_ID_COUNT};
+use crate::spec::{IdMap, NetworkMode, PodResources};
 use crate::sysctl;
 
 /// Where podinit sits inside the CT, and how it is started.
@@ -53,7 +53,8 @@ pub struct CtConfig<'a> {
     pub sysctls: &'a BTreeMap<String, String>,
     /// Already clamped (`oom::clamp`).
     pub oom_score_adj: Option<i32>,
-    pub privileged: bool,
+    /// `None`: a privileged CT; else the unprivileged CT's ID map.
+    pub idmap: Option<IdMap>,
     pub host_pid: bool,
     pub host_ipc: bool,
 }
@@ -182,15 +183,20 @@ pub fn render(c: &CtConfig<'_>) -> String {
             &value.trim(),
         );
     }
-    if !c.privileged {
-        let map = format!("0 {UNPRIVILEGED_ID_BASE} {UNPRIVILEGED_ID_COUNT}");
-        key("lxc.idmap", &format!("u {map}"));
-        key("lxc.idmap", &format!("g {map}"));
+    if let Some(map) = &c.idmap {
+        key(
+            "lxc.idmap",
+            &format!("u 0 {} {}", map.uid.host, map.uid.count),
+        );
+        key(
+            "lxc.idmap",
+            &format!("g 0 {} {}", map.gid.host, map.gid.count),
+        );
     }
     format!(
         "# pod CT for {} ({}); written by pvecri, changes are lost\n{out}",
         c.name,
-        if c.privileged {
+        if c.idmap.is_none() {
             "privileged"
         } else {
             "unprivileged"
@@ -230,7 +236,7 @@ mod tests {
             resources: &resources,
             sysctls: &sysctls,
             oom_score_adj: None,
-            privileged: true,
+            idmap: None,
             host_pid: false,
             host_ipc: false,
         };
@@ -282,7 +288,7 @@ lxc.cgroup.dir.monitor.pivot = pvecri-monitor
         ]);
         let text = render_with(|c| {
             c.network = NetworkMode::Host;
-            c.privileged = false;
+            c.idmap = Some(IdMap::PROXMOX_DEFAULT);
             c.layout = Layout::Unified;
             c.resources = Box::leak(Box::new(resources));
             c.sysctls = Box::leak(Box::new(sysctls));
@@ -309,6 +315,23 @@ lxc.cgroup.dir.monitor.pivot = pvecri-monitor
             ]
         );
         assert!(text.starts_with("# pod CT for default/web (unprivileged)"));
+    }
+
+    #[test]
+    fn the_kubelet_s_id_map_lands_as_it_is() {
+        let text = render_with(|c| {
+            c.idmap = Some(IdMap {
+                uid: crate::spec::IdRange {
+                    host: 1000,
+                    count: 100_000,
+                },
+                gid: crate::spec::IdRange {
+                    host: 65_536,
+                    count: 65_536,
+                },
+            })
+        });
+        assert!(text.contains("lxc.idmap = u 0 1000 100000\nlxc.idmap = g 0 65536 65536\n"));
     }
 
     #[test]
