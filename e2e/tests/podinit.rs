@@ -95,16 +95,34 @@ fn make_rootfs(root: &Path) {
     .expect("passwd");
 }
 
+/// Where this host's cgroup2 hierarchy is mounted (`/sys/fs/cgroup` on v2, the `unified`
+/// mount of a hybrid host), if anywhere.
+fn cgroup2_mount() -> Option<PathBuf> {
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    mounts.lines().find_map(|l| {
+        let (pre, post) = l.split_once(" - ")?;
+        let mp = pre.split(' ').nth(4)?;
+        post.starts_with("cgroup2 ").then(|| PathBuf::from(mp))
+    })
+}
+
 /// The test's own cgroup for one pod (v1: one directory per controller; v2: one directory).
 struct TestCgroup {
     dirs: Vec<PathBuf>,
 }
 
 impl TestCgroup {
-    fn new(name: &str) -> Self {
+    /// `v2_root`: make it in this cgroup2 hierarchy whatever the host uses.
+    fn new(name: &str, v2_root: Option<&Path>) -> Self {
         let own = std::fs::read_to_string("/proc/self/cgroup").expect("/proc/self/cgroup");
         let mut dirs = Vec::new();
-        if Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+        if let Some(root) = v2_root {
+            let rel = own
+                .lines()
+                .find_map(|l| l.strip_prefix("0::"))
+                .expect("v2 entry");
+            dirs.push(root.join(rel.trim_start_matches('/')).join(name));
+        } else if Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
             let rel = own
                 .lines()
                 .find_map(|l| l.strip_prefix("0::"))
@@ -115,7 +133,7 @@ impl TestCgroup {
                     .join(name),
             );
         } else {
-            for c in ["memory", "cpu", "cpuacct", "pids"] {
+            for c in ["memory", "cpu", "cpuacct", "pids", "devices"] {
                 let Some(rel) = own.lines().find_map(|l| {
                     let mut it = l.splitn(3, ':');
                     let _ = it.next();
@@ -185,7 +203,18 @@ static POD_SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new
 impl Pod {
     /// Starts podinit as PID 1 of a new PID and mount namespace on a fresh pod directory.
     fn start(grace: Duration) -> Pod {
+        Self::start_with(grace, false)
+    }
+
+    /// `force_v2`: podinit sees the host's cgroup2 hierarchy on its `/sys/fs/cgroup` (bound
+    /// there in its mount namespace), so it runs its cgroup v2 code on a v1 or hybrid host.
+    fn start_with(grace: Duration, force_v2: bool) -> Pod {
         require_root();
+        let v2_root = if force_v2 {
+            Some(cgroup2_mount().expect("a cgroup2 hierarchy (hybrid or v2 host)"))
+        } else {
+            None
+        };
         let bin = podinit_bin();
         let tmp = tempfile::tempdir().expect("tempdir");
         let dir = tmp.path().join("pod");
@@ -194,7 +223,16 @@ impl Pod {
         std::fs::create_dir_all(&logs).expect("logs dir");
         let podinit_log = tmp.path().join("podinit.log");
         let seq = POD_SEQ.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        let cgroup = TestCgroup::new(&format!("pvecri-podinit-test-{}-{seq}", std::process::id()));
+        let cgroup = TestCgroup::new(
+            &format!("pvecri-podinit-test-{}-{seq}", std::process::id()),
+            v2_root.as_deref(),
+        );
+        let bind_v2 = match &v2_root {
+            Some(r) if r != Path::new("/sys/fs/cgroup") => {
+                format!("mount --bind {} /sys/fs/cgroup || exit 1; ", r.display())
+            }
+            _ => String::new(),
+        };
         // The launcher joins the test cgroup, then becomes unshare, whose child is podinit.
         let script = r#"pid=$$; while [ "$1" != "--" ]; do echo $pid > "$1" || exit 1; shift; done; shift; exec "$@""#;
         let mut cmd = Command::new("/bin/sh");
@@ -214,7 +252,7 @@ impl Pod {
             "--mount-proc",
             "/bin/sh",
             "-c",
-            "umount -a -l -t fuse.zfs 2>/dev/null; exec \"$@\"",
+            &format!("{bind_v2}umount -a -l -t fuse.zfs 2>/dev/null; exec \"$@\""),
             "sh",
         ]);
         cmd.arg(bin)
@@ -1032,4 +1070,122 @@ fn podinit_footprint_and_latency() {
         median(start),
         median(exec)
     );
+}
+
+/// A loop device over a small file of ours filled with `fill`, detached on drop.
+struct Loop {
+    dev: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Loop {
+    fn new(fill: u8) -> Loop {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("disk.img");
+        std::fs::write(&file, vec![fill; 64 * 1024]).expect("image");
+        let out = Command::new("/sbin/losetup")
+            .args(["--find", "--show"])
+            .arg(&file)
+            .output()
+            .expect("losetup (Debian package mount)");
+        assert!(out.status.success(), "losetup: {out:?}");
+        Loop {
+            dev: PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()),
+            _dir: dir,
+        }
+    }
+
+    fn numbers(&self) -> (u32, u32) {
+        use std::os::unix::fs::MetadataExt;
+        let rdev = std::fs::metadata(&self.dev).expect("loop dev").rdev();
+        (libc::major(rdev), libc::minor(rdev))
+    }
+}
+
+impl Drop for Loop {
+    fn drop(&mut self) {
+        let _ = Command::new("/sbin/losetup")
+            .arg("-d")
+            .arg(&self.dev)
+            .status();
+    }
+}
+
+/// podinit's device policy on cgroup v2 (a BPF program per container), and on the host's own
+/// hierarchy (v1 devices files here): a container may mknod a block device of the node but
+/// not open it; /dev/null works; one granted the device read-only by its spec reads it and
+/// cannot write it; one allowed everything opens it.
+#[test]
+fn device_policy_on_both_cgroup_versions() {
+    let lo = Loop::new(b'L');
+    let (major, minor) = lo.numbers();
+    for force_v2 in [true, false] {
+        let pod = Pod::start_with(Duration::from_secs(2), force_v2);
+        let mode = pod.client.info().expect("info").cgroup;
+        if force_v2 {
+            assert_eq!(mode, "v2");
+        }
+        pod.add_container("plain", sh("exec sleep 1000"), |_| {});
+        pod.run("plain");
+        let r = pod.exec(
+            "plain",
+            &[
+                "sh",
+                "-c",
+                &format!(
+                    "mknod /dev/l b {major} {minor} && echo made && echo x > /dev/null && \
+                     head -c 1 /dev/l"
+                ),
+            ],
+            Duration::from_secs(5),
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&r.stdout),
+            "made\n",
+            "{mode}: {r:?}"
+        );
+        assert!(
+            String::from_utf8_lossy(&r.stderr).contains("Operation not permitted"),
+            "{mode}: {r:?}"
+        );
+
+        pod.add_container("granted", sh("exec sleep 1000"), |s| {
+            s["linux"]["devices"] = json!([{"path": "/dev/xvda", "type": "b",
+                                             "major": major, "minor": minor}]);
+            s["linux"]["resources"] = json!({"devices": [
+                {"allow": false, "access": "rwm"},
+                {"allow": true, "type": "b", "major": major, "minor": minor, "access": "r"}]});
+        });
+        pod.run("granted");
+        let r = pod.exec(
+            "granted",
+            &["head", "-c", "4", "/dev/xvda"],
+            Duration::from_secs(5),
+        );
+        assert_eq!(r.stdout, b"LLLL", "{mode}: {r:?}");
+        let r = pod.exec(
+            "granted",
+            &["dd", "if=/dev/zero", "of=/dev/xvda", "count=1"],
+            Duration::from_secs(5),
+        );
+        assert!(
+            String::from_utf8_lossy(&r.stderr).contains("Operation not permitted"),
+            "{mode}: {r:?}"
+        );
+
+        pod.add_container("open", sh("exec sleep 1000"), |s| {
+            s["linux"]["resources"] = json!({"devices": [{"allow": true, "access": "rwm"}]});
+        });
+        pod.run("open");
+        let r = pod.exec(
+            "open",
+            &[
+                "sh",
+                "-c",
+                &format!("mknod /dev/l b {major} {minor} && head -c 4 /dev/l"),
+            ],
+            Duration::from_secs(5),
+        );
+        assert_eq!(r.stdout, b"LLLL", "{mode}: {r:?}");
+    }
 }

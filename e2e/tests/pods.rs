@@ -737,7 +737,8 @@ async fn runtime_default_seccomp_is_enforced_in_the_process_and_in_exec() {
         "ok\n"
     );
 
-    // A Localhost profile is not read yet: Unimplemented, naming it, and nothing created.
+    // A Localhost profile that is not on the node: FailedPrecondition, naming it, and nothing
+    // created.
     let localhost = with_seccomp(
         container_config("localhost", image, &["sleep", "3600"]),
         ProfileType::Localhost,
@@ -748,7 +749,7 @@ async fn runtime_default_seccomp_is_enforced_in_the_process_and_in_exec() {
         .await
         .unwrap_err();
     let status = err.downcast_ref::<tonic::Status>().unwrap();
-    assert_eq!(status.code(), tonic::Code::Unimplemented, "{status:?}");
+    assert_eq!(status.code(), tonic::Code::FailedPrecondition, "{status:?}");
     assert!(status.message().contains("audit.json"), "{status:?}");
     let listed = rt
         .list_containers(k8s_cri::v1::ListContainersRequest { filter: None })

@@ -9,12 +9,16 @@
 use std::io;
 use std::path::{Path, PathBuf};
 
+use crate::devices::{DevicePolicy, bpf, ebpf};
 use crate::spec::Resources;
 use crate::sys;
 
 const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
-/// Controllers podinit places containers in.
-const CONTROLLERS: &[&str] = &["memory", "cpu", "cpuacct", "pids", "hugetlb", "cpuset"];
+/// Controllers podinit places containers in (`devices` exists on v1 only; v2 enforces device
+/// rules with a BPF program instead, see [`crate::devices`]).
+const CONTROLLERS: &[&str] = &[
+    "memory", "cpu", "cpuacct", "pids", "hugetlb", "cpuset", "devices",
+];
 /// Name of podinit's own leaf on v2.
 const SELF_LEAF: &str = "podinit";
 
@@ -24,6 +28,12 @@ pub enum CgroupError {
     Io {
         what: &'static str,
         path: PathBuf,
+        source: io::Error,
+    },
+    #[error("writing {line:?} to {path}: {source}")]
+    DeviceRule {
+        path: PathBuf,
+        line: String,
         source: io::Error,
     },
     #[error("{0}")]
@@ -52,6 +62,8 @@ pub struct CgroupRoot {
     bases: Vec<(String, PathBuf)>,
     /// v2: controllers enabled for children.
     enabled: Vec<String>,
+    /// podinit runs in a user namespace (a `hostUsers: false` pod's unprivileged CT).
+    in_userns: bool,
 }
 
 /// A container's cgroup: one directory on v2, one per controller on v1.
@@ -144,6 +156,7 @@ impl CgroupRoot {
             mode: Mode::V2,
             bases: vec![(String::new(), base)],
             enabled,
+            in_userns: sys::in_user_namespace(),
         })
     }
 
@@ -172,11 +185,17 @@ impl CgroupRoot {
             mode: Mode::V1,
             bases,
             enabled: Vec::new(),
+            in_userns: sys::in_user_namespace(),
         })
     }
 
-    /// Creates the container's cgroup and writes its resource limits.
-    pub fn create(&self, id: &str, res: &Resources) -> Result<ContainerCgroup, CgroupError> {
+    /// Creates the container's cgroup and writes its resource limits and device policy.
+    pub fn create(
+        &self,
+        id: &str,
+        res: &Resources,
+        devices: &DevicePolicy,
+    ) -> Result<ContainerCgroup, CgroupError> {
         let name = format!("ctr-{id}");
         let dirs: Vec<(String, PathBuf)> = self
             .bases
@@ -200,7 +219,10 @@ impl CgroupRoot {
                 return Err(e);
             }
         }
-        if let Err(e) = cg.apply(res, &self.controllers()) {
+        let applied = cg
+            .apply(res, &self.controllers())
+            .and_then(|()| cg.apply_devices(devices, self.in_userns));
+        if let Err(e) = applied {
             cg.remove();
             return Err(e);
         }
@@ -350,6 +372,75 @@ impl ContainerCgroup {
             }
         }
         Ok(())
+    }
+
+    /// Confines the cgroup's device access to `policy`: the v1 `devices.*` files, or on v2 a
+    /// device program attached to the cgroup.
+    ///
+    /// In a user namespace neither is possible (the v1 files and `bpf()` need capabilities of
+    /// the host's user namespace); there the kernel itself refuses mknod to everything in the
+    /// pod, so a container can only open the nodes bound into it, and the pod CT's own device
+    /// policy applies. runc skips device cgroups in the same situation (rootless).
+    fn apply_devices(&self, policy: &DevicePolicy, in_userns: bool) -> Result<(), CgroupError> {
+        let result = match self.mode {
+            Mode::V1 => self.apply_devices_v1(policy),
+            Mode::V2 => self.apply_devices_v2(policy),
+        };
+        match result {
+            Err(CgroupError::Io { source, .. } | CgroupError::DeviceRule { source, .. })
+                if in_userns
+                    && matches!(source.raw_os_error(), Some(libc::EPERM | libc::EACCES)) =>
+            {
+                tracing::debug!("device cgroup not applied in a user namespace: {source}");
+                Ok(())
+            }
+            other => other,
+        }
+    }
+
+    fn apply_devices_v1(&self, policy: &DevicePolicy) -> Result<(), CgroupError> {
+        let Some(dir) = self.dir("devices") else {
+            if policy.allows_everything() {
+                return Ok(());
+            }
+            return Err(CgroupError::Unsupported(
+                "the cgroup v1 devices controller is not available to podinit, so the \
+                 container's device access cannot be confined"
+                    .into(),
+            ));
+        };
+        for (file, line) in policy.v1_writes() {
+            let path = dir.join(file);
+            std::fs::write(&path, &line).map_err(|source| CgroupError::DeviceRule {
+                path,
+                line,
+                source,
+            })?;
+        }
+        Ok(())
+    }
+
+    fn apply_devices_v2(&self, policy: &DevicePolicy) -> Result<(), CgroupError> {
+        if policy.allows_everything() {
+            // Nothing to refuse; the programs of the cgroups above still apply.
+            return Ok(());
+        }
+        let Some(dir) = self.dir("") else {
+            return Ok(());
+        };
+        let prog = bpf::load(&ebpf::program(policy)).map_err(|source| CgroupError::Io {
+            what: "loading the device program for",
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        let cg = sys::open(dir, libc::O_RDONLY | libc::O_DIRECTORY, 0)
+            .map_err(io_err("opening", dir))?;
+        use std::os::fd::AsFd;
+        bpf::attach(prog.as_fd(), cg.as_fd()).map_err(|source| CgroupError::Io {
+            what: "attaching the device program to",
+            path: dir.to_path_buf(),
+            source,
+        })
     }
 
     /// The kernel OOM-killed a process of this cgroup.
@@ -629,6 +720,7 @@ mod tests {
             mode: Mode::V2,
             bases: vec![(String::new(), dir.path().to_path_buf())],
             enabled: vec!["memory".into(), "cpu".into(), "pids".into()],
+            in_userns: false,
         };
         let res = Resources {
             memory_limit: Some(1 << 20),
@@ -637,7 +729,9 @@ mod tests {
             pids_limit: Some(0),
             ..Default::default()
         };
-        let cg = root.create("c1", &res).expect("create");
+        let cg = root
+            .create("c1", &res, &DevicePolicy::allow_all())
+            .expect("create");
         let d = dir.path().join("ctr-c1");
         let read = |f: &str| std::fs::read_to_string(d.join(f)).expect(f);
         assert_eq!(read("memory.max"), "1048576");
@@ -665,8 +759,10 @@ mod tests {
                 ("memory".into(), base("memory")),
             ],
             enabled: vec![],
+            in_userns: false,
         };
-        root.create("a", &Resources::default()).expect("create");
+        root.create("a", &Resources::default(), &DevicePolicy::allow_all())
+            .expect("create");
         let read = |p: &str| std::fs::read_to_string(dir.path().join(p)).expect(p);
         assert_eq!(read("cpuset/ctr-a/cpuset.cpus"), "0-3");
         assert_eq!(read("cpuset/ctr-a/cpuset.mems"), "0");
@@ -674,9 +770,44 @@ mod tests {
             cpuset_cpus: Some("1".into()),
             ..Default::default()
         };
-        root.create("b", &res).expect("create");
+        root.create("b", &res, &DevicePolicy::allow_all())
+            .expect("create");
         assert_eq!(read("cpuset/ctr-b/cpuset.cpus"), "1");
         assert_eq!(read("cpuset/ctr-b/cpuset.mems"), "0");
+    }
+
+    #[test]
+    fn v1_device_rules_go_to_the_devices_files() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir(dir.path().join("devices")).expect("mkdir");
+        let root = CgroupRoot {
+            mode: Mode::V1,
+            bases: vec![("devices".into(), dir.path().join("devices"))],
+            enabled: vec![],
+            in_userns: false,
+        };
+        let policy = DevicePolicy::from_rules(&[]).expect("policy");
+        root.create("d", &Resources::default(), &policy)
+            .expect("create");
+        let read = |f: &str| std::fs::read_to_string(dir.path().join("devices/ctr-d").join(f));
+        // A plain file keeps the last write: the default went to deny, exceptions to allow.
+        assert_eq!(read("devices.deny").expect("deny"), "a");
+        let last = policy.v1_writes().last().expect("rules").1.clone();
+        assert_eq!(read("devices.allow").expect("allow"), last);
+
+        // Without a devices hierarchy only a policy that refuses nothing is possible.
+        let root = CgroupRoot {
+            bases: vec![("memory".into(), dir.path().join("memory"))],
+            ..root
+        };
+        std::fs::create_dir(dir.path().join("memory")).expect("mkdir");
+        let e = root
+            .create("e", &Resources::default(), &policy)
+            .expect_err("cannot confine");
+        assert!(e.to_string().contains("devices controller"), "{e}");
+        assert!(!dir.path().join("memory/ctr-e").exists(), "cleaned up");
+        root.create("f", &Resources::default(), &DevicePolicy::allow_all())
+            .expect("nothing to confine");
     }
 
     #[test]
@@ -686,13 +817,16 @@ mod tests {
             mode: Mode::V1,
             bases: vec![("memory".into(), dir.path().join("memory"))],
             enabled: vec![],
+            in_userns: false,
         };
         std::fs::create_dir(dir.path().join("memory")).expect("mkdir");
         let res = Resources {
             pids_limit: Some(10),
             ..Default::default()
         };
-        let err = root.create("c1", &res).expect_err("no pids controller");
+        let err = root
+            .create("c1", &res, &DevicePolicy::allow_all())
+            .expect_err("no pids controller");
         assert!(err.to_string().contains("pids"), "{err}");
         assert!(!dir.path().join("memory/ctr-c1").exists(), "cleaned up");
     }

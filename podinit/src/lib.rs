@@ -13,6 +13,7 @@ pub mod cgroup;
 pub mod cgroupmount;
 pub mod client;
 pub mod crilog;
+pub mod devices;
 pub mod mountopts;
 pub mod rootfs;
 pub mod seccomp;

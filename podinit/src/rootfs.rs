@@ -1,6 +1,7 @@
 //! The container's filesystem view, built in its new mount namespace (runs in the forked child
-//! before exec): mounts resolved inside the root filesystem, a `/dev` with the usual nodes
-//! bound from the CT's `/dev`, `pivot_root`, masked and read-only paths.
+//! before exec): mounts resolved inside the root filesystem, the spec's device nodes (mknod, as
+//! runc makes them), a `/dev` with the usual nodes bound from the CT's `/dev`, `pivot_root`,
+//! masked and read-only paths.
 //!
 //! Every mount target is resolved with `openat2(RESOLVE_IN_ROOT)` and mounted through its
 //! `/proc/self/fd` link, so a symlink in the image cannot redirect a mount outside the rootfs.
@@ -12,7 +13,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 
 use crate::mountopts::locked_flags;
-use crate::spec::{ContainerConfig, MountPlan, MountSource};
+use crate::spec::{ContainerConfig, DeviceNode, MountPlan, MountSource};
 use crate::sys;
 
 /// Device nodes bound from the CT's `/dev` into a container's `/dev` tmpfs.
@@ -181,8 +182,18 @@ pub fn setup(cfg: &ContainerConfig, pod_shm: Option<&Path>, passed: &[OwnedFd]) 
             dev_is_tmpfs = matches!(&m.source, MountSource::Fs { fstype, .. } if fstype == "tmpfs");
         }
     }
+    for node in &cfg.device_nodes {
+        make_node(root.as_fd(), node).map_err(|e| {
+            format!(
+                "creating device {} ({}:{}): {e}",
+                node.path.display(),
+                node.major,
+                node.minor
+            )
+        })?;
+    }
     if dev_is_tmpfs {
-        populate_dev(root.as_fd())?;
+        populate_dev(root.as_fd(), &cfg.device_nodes)?;
     }
     ctx(mkdir_all_in_root(root.as_fd(), &cfg.process.cwd), || {
         format!("creating cwd {}", cfg.process.cwd.display())
@@ -444,9 +455,40 @@ fn set_recursive_readonly(target: BorrowedFd<'_>) -> io::Result<()> {
     }
 }
 
-/// Binds the usual device nodes from the CT's `/dev` and adds the standard symlinks.
-fn populate_dev(root: BorrowedFd<'_>) -> SetupResult<()> {
+/// Creates a `linux.devices` node inside `root` with its mode and owner. An existing entry is
+/// left alone (as runc leaves it).
+fn make_node(root: BorrowedFd<'_>, node: &DeviceNode) -> io::Result<()> {
+    let parent = node.path.parent().unwrap_or(Path::new("/"));
+    let name = node
+        .path
+        .file_name()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no file name"))?;
+    let cname = CString::new(name.as_bytes()).map_err(|_| io::Error::other("NUL in path"))?;
+    let dir = mkdir_all_in_root(root, parent)?;
+    match sys::mknodat(
+        dir.as_fd(),
+        &cname,
+        node.kind | node.mode,
+        node.major,
+        node.minor,
+    ) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(libc::EEXIST) => return Ok(()),
+        Err(e) => return Err(e),
+    }
+    // The umask may have taken bits away.
+    sys::fchmodat(dir.as_fd(), &cname, node.mode)?;
+    sys::fchownat(dir.as_fd(), &cname, node.uid, node.gid)
+}
+
+/// Binds the usual device nodes from the CT's `/dev` (unless the spec made a node at that
+/// path) and adds the standard symlinks; `/dev/ptmx` is always the link to `pts/ptmx`, even
+/// where the spec made a node (a privileged container's host devices), as runc replaces it.
+fn populate_dev(root: BorrowedFd<'_>, nodes: &[DeviceNode]) -> SetupResult<()> {
     for name in DEVICES {
+        if nodes.iter().any(|n| n.path == Path::new("/dev").join(name)) {
+            continue;
+        }
         let host = Path::new("/dev").join(name);
         if !host.exists() {
             if *name == "tty" {
@@ -480,6 +522,9 @@ fn populate_dev(root: BorrowedFd<'_>) -> SetupResult<()> {
         (c"/proc/self/fd/2", c"stderr"),
         (c"pts/ptmx", c"ptmx"),
     ];
+    ctx(sys::unlinkat(dev.as_fd(), c"ptmx"), || {
+        "removing /dev/ptmx".into()
+    })?;
     for (target, name) in links {
         ctx(sys::symlinkat(target, dev.as_fd(), name), || {
             format!("symlink /dev/{}", name.to_string_lossy())

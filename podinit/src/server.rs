@@ -812,10 +812,12 @@ impl Server {
             .cgroups
             .as_ref()
             .map_err(|e| ApiError::precondition(format!("cgroups unavailable: {e}")))?;
-        let cgroup = root.create(id, &cfg.resources).map_err(|e| match e {
-            crate::cgroup::CgroupError::Unsupported(m) => ApiError::invalid(m),
-            other => ApiError::internal(other.to_string()),
-        })?;
+        let cgroup = root
+            .create(id, &cfg.resources, &cfg.device_policy)
+            .map_err(|e| match e {
+                crate::cgroup::CgroupError::Unsupported(m) => ApiError::invalid(m),
+                other => ApiError::internal(other.to_string()),
+            })?;
         let st = ContainerStatus::new_created(id, now_ns());
         if let Err(e) = status::write_status(&self.pod_dir, &st) {
             cgroup.remove();

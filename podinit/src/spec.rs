@@ -71,8 +71,28 @@ pub struct ContainerConfig {
     /// The container gets its own cgroup namespace.
     pub new_cgroup_ns: bool,
     pub resources: Resources,
+    /// What the container may do with device nodes (`linux.resources.devices` and runc's
+    /// defaults), enforced by its cgroup.
+    pub device_policy: crate::devices::DevicePolicy,
+    /// Nodes to create in the container (`linux.devices`), in order.
+    pub device_nodes: Vec<DeviceNode>,
     /// Sent on pod shutdown.
     pub stop_signal: i32,
+}
+
+/// A device node `linux.devices` asks for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeviceNode {
+    /// Absolute and clean path inside the container.
+    pub path: PathBuf,
+    /// `S_IFCHR`, `S_IFBLK` or `S_IFIFO`.
+    pub kind: libc::mode_t,
+    pub major: u32,
+    pub minor: u32,
+    /// Permission bits (runc's default 0666).
+    pub mode: libc::mode_t,
+    pub uid: u32,
+    pub gid: u32,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -329,6 +349,17 @@ pub fn validate(
         Some(r) => validate_resources(r)?,
         None => Resources::default(),
     };
+    let rules = match linux
+        .resources()
+        .as_ref()
+        .and_then(|r| r.devices().as_ref())
+    {
+        Some(d) => crate::devices::rules_from_spec(d),
+        None => Ok(Vec::new()),
+    }
+    .and_then(|r| crate::devices::DevicePolicy::from_rules(&r))
+    .map_err(|e| SpecError::Invalid(e.to_string()))?;
+    let device_nodes = device_nodes(linux.devices().as_deref().unwrap_or(&[]))?;
 
     let spec_mounts = spec.mounts.as_deref().unwrap_or(&[]);
     let passed_at = passed_mount_indices(spec, spec_mounts.len(), passed)?;
@@ -363,8 +394,48 @@ pub fn validate(
         new_pid_ns,
         new_cgroup_ns,
         resources,
+        device_policy: rules,
+        device_nodes,
         stop_signal,
     })
+}
+
+/// `linux.devices`: nodes at absolute paths, of type `c` (or `u`), `b` or `p`, with runc's
+/// defaults (mode 0666, owned by root).
+fn device_nodes(devices: &[oci_spec::runtime::LinuxDevice]) -> Result<Vec<DeviceNode>, SpecError> {
+    use oci_spec::runtime::LinuxDeviceType;
+    let mut out = Vec::with_capacity(devices.len());
+    for (i, d) in devices.iter().enumerate() {
+        let p = d.path();
+        let field = format!("linux.devices[{i}] ({})", p.display());
+        if !p.is_absolute() || p.as_os_str().as_encoded_bytes().contains(&0) {
+            return invalid(format!("{field}: path must be absolute"));
+        }
+        let path = clean_container_path(p);
+        if path == Path::new("/") {
+            return invalid(format!("{field}: path names no file"));
+        }
+        let kind = match d.typ() {
+            LinuxDeviceType::C | LinuxDeviceType::U => libc::S_IFCHR,
+            LinuxDeviceType::B => libc::S_IFBLK,
+            LinuxDeviceType::P => libc::S_IFIFO,
+            LinuxDeviceType::A => return invalid(format!("{field}: type a is not a node type")),
+        };
+        let number = |name: &str, v: i64| {
+            u32::try_from(v)
+                .map_err(|_| SpecError::Invalid(format!("{field}: {name} {v} is out of range")))
+        };
+        out.push(DeviceNode {
+            path,
+            kind,
+            major: number("major", d.major())?,
+            minor: number("minor", d.minor())?,
+            mode: d.file_mode().unwrap_or(0o666) & 0o7777,
+            uid: d.uid().unwrap_or(0),
+            gid: d.gid().unwrap_or(0),
+        });
+    }
+    Ok(out)
 }
 
 fn reject_unsupported_top_level(spec: &SpecDoc, pod: &PodContext) -> Result<(), SpecError> {
@@ -422,10 +493,6 @@ fn reject_unsupported_linux(linux: &Linux) -> Result<(), SpecError> {
     nonempty(
         "sysctl (set pod sysctls on the pod)",
         linux.sysctl().as_ref().is_some_and(|m| !m.is_empty()),
-    )?;
-    nonempty(
-        "devices (device nodes come from the pod CT)",
-        linux.devices().as_ref().is_some_and(|m| !m.is_empty()),
     )?;
     nonempty(
         "mountLabel",
@@ -586,12 +653,6 @@ pub fn is_cpu_list(s: &str) -> bool {
 
 fn validate_resources(r: &LinuxResources) -> Result<Resources, SpecError> {
     let mut out = Resources::default();
-    if r.devices().as_ref().is_some_and(|d| !d.is_empty()) {
-        return invalid(
-            "linux.resources.devices: device cgroup rules are not supported (the pod CT's device \
-             policy applies to every container)",
-        );
-    }
     if let Some(m) = r.memory() {
         out.memory_limit = m.limit();
         out.memory_swap = m.swap();
@@ -1369,8 +1430,8 @@ mod tests {
         );
         for (val, needle) in [
             (
-                json!({"devices": [{"allow": false, "access": "rwm"}]}),
-                "devices",
+                json!({"devices": [{"allow": false, "type": "c", "access": "x"}]}),
+                "devices[0]",
             ),
             (json!({"memory": {"reservation": 5}}), "reservation"),
             (json!({"cpu": {"cpus": "0-1\n"}}), "cpus"),
@@ -1415,8 +1476,18 @@ mod tests {
             ),
             (
                 "/linux/devices",
-                json!([{"path": "/dev/fuse", "type": "c", "major": 10, "minor": 229}]),
-                "devices",
+                json!([{"path": "dev/fuse", "type": "c", "major": 10, "minor": 229}]),
+                "absolute",
+            ),
+            (
+                "/linux/devices",
+                json!([{"path": "/dev/x", "type": "a"}]),
+                "type a",
+            ),
+            (
+                "/linux/devices",
+                json!([{"path": "/dev/x", "type": "c", "major": -1}]),
+                "major -1",
             ),
             (
                 "/linux/rootfsPropagation",
@@ -1432,6 +1503,65 @@ mod tests {
             let e = err_of(b.check(with(base(), ptr, val)));
             assert!(e.contains(needle), "{ptr}: {e}");
         }
+    }
+
+    #[test]
+    fn devices_and_their_rules() {
+        use crate::devices::{Access, DevType};
+        let b = Bundle::new();
+        // No rules: runc's default policy.
+        let c = b.check(base()).expect("valid");
+        assert!(!c.device_policy.permits(DevType::Block, 8, 0, Access::READ));
+        assert!(c.device_policy.permits(DevType::Block, 8, 0, Access::MKNOD));
+        assert!(c.device_nodes.is_empty());
+
+        let spec = with(
+            with(
+                base(),
+                "/linux/devices",
+                json!([{"path": "/dev/../dev/fuse", "type": "c", "major": 10, "minor": 229,
+                        "fileMode": 0o20640, "uid": 5, "gid": 6},
+                       {"path": "/dev/loop9", "type": "b", "major": 7, "minor": 9},
+                       {"path": "/run/fifo", "type": "p"}]),
+            ),
+            "/linux/resources",
+            json!({"devices": [{"allow": false, "access": "rwm"},
+                               {"allow": true, "type": "c", "major": 10, "minor": 229, "access": "rw"},
+                               {"allow": true, "type": "b", "major": 7, "minor": 9, "access": "r"}]}),
+        );
+        let c = b.check(spec).expect("valid");
+        let p = &c.device_policy;
+        assert!(p.permits(DevType::Char, 10, 229, Access(6)));
+        assert!(p.permits(DevType::Block, 7, 9, Access::READ));
+        assert!(!p.permits(DevType::Block, 7, 9, Access::WRITE));
+        assert_eq!(
+            c.device_nodes[0],
+            DeviceNode {
+                path: PathBuf::from("/dev/fuse"),
+                kind: libc::S_IFCHR,
+                major: 10,
+                minor: 229,
+                mode: 0o640,
+                uid: 5,
+                gid: 6,
+            }
+        );
+        assert_eq!(c.device_nodes[1].kind, libc::S_IFBLK);
+        assert_eq!((c.device_nodes[1].mode, c.device_nodes[1].uid), (0o666, 0));
+        assert_eq!(c.device_nodes[2].kind, libc::S_IFIFO);
+
+        // Allow all (a privileged container).
+        let spec = with(
+            base(),
+            "/linux/resources",
+            json!({"devices": [{"allow": false, "access": "rwm"}, {"allow": true, "access": "rwm"}]}),
+        );
+        assert!(
+            b.check(spec)
+                .expect("valid")
+                .device_policy
+                .allows_everything()
+        );
     }
 
     #[test]

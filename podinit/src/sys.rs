@@ -207,6 +207,50 @@ pub fn symlinkat(target: &CStr, dir: BorrowedFd<'_>, name: &CStr) -> io::Result<
     }
 }
 
+/// `mknodat(dir, name, mode, makedev(major, minor))`.
+pub fn mknodat(
+    dir: BorrowedFd<'_>,
+    name: &CStr,
+    mode: libc::mode_t,
+    major: u32,
+    minor: u32,
+) -> io::Result<()> {
+    let dev = libc::makedev(major, minor);
+    // SAFETY: NUL-terminated name, valid dirfd.
+    cvt(unsafe { libc::mknodat(dir.as_raw_fd(), name.as_ptr(), mode, dev) }).map(|_| ())
+}
+
+/// `fchmodat(dir, name, mode)` (follows no symlink: the entry was just made by us).
+pub fn fchmodat(dir: BorrowedFd<'_>, name: &CStr, mode: libc::mode_t) -> io::Result<()> {
+    // SAFETY: NUL-terminated name, valid dirfd.
+    cvt(unsafe { libc::fchmodat(dir.as_raw_fd(), name.as_ptr(), mode, 0) }).map(|_| ())
+}
+
+/// `fchownat(dir, name, uid, gid, AT_SYMLINK_NOFOLLOW)`.
+pub fn fchownat(dir: BorrowedFd<'_>, name: &CStr, uid: u32, gid: u32) -> io::Result<()> {
+    // SAFETY: NUL-terminated name, valid dirfd.
+    cvt(unsafe {
+        libc::fchownat(
+            dir.as_raw_fd(),
+            name.as_ptr(),
+            uid,
+            gid,
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    })
+    .map(|_| ())
+}
+
+/// `unlinkat(dir, name, 0)`; a missing entry is not an error.
+pub fn unlinkat(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<()> {
+    // SAFETY: NUL-terminated name, valid dirfd.
+    match cvt(unsafe { libc::unlinkat(dir.as_raw_fd(), name.as_ptr(), 0) }) {
+        Ok(_) => Ok(()),
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
 /// `fstat` of an fd.
 pub fn fstat(fd: BorrowedFd<'_>) -> io::Result<libc::stat> {
     // SAFETY: zeroed stat is a valid out-buffer; fd is valid.
@@ -417,6 +461,17 @@ pub fn owns_mount_namespace() -> bool {
         (Ok(own), Ok(init)) => own != init,
         _ => false,
     }
+}
+
+/// Whether this process runs in a user namespace other than the host's: its uid map is not
+/// the identity map of every id.
+pub fn in_user_namespace() -> bool {
+    std::fs::read_to_string("/proc/self/uid_map")
+        .map(|m| {
+            let f: Vec<&str> = m.split_whitespace().collect();
+            f != ["0", "0", "4294967295"]
+        })
+        .unwrap_or(false)
 }
 
 pub fn set_child_subreaper() -> io::Result<()> {

@@ -145,9 +145,9 @@ impl Runtime {
                 .and_then(|l| l.security_context.as_ref())
                 .and_then(|s| s.namespace_options.as_ref()),
         )?;
-        if !config.devices.is_empty() {
-            return Err(RuntimeError::unimplemented("devices are not supported yet"));
-        }
+        // Before anything is made: a device that is not on the node refuses the request.
+        let cri_devices = config.devices.clone();
+        let devices = Self::blocking(move || super::devices::resolve_all(&cri_devices)).await?;
         let image_name = config
             .image
             .as_ref()
@@ -192,7 +192,10 @@ impl Runtime {
             })?;
         let lock = self.pod_lock(&pod.id);
         let _guard = lock.read().await;
-        match self.set_up_container(&pod, &mut record, &image).await {
+        match self
+            .set_up_container(&pod, &mut record, &image, &devices)
+            .await
+        {
             Ok(()) => {
                 record.creating = false;
                 self.metadata
@@ -213,6 +216,7 @@ impl Runtime {
         pod: &PodRecord,
         record: &mut ContainerRecord,
         image: &imageservice::record::ImageRecord,
+        devices: &[super::devices::ResolvedDevice],
     ) -> Result<()> {
         let ctr_dir = self.ctr_dir(&pod.id, &record.id);
         let rootfs = ctr_dir.join("rootfs");
@@ -273,6 +277,17 @@ impl Runtime {
         record.user = Some(user.clone());
         let hostname = super::pods::pod_hostname(&pod.config);
         let pod_caps = self.pod_capabilities(&pod.id).await?;
+        let privileged = record
+            .config
+            .linux
+            .as_ref()
+            .and_then(|l| l.security_context.as_ref())
+            .is_some_and(|s| s.privileged);
+        let host_devices = if privileged {
+            Self::blocking(super::devices::host_devices).await?
+        } else {
+            Vec::new()
+        };
         let mut oci = spec::build(SpecInput {
             container_id: &record.id,
             config: &record.config,
@@ -293,6 +308,8 @@ impl Runtime {
                 .collect(),
             pod_files: podfiles::POD_FILES,
             pod_caps: &pod_caps,
+            devices,
+            host_devices: &host_devices,
         })
         .map_err(|e| match e {
             SpecError::SeccompProfile(

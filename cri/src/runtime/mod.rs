@@ -5,6 +5,7 @@
 //! order of the steps; the pod host owns how a CT is made, podinit how a process runs.
 
 pub mod containers;
+pub mod devices;
 pub mod error;
 pub mod ids;
 pub mod mounts;

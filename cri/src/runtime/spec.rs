@@ -7,9 +7,12 @@ use std::str::FromStr;
 
 use k8s_cri::v1::{ContainerConfig, MountPropagation, NamespaceMode};
 use oci_spec::runtime::{
-    Capability, LinuxBuilder, LinuxCapabilities, LinuxCpu, LinuxMemory, LinuxNamespace,
-    LinuxNamespaceType, LinuxResources, LinuxSeccomp, Mount, Process, Root, Spec, User,
+    Capability, LinuxBuilder, LinuxCapabilities, LinuxCpu, LinuxDeviceCgroup, LinuxMemory,
+    LinuxNamespace, LinuxNamespaceType, LinuxResources, LinuxSeccomp, Mount, Process, Root, Spec,
+    User,
 };
+
+use super::devices::{HostDevice, ResolvedDevice};
 
 /// Where the pod directory appears inside the CT.
 pub const POD_DIR_IN_CT: &str = "/pvecri";
@@ -107,6 +110,42 @@ pub struct SpecInput<'a> {
     pub pod_files: &'a [&'a str],
     /// The capabilities the pod's CT can grant (see [`capabilities`]).
     pub pod_caps: &'a HashSet<Capability>,
+    /// The CRI devices, looked up on the node (see [`super::devices::resolve`]).
+    pub devices: &'a [ResolvedDevice],
+    /// The node's devices, for a privileged container (see [`super::devices::host_devices`]).
+    pub host_devices: &'a [HostDevice],
+}
+
+/// A device cgroup rule for every device (`a`).
+fn all_devices(allow: bool) -> LinuxDeviceCgroup {
+    let mut r = LinuxDeviceCgroup::default();
+    r.set_allow(allow);
+    r.set_access(Some("rwm".into()));
+    r
+}
+
+/// `linux.devices` and the device cgroup rules, as containerd sets them: deny everything, then
+/// allow each CRI device with its permissions; a privileged container also gets every node of
+/// the host and all access (`WithHostDevices`, `WithAllDevicesAllowed`). podinit adds runc's
+/// default allow list (`/dev/null`, ..., mknod) after these rules.
+fn device_sections(
+    devices: &[ResolvedDevice],
+    host_devices: &[HostDevice],
+    privileged: bool,
+) -> (Vec<oci_spec::runtime::LinuxDevice>, Vec<LinuxDeviceCgroup>) {
+    let mut nodes = Vec::new();
+    let mut rules = vec![all_devices(false)];
+    for d in devices {
+        for n in &d.nodes {
+            nodes.push(n.linux_device());
+            rules.push(n.allow(&d.permissions));
+        }
+    }
+    if privileged {
+        nodes.extend(host_devices.iter().map(HostDevice::linux_device));
+        rules.push(all_devices(true));
+    }
+    (nodes, rules)
 }
 
 /// The image config's `config` object.
@@ -478,7 +517,10 @@ pub fn build(input: SpecInput<'_>) -> Result<Spec, SpecError> {
         }
     }
 
+    let (device_nodes, device_rules) =
+        device_sections(input.devices, input.host_devices, privileged);
     let mut res = LinuxResources::default();
+    res.set_devices(Some(device_rules));
     if let Some(r) = resources {
         if r.memory_limit_in_bytes > 0 || r.memory_swap_limit_in_bytes != 0 {
             let mut m = LinuxMemory::default();
@@ -544,6 +586,7 @@ pub fn build(input: SpecInput<'_>) -> Result<Spec, SpecError> {
 
     let mut linux = LinuxBuilder::default()
         .namespaces(namespaces)
+        .devices(device_nodes)
         .resources(res)
         .masked_paths(masked)
         .readonly_paths(readonly)
@@ -805,6 +848,8 @@ mod tests {
             ],
             pod_files: &["hosts", "resolv.conf", "hostname"],
             pod_caps: &host_caps(),
+            devices: &[],
+            host_devices: &[],
         })
         .unwrap();
         assert_eq!(
@@ -898,6 +943,8 @@ mod tests {
             mounts: vec![],
             pod_files: &[],
             pod_caps: &host_caps(),
+            devices: &[],
+            host_devices: &[],
         })
         .unwrap();
         let ns: Vec<LinuxNamespaceType> = spec
@@ -924,6 +971,8 @@ mod tests {
             mounts: vec![],
             pod_files: &[],
             pod_caps: &host_caps(),
+            devices: &[],
+            host_devices: &[],
         })
         .unwrap();
         let privileged = build(SpecInput {
@@ -935,6 +984,8 @@ mod tests {
             mounts: vec![],
             pod_files: &[],
             pod_caps: &host_caps(),
+            devices: &[],
+            host_devices: &[],
         })
         .unwrap();
         let cgroup_ns = |s: &Spec| {
@@ -958,5 +1009,110 @@ mod tests {
         assert!(cgroup_opts(&plain).contains(&"ro".to_string()));
         assert!(!cgroup_ns(&privileged));
         assert!(cgroup_opts(&privileged).contains(&"rw".to_string()));
+    }
+
+    #[test]
+    fn devices_and_their_cgroup_rules_as_containerd_writes_them() {
+        use oci_spec::runtime::LinuxDeviceType;
+        let node = |path: &str, typ, major, minor| HostDevice {
+            container_path: path.into(),
+            typ,
+            major,
+            minor,
+            file_mode: 0o660,
+            uid: 0,
+            gid: 6,
+        };
+        let cri = [ResolvedDevice {
+            nodes: vec![node("/dev/fuse", LinuxDeviceType::C, 10, 229)],
+            permissions: "rw".into(),
+        }];
+        let host = [node("/dev/loop0", LinuxDeviceType::B, 7, 0)];
+        let build_with = |config: &ContainerConfig| {
+            build(SpecInput {
+                container_id: "c",
+                config,
+                image_config: &image(),
+                hostname: "h",
+                user: ResolvedUser::default(),
+                mounts: vec![],
+                pod_files: &[],
+                pod_caps: &host_caps(),
+                devices: &cri,
+                host_devices: &host,
+            })
+            .unwrap()
+        };
+        let rules_of = |s: &Spec| -> Vec<String> {
+            let linux = s.linux().as_ref().unwrap();
+            linux
+                .resources()
+                .as_ref()
+                .unwrap()
+                .devices()
+                .clone()
+                .unwrap()
+                .iter()
+                .map(|r| r.to_string())
+                .collect()
+        };
+        let paths_of = |s: &Spec| -> Vec<String> {
+            s.linux()
+                .as_ref()
+                .unwrap()
+                .devices()
+                .clone()
+                .unwrap_or_default()
+                .iter()
+                .map(|d| d.path().display().to_string())
+                .collect()
+        };
+        let plain = build_with(&ContainerConfig::default());
+        assert_eq!(paths_of(&plain), ["/dev/fuse"]);
+        let rules = rules_of(&plain);
+        assert_eq!(rules.len(), 2, "{rules:?}");
+        let fuse = &plain.linux().as_ref().unwrap().devices().as_ref().unwrap()[0];
+        assert_eq!(
+            (fuse.major(), fuse.minor(), fuse.file_mode()),
+            (10, 229, Some(0o660))
+        );
+        // Each rule as podinit reads it: deny all, then the device with its permissions.
+        let policy = podinit::devices::DevicePolicy::from_rules(
+            &podinit::devices::rules_from_spec(
+                plain
+                    .linux()
+                    .as_ref()
+                    .unwrap()
+                    .resources()
+                    .as_ref()
+                    .unwrap()
+                    .devices()
+                    .as_ref()
+                    .unwrap(),
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        use podinit::devices::{Access, DevType};
+        assert!(policy.permits(DevType::Char, 10, 229, Access(6)));
+        assert!(!policy.permits(DevType::Block, 7, 0, Access::READ));
+
+        let privileged = build_with(&with_caps(&[], &[], true));
+        assert_eq!(paths_of(&privileged), ["/dev/fuse", "/dev/loop0"]);
+        let rules = privileged
+            .linux()
+            .as_ref()
+            .unwrap()
+            .resources()
+            .as_ref()
+            .unwrap()
+            .devices()
+            .clone()
+            .unwrap();
+        let policy = podinit::devices::DevicePolicy::from_rules(
+            &podinit::devices::rules_from_spec(&rules).unwrap(),
+        )
+        .unwrap();
+        assert!(policy.allows_everything());
     }
 }
