@@ -9,8 +9,17 @@
 //! * `cgroup:rw:force`: the CT has its own cgroup namespace rooted at its cgroup, and podinit
 //!   must create a child cgroup per container. Without `force` LXC leaves mounting cgroups to
 //!   an init that keeps CAP_SYS_ADMIN; with a cgroup namespace LXC treats `mixed` as `rw`.
-//! * No `lxc.cgroup.devices.*` and no capability drops or seccomp: the CT is the pod's
-//!   sandbox, podinit applies each container's devices, capabilities and seccomp itself.
+//! * No `lxc.cgroup.devices.*` (nor `lxc.cgroup2.devices.*`), no capability drops, no seccomp:
+//!   the CT is the pod's sandbox and podinit confines each container itself. Devices in
+//!   particular: podinit gives every container a device cgroup of its own (default deny but
+//!   runc's list, the CRI devices, all for a privileged container; see `podinit::devices`).
+//!   A device cgroup only narrows down the tree (v1 children cannot be allowed more than
+//!   their parent; v2 programs of every cgroup on the path must all allow), so the CT's own
+//!   must stay open: a CT limited to LXC's defaults would refuse device plugins' GPUs to the
+//!   container that asked for them and the node's devices to privileged containers. A
+//!   container cannot use that openness: it is always in its own, closed cgroup (which only
+//!   CAP_SYS_ADMIN, i.e. a privileged container, could reopen, as with runc), and podinit,
+//!   the only process directly in the CT's cgroup, runs no container code.
 //! * `/proc` and `/sys` read-only but for `/proc/sys/net` (`mixed`), except that `/proc` is
 //!   writable when the pod sets IPC or UTS sysctls, which LXC writes there during setup.
 //! * AppArmor `unconfined`: podinit needs mount and pivot_root for its containers; this host
