@@ -172,3 +172,62 @@ fn shifted_root_filesystems_on_overlay() {
 fn shifted_root_filesystems_on_zfs() {
     check(Driver::Zfs, StoreOptions::default(), "zfs, shifted clone").unwrap();
 }
+
+/// What an ID map costs at CreateContainer, on the `large` image (busybox + 4 x 80 MiB of
+/// /usr: about 1300 entries, mostly large files): `create_rootfs` plain and with a map, per
+/// store, median of 5.
+/// Run it alone: `cargo nextest run -p e2e --test layerfs --run-ignored only rootfs_idmap_cost`
+/// (under `flock /var/tmp/pvecri-bench.lock`).
+#[test]
+#[ignore = "a measurement, not a check"]
+fn rootfs_idmap_cost() {
+    let image = e2e::images::large_image().unwrap();
+    let mut report = Vec::new();
+    for (label, driver, opts) in [
+        ("overlay", Driver::Overlay, StoreOptions::default()),
+        (
+            "overlay (shifted copy)",
+            Driver::Overlay,
+            StoreOptions {
+                shift_instead_of_idmap: true,
+                ..StoreOptions::default()
+            },
+        ),
+        ("zfs (shifted clone)", Driver::Zfs, StoreOptions::default()),
+    ] {
+        let fx = Fixture::with_options(driver, opts).unwrap();
+        let infos = fx.apply_image(&image.layers).unwrap();
+        let top = infos.last().map(|i| &i.chain_id);
+        let time = |name: &str, options: &RootfsOptions| {
+            let mut runs: Vec<f64> = (0..5)
+                .map(|i| {
+                    let id = format!("{name}{i}");
+                    let started = std::time::Instant::now();
+                    fx.store()
+                        .create_rootfs(&id, top, &fx.target(&id), options)
+                        .unwrap();
+                    let ms = started.elapsed().as_secs_f64() * 1000.0;
+                    fx.store().remove_rootfs(&id).unwrap();
+                    ms
+                })
+                .collect();
+            runs.sort_by(f64::total_cmp);
+            runs[2]
+        };
+        let plain = time("plain", &RootfsOptions::default());
+        let mapped = time(
+            "mapped",
+            &RootfsOptions {
+                idmap: Some(MAP),
+                ..Default::default()
+            },
+        );
+        report.push(format!(
+            "{label:24} plain {plain:8.1} ms   with ID map {mapped:8.1} ms"
+        ));
+    }
+    println!(
+        "create_rootfs, large image, median of 5:\n{}",
+        report.join("\n")
+    );
+}
