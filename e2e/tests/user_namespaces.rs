@@ -168,7 +168,7 @@ async fn a_user_namespace_pod_owns_its_image_and_volumes(store: Store) {
         &mut rt,
         &id,
         "echo written > /etc/written && cat /vol/from-host && echo ctr > /vol/from-ctr && \
-         chown 1000:1000 /vol/from-ctr",
+         chown 1000:1000 /vol/from-ctr && echo '10.9.9.9 extra' >> /etc/hosts",
     )
     .await
     .unwrap();

@@ -261,9 +261,19 @@ impl Runtime {
                 })?;
             }
             podfiles::write(&pod_dir, &hostname, config.dns_config.as_ref(), host_net)
-                .map_err(|e| RuntimeError::internal(format!("writing pod files: {e}")))
+                .map_err(|e| RuntimeError::internal(format!("writing pod files: {e}")))?;
+            if let Some((uid, gid)) = root {
+                // The containers' root may edit /etc/hosts, as with host users.
+                for file in podfiles::POD_FILES {
+                    let path = pod_dir.join("etc").join(file);
+                    std::os::unix::fs::chown(&path, Some(uid), Some(gid)).map_err(|e| {
+                        RuntimeError::internal(format!("chown {}: {e}", path.display()))
+                    })?;
+                }
+            }
             // The pod host makes the directory a shared mount, so that what the daemon mounts
             // under it later reaches the CT.
+            Ok(())
         })
         .await?;
         self.pod_host
