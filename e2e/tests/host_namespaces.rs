@@ -495,3 +495,55 @@ async fn a_privileged_node_agent_with_a_bidirectional_volume() {
         "the plugin's mount outlives the pod on the host"
     );
 }
+
+/// A hostPID pod through a `kill -9` of the daemon: the restarted daemon finds its CT (whose
+/// init is in the host's PID namespace) running, its container answers, and stopping it
+/// still ends every process the pod started.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_pid_pod_survives_a_daemon_restart() {
+    let mut env = PodEnv::start(Store::Overlay).await.unwrap();
+    env.pull(&env.images.one_layer).await.unwrap();
+    let mut rt = env.rt().await.unwrap();
+    let ns = namespaces(NamespaceMode::Pod, NamespaceMode::Node, NamespaceMode::Node);
+    let pod = with_pod_namespaces(env.pod_config("restarted"), &ns);
+    let pod_id = env.run_pod(&mut rt, &pod).await.unwrap();
+    let c = with_container_namespaces(
+        container_config(
+            "c",
+            &env.images.one_layer,
+            &["sh", "-c", "sleep 4567890 & exec sleep 3606"],
+        ),
+        &ns,
+    );
+    let id = env.run_container(&mut rt, &pod_id, &pod, c).await.unwrap();
+    wait_container_state(&mut rt, &id, ContainerState::ContainerRunning, RUNNING)
+        .await
+        .unwrap();
+
+    env.daemon.kill9().unwrap();
+    drop(rt);
+    env.daemon.restart().unwrap();
+    let mut rt = env.rt().await.unwrap();
+    let st = pod_status(&mut rt, &pod_id).await.unwrap();
+    assert_eq!(st.state, PodSandboxState::SandboxReady as i32, "{st:?}");
+    let pid = exec_ok(&mut rt, &id, "pidof sleep").await.unwrap();
+    let bg = pids_running("sleep 4567890");
+    assert_eq!(bg.len(), 1);
+    assert!(
+        pid.split_whitespace().any(|p| p == bg[0].to_string()),
+        "{pid}"
+    );
+
+    rt.stop_pod_sandbox(StopPodSandboxRequest {
+        pod_sandbox_id: pod_id.clone(),
+    })
+    .await
+    .unwrap();
+    wait_gone("sleep 4567890", Duration::from_secs(5)).await;
+    wait_gone("sleep 3606", Duration::from_secs(5)).await;
+    rt.remove_pod_sandbox(RemovePodSandboxRequest {
+        pod_sandbox_id: pod_id,
+    })
+    .await
+    .unwrap();
+}
