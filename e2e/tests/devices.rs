@@ -252,6 +252,8 @@ struct Loop {
     dev: PathBuf,
     file: PathBuf,
     _dir: tempfile::TempDir,
+    /// The node's mode before [`Loop::open_to_all`].
+    old_mode: std::cell::Cell<Option<u32>>,
 }
 
 impl Loop {
@@ -270,6 +272,7 @@ impl Loop {
             dev: PathBuf::from(out.trim()),
             file,
             _dir: dir,
+            old_mode: std::cell::Cell::new(None),
         }
     }
 }
@@ -282,8 +285,22 @@ impl Loop {
     }
 }
 
+impl Loop {
+    /// Mode 0666 until drop (the node is ours while the loop device is).
+    fn open_to_all(&self) {
+        use std::os::unix::fs::PermissionsExt;
+        let old = std::fs::metadata(&self.dev).unwrap().permissions().mode() & 0o7777;
+        self.old_mode.set(Some(old));
+        std::fs::set_permissions(&self.dev, std::fs::Permissions::from_mode(0o666)).unwrap();
+    }
+}
+
 impl Drop for Loop {
     fn drop(&mut self) {
+        use std::os::unix::fs::PermissionsExt;
+        if let Some(mode) = self.old_mode.get() {
+            let _ = std::fs::set_permissions(&self.dev, std::fs::Permissions::from_mode(mode));
+        }
         let _ = Command::new("/sbin/losetup")
             .arg("-d")
             .arg(&self.dev)
@@ -602,4 +619,103 @@ async fn bad_devices_are_refused() {
     let ctrs = env.pod_dir(&pod_id).join("ctrs");
     let left = std::fs::read_dir(&ctrs).map(|d| d.count()).unwrap_or(0);
     assert_eq!(left, 0);
+}
+
+/// In a pod with its own user namespace (`hostUsers: false`) nothing may mknod: CRI devices
+/// are bound into the container instead, as runc binds them, with the host's owner and mode
+/// (devtmpfs cannot be idmapped), so the test's loop devices are made 0666 as device plugins'
+/// nodes usually are. The daemon confines the container's device cgroup from the host
+/// (podinit may not there): the `r` device reads and refuses writes, the `rw` one takes them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_namespace_pods_get_their_devices_bound_and_confined() {
+    use k8s_cri::v1::{
+        IdMapping, LinuxPodSandboxConfig, LinuxSandboxSecurityContext, NamespaceMode,
+        NamespaceOption, UserNamespace,
+    };
+    let env = PodEnv::start(Store::Overlay).await.unwrap();
+    env.pull(&env.images.one_layer).await.unwrap();
+    let mut rt = env.rt().await.unwrap();
+    let host = 65_536 * (2 + rand::random::<u32>() % 1000);
+    let map = |host_id| {
+        vec![IdMapping {
+            host_id,
+            container_id: 0,
+            length: 65_536,
+        }]
+    };
+    let mut pod = env.pod_config("devices-userns");
+    pod.linux = Some(LinuxPodSandboxConfig {
+        security_context: Some(LinuxSandboxSecurityContext {
+            namespace_options: Some(NamespaceOption {
+                userns_options: Some(UserNamespace {
+                    mode: NamespaceMode::Pod as i32,
+                    uids: map(host),
+                    gids: map(host),
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let pod_id = env.run_pod(&mut rt, &pod).await.unwrap();
+    let rw = Loop::new(b'W');
+    let ro = Loop::new(b'R');
+    for l in [&rw, &ro] {
+        l.open_to_all();
+    }
+    let mut cfg = container_config("with-devices", &env.images.one_layer, &["sleep", "3600"]);
+    cfg.devices = vec![
+        Device {
+            container_path: "/dev/xvda".into(),
+            host_path: rw.dev.display().to_string(),
+            permissions: "rw".into(),
+        },
+        Device {
+            container_path: "/dev/xvdb".into(),
+            host_path: ro.dev.display().to_string(),
+            permissions: "r".into(),
+        },
+    ];
+    let id = env
+        .run_container(&mut rt, &pod_id, &pod, cfg)
+        .await
+        .unwrap();
+    wait_container_state(&mut rt, &id, ContainerState::ContainerRunning, RUNNING)
+        .await
+        .unwrap();
+    let maps = exec_ok(&mut rt, &id, "cat /proc/self/uid_map")
+        .await
+        .unwrap();
+    assert!(maps.contains(&host.to_string()), "{maps}");
+    let ls = exec_ok(&mut rt, &id, "ls -ln /dev/xvda /dev/xvdb")
+        .await
+        .unwrap();
+    assert!(
+        ls.lines().all(|l| l.starts_with('b')),
+        "the host's nodes: {ls}"
+    );
+    assert_eq!(
+        exec_ok(&mut rt, &id, "head -c 4 /dev/xvdb").await.unwrap(),
+        "RRRR"
+    );
+    let out = sh_out(
+        &mut rt,
+        &id,
+        "dd if=/dev/zero of=/dev/xvdb bs=512 count=1 conv=fsync",
+    )
+    .await;
+    assert!(out.contains("Operation not permitted"), "{out}");
+    assert_eq!(std::fs::read(&ro.file).unwrap()[0], b'R');
+    exec_ok(
+        &mut rt,
+        &id,
+        "printf userns | dd of=/dev/xvda bs=512 count=1 conv=sync,fsync 2>/dev/null",
+    )
+    .await
+    .unwrap();
+    assert!(std::fs::read(&rw.file).unwrap().starts_with(b"userns"));
+    // Nothing in the pod may make device nodes at all.
+    let out = sh_out(&mut rt, &id, "mknod /dev/x c 1 3").await;
+    assert!(out.contains("Operation not permitted"), "{out}");
 }

@@ -9,7 +9,7 @@
 use std::io;
 use std::path::{Path, PathBuf};
 
-use crate::devices::{DevicePolicy, bpf, ebpf};
+use crate::devices::{self, DevicePolicy};
 use crate::spec::Resources;
 use crate::sys;
 
@@ -30,12 +30,8 @@ pub enum CgroupError {
         path: PathBuf,
         source: io::Error,
     },
-    #[error("writing {line:?} to {path}: {source}")]
-    DeviceRule {
-        path: PathBuf,
-        line: String,
-        source: io::Error,
-    },
+    #[error(transparent)]
+    Devices(#[from] devices::cgroup::ApplyError),
     #[error("{0}")]
     Unsupported(String),
 }
@@ -378,69 +374,32 @@ impl ContainerCgroup {
     /// device program attached to the cgroup.
     ///
     /// In a user namespace neither is possible (the v1 files and `bpf()` need capabilities of
-    /// the host's user namespace); there the kernel itself refuses mknod to everything in the
-    /// pod, so a container can only open the nodes bound into it, and the pod CT's own device
-    /// policy applies. runc skips device cgroups in the same situation (rootless).
+    /// the host's user namespace): the daemon applies the policy from the host once Create
+    /// has made the cgroup, as runc does it from outside the container's user namespace. The
+    /// kernel refuses mknod to everything in such a pod anyway, so a container can only open
+    /// the nodes bound into it.
     fn apply_devices(&self, policy: &DevicePolicy, in_userns: bool) -> Result<(), CgroupError> {
-        let result = match self.mode {
-            Mode::V1 => self.apply_devices_v1(policy),
-            Mode::V2 => self.apply_devices_v2(policy),
+        let result = match (self.mode, self.dir("devices")) {
+            (Mode::V1, Some(dir)) => devices::cgroup::apply_v1(dir, policy),
+            (Mode::V1, None) if policy.allows_everything() => Ok(()),
+            (Mode::V1, None) => {
+                return Err(CgroupError::Unsupported(
+                    "the cgroup v1 devices controller is not available to podinit, so the \
+                     container's device access cannot be confined"
+                        .into(),
+                ));
+            }
+            (Mode::V2, Some(dir)) => devices::cgroup::apply_v2(dir, policy),
+            (Mode::V2, None) => Ok(()),
         };
         match result {
-            Err(CgroupError::Io { source, .. } | CgroupError::DeviceRule { source, .. })
-                if in_userns
-                    && matches!(source.raw_os_error(), Some(libc::EPERM | libc::EACCES)) =>
-            {
-                tracing::debug!("device cgroup not applied in a user namespace: {source}");
+            Err(e) if in_userns && e.is_permission() => {
+                // The daemon applies it from the host (see `cri::runtime::devices`).
+                tracing::debug!("device cgroup left to the daemon in a user namespace: {e}");
                 Ok(())
             }
-            other => other,
+            other => other.map_err(CgroupError::from),
         }
-    }
-
-    fn apply_devices_v1(&self, policy: &DevicePolicy) -> Result<(), CgroupError> {
-        let Some(dir) = self.dir("devices") else {
-            if policy.allows_everything() {
-                return Ok(());
-            }
-            return Err(CgroupError::Unsupported(
-                "the cgroup v1 devices controller is not available to podinit, so the \
-                 container's device access cannot be confined"
-                    .into(),
-            ));
-        };
-        for (file, line) in policy.v1_writes() {
-            let path = dir.join(file);
-            std::fs::write(&path, &line).map_err(|source| CgroupError::DeviceRule {
-                path,
-                line,
-                source,
-            })?;
-        }
-        Ok(())
-    }
-
-    fn apply_devices_v2(&self, policy: &DevicePolicy) -> Result<(), CgroupError> {
-        if policy.allows_everything() {
-            // Nothing to refuse; the programs of the cgroups above still apply.
-            return Ok(());
-        }
-        let Some(dir) = self.dir("") else {
-            return Ok(());
-        };
-        let prog = bpf::load(&ebpf::program(policy)).map_err(|source| CgroupError::Io {
-            what: "loading the device program for",
-            path: dir.to_path_buf(),
-            source,
-        })?;
-        let cg = sys::open(dir, libc::O_RDONLY | libc::O_DIRECTORY, 0)
-            .map_err(io_err("opening", dir))?;
-        use std::os::fd::AsFd;
-        bpf::attach(prog.as_fd(), cg.as_fd()).map_err(|source| CgroupError::Io {
-            what: "attaching the device program to",
-            path: dir.to_path_buf(),
-            source,
-        })
     }
 
     /// The kernel OOM-killed a process of this cgroup.

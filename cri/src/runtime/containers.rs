@@ -236,11 +236,16 @@ impl Runtime {
             .unwrap_or_default()
             .map(|m| super::namespaces::rootfs_idmap(&m));
         let ctr_dir_owned = ctr_dir.clone();
-        let prepared = Self::blocking(move || {
+        let userns = idmap.is_some();
+        let device_nodes: Vec<super::devices::HostDevice> =
+            devices.iter().flat_map(|d| d.nodes.clone()).collect();
+        let (prepared, device_binds) = Self::blocking(move || {
             // The mounts first: they are checked, and cost nothing to drop.
             let prepared = mounts::prepare(&cri_mounts)?;
+            let mut device_binds = Vec::new();
             if let Some(map) = &idmap {
                 mounts::idmap_all(&prepared, map)?;
+                device_binds = super::devices::bind_trees(&device_nodes, map)?;
             }
             std::fs::create_dir_all(&rootfs).map_err(|e| {
                 RuntimeError::internal(format!("creating {}: {e}", rootfs.display()))
@@ -261,12 +266,17 @@ impl Runtime {
                     idmap,
                 },
             )?;
-            Ok(prepared)
+            Ok((prepared, device_binds))
         })
         .await?;
-        let (records, trees): (Vec<_>, Vec<_>) =
+        let (records, mut trees): (Vec<_>, Vec<_>) =
             prepared.into_iter().map(|p| (p.record, p.tree)).unzip();
         record.mounts = records;
+        // Device nodes bound in a user-namespace pod are passed after the volumes, but are no
+        // volumes of the container's status.
+        let (device_records, device_trees): (Vec<_>, Vec<_>) =
+            device_binds.into_iter().map(|p| (p.record, p.tree)).unzip();
+        trees.extend(device_trees);
 
         let rootfs = ctr_dir.join("rootfs");
         let ureq = user_request(&record.config, &image.config);
@@ -283,7 +293,9 @@ impl Runtime {
             .as_ref()
             .and_then(|l| l.security_context.as_ref())
             .is_some_and(|s| s.privileged);
-        let host_devices = if privileged {
+        // A user-namespace pod cannot make the node's devices (mknod), and passes no
+        // hundreds of nodes as mounts: its privileged containers get the CT's /dev only.
+        let host_devices = if privileged && !userns {
             Self::blocking(super::devices::host_devices).await?
         } else {
             Vec::new()
@@ -297,6 +309,7 @@ impl Runtime {
             mounts: record
                 .mounts
                 .iter()
+                .chain(&device_records)
                 .map(|m| StagedMount {
                     host_path: m.host_path.clone(),
                     container_path: m.container_path.clone(),
@@ -310,6 +323,7 @@ impl Runtime {
             pod_caps: &pod_caps,
             devices,
             host_devices: &host_devices,
+            devices_as_mounts: userns,
         })
         .map_err(|e| match e {
             SpecError::SeccompProfile(
@@ -323,6 +337,12 @@ impl Runtime {
             record.stop_signal.to_string(),
         );
         oci.set_annotations(Some(annotations));
+        let device_rules = oci
+            .linux()
+            .as_ref()
+            .and_then(|l| l.resources().as_ref())
+            .and_then(|r| r.devices().clone())
+            .unwrap_or_default();
         let config_path = ctr_dir.join(podinit::api::CONFIG_FILE);
         let log_path = record.log_path.clone();
         let log = Self::blocking(move || {
@@ -352,7 +372,48 @@ impl Runtime {
         })
         .await
         .map_err(|e| e.context("podinit create"))?;
+        if userns
+            && let Err(e) = self
+                .confine_devices(&pod.id, &record.id, device_rules)
+                .await
+        {
+            let id = record.id.clone();
+            let _ = self.podinit(&pod.id, move |c| c.delete(&id)).await;
+            return Err(e);
+        }
         Ok(())
+    }
+
+    /// Applies a container's device rules to the cgroup podinit made for it, from the host:
+    /// podinit in a pod with its own user namespace may not.
+    async fn confine_devices(
+        &self,
+        pod_id: &str,
+        id: &str,
+        rules: Vec<oci_spec::runtime::LinuxDeviceCgroup>,
+    ) -> Result<()> {
+        let init_pid = match self.pod_host.status(pod_id).await {
+            Ok(pve::CtStatus::Running { init_pid }) => init_pid,
+            other => {
+                return Err(RuntimeError::precondition(format!(
+                    "pod {pod_id} is not running ({other:?}): cannot confine the devices of \
+                     container {id}"
+                )));
+            }
+        };
+        let id = id.to_string();
+        Self::blocking(move || {
+            let cg = crate::stats::cgroup::Cgroup::of_pod(init_pid)
+                .map_err(|e| RuntimeError::internal(format!("finding the pod's cgroup: {e}")))?
+                .container(&id);
+            if !cg.exists() {
+                return Err(RuntimeError::internal(format!(
+                    "container {id} has no cgroup after create"
+                )));
+            }
+            super::devices::apply_from_host(&cg, &rules)
+        })
+        .await
     }
 
     /// The capabilities the pod's CT can give its containers, as its podinit reports them.

@@ -17,6 +17,8 @@ const SKIPPED_DIRS: &[&str] = &["pts", "shm", "fd", "mqueue", ".lxc", ".lxd-moun
 /// A device node found on the node, and where it goes in the container.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HostDevice {
+    /// The node on the host (symlinks resolved).
+    pub host_path: PathBuf,
     pub container_path: String,
     pub typ: LinuxDeviceType,
     pub major: i64,
@@ -85,6 +87,7 @@ fn device_at(path: &Path, container_path: String) -> std::result::Result<HostDev
     };
     let rdev = meta.rdev();
     Ok(HostDevice {
+        host_path: path.to_path_buf(),
         container_path,
         typ,
         major: i64::from(libc::major(rdev)),
@@ -216,6 +219,83 @@ pub fn resolve(device: &k8s_cri::v1::Device) -> Result<ResolvedDevice> {
 /// All of a request's devices, in order.
 pub fn resolve_all(devices: &[k8s_cri::v1::Device]) -> Result<Vec<ResolvedDevice>> {
     devices.iter().map(resolve).collect()
+}
+
+/// In a pod with its own user namespace nothing may mknod, so each device node is bound into
+/// the container instead (as runc binds them there): a detached clone of the host's node,
+/// passed to podinit like a volume, idmapped with the pod's map where the node's filesystem
+/// allows it (so the container's root owns what the host's root owns).
+pub fn bind_trees(
+    nodes: &[HostDevice],
+    idmap: &layerfs::idmap::IdMap,
+) -> Result<Vec<super::mounts::PreparedMount>> {
+    let mut out = Vec::with_capacity(nodes.len());
+    for (index, n) in nodes.iter().enumerate() {
+        let tree = super::mounts::clone_tree(&n.host_path).map_err(|e| {
+            RuntimeError::internal(format!(
+                "device {}: cloning {}: {e}",
+                n.container_path,
+                n.host_path.display()
+            ))
+        })?;
+        out.push(super::mounts::PreparedMount {
+            record: super::records::MountRecord {
+                index,
+                host_path: n.host_path.display().to_string(),
+                container_path: n.container_path.clone(),
+                readonly: false,
+                recursive_read_only: false,
+                propagation: k8s_cri::v1::MountPropagation::PropagationPrivate as i32,
+            },
+            tree,
+        });
+    }
+    if out.is_empty() {
+        return Ok(out);
+    }
+    let userns = layerfs::idmap::user_namespace(idmap).map_err(|e| {
+        RuntimeError::internal(format!("making a user namespace for idmapped devices: {e}"))
+    })?;
+    for p in &out {
+        use std::os::fd::AsFd;
+        if let Err(e) = layerfs::idmap::idmap_detached(p.tree.as_fd(), userns.as_fd(), false) {
+            if !layerfs::idmap::is_unsupported(&e) {
+                return Err(RuntimeError::internal(format!(
+                    "device {}: idmapping {}: {e}",
+                    p.record.container_path, p.record.host_path
+                )));
+            }
+            // devtmpfs without idmapped mounts: the node shows the host's owner, unmapped.
+            tracing::debug!(device = %p.record.host_path, error = %e, "device node not idmapped");
+        }
+    }
+    Ok(out)
+}
+
+/// Applies a container's device policy (its spec's `linux.resources.devices` and runc's
+/// defaults, as podinit reads them) to its cgroup from the host: what podinit cannot do in a
+/// pod with its own user namespace.
+pub fn apply_from_host(
+    cg: &crate::stats::cgroup::Cgroup,
+    rules: &[LinuxDeviceCgroup],
+) -> Result<()> {
+    use podinit::devices::{DevicePolicy, cgroup, rules_from_spec};
+    let policy = rules_from_spec(rules)
+        .and_then(|r| DevicePolicy::from_rules(&r))
+        .map_err(|e| RuntimeError::invalid(e.to_string()))?;
+    let applied = match cg {
+        crate::stats::cgroup::Cgroup::V2(dir) => cgroup::apply_v2(dir, &policy),
+        crate::stats::cgroup::Cgroup::V1(_) => match cg.dir("devices") {
+            Some(dir) => cgroup::apply_v1(dir, &policy),
+            None => {
+                return Err(RuntimeError::precondition(
+                    "the pod's cgroup has no v1 devices controller: the container's device \
+                     access cannot be confined",
+                ));
+            }
+        },
+    };
+    applied.map_err(|e| RuntimeError::internal(format!("the container's device cgroup: {e}")))
 }
 
 #[cfg(test)]

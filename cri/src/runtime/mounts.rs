@@ -164,7 +164,7 @@ pub fn kernel_has_mount_setattr() -> bool {
 
 /// `open_tree(path, OPEN_TREE_CLONE | AT_RECURSIVE)`: a detached copy of the mounts at and
 /// below `path`, following symlinks as a bind mount does.
-fn clone_tree(path: &Path) -> std::io::Result<OwnedFd> {
+pub(crate) fn clone_tree(path: &Path) -> std::io::Result<OwnedFd> {
     use std::os::unix::ffi::OsStrExt;
     let c = std::ffi::CString::new(path.as_os_str().as_bytes())
         .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidInput, "NUL in path"))?;

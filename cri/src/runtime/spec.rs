@@ -114,6 +114,9 @@ pub struct SpecInput<'a> {
     pub devices: &'a [ResolvedDevice],
     /// The node's devices, for a privileged container (see [`super::devices::host_devices`]).
     pub host_devices: &'a [HostDevice],
+    /// The CRI devices come as bind mounts among `mounts` (a pod with its own user namespace,
+    /// where nothing may mknod): only their cgroup rules go into the spec.
+    pub devices_as_mounts: bool,
 }
 
 /// A device cgroup rule for every device (`a`).
@@ -132,12 +135,15 @@ fn device_sections(
     devices: &[ResolvedDevice],
     host_devices: &[HostDevice],
     privileged: bool,
+    as_mounts: bool,
 ) -> (Vec<oci_spec::runtime::LinuxDevice>, Vec<LinuxDeviceCgroup>) {
     let mut nodes = Vec::new();
     let mut rules = vec![all_devices(false)];
     for d in devices {
         for n in &d.nodes {
-            nodes.push(n.linux_device());
+            if !as_mounts {
+                nodes.push(n.linux_device());
+            }
             rules.push(n.allow(&d.permissions));
         }
     }
@@ -517,8 +523,12 @@ pub fn build(input: SpecInput<'_>) -> Result<Spec, SpecError> {
         }
     }
 
-    let (device_nodes, device_rules) =
-        device_sections(input.devices, input.host_devices, privileged);
+    let (device_nodes, device_rules) = device_sections(
+        input.devices,
+        input.host_devices,
+        privileged,
+        input.devices_as_mounts,
+    );
     let mut res = LinuxResources::default();
     res.set_devices(Some(device_rules));
     if let Some(r) = resources {
@@ -850,6 +860,7 @@ mod tests {
             pod_caps: &host_caps(),
             devices: &[],
             host_devices: &[],
+            devices_as_mounts: false,
         })
         .unwrap();
         assert_eq!(
@@ -945,6 +956,7 @@ mod tests {
             pod_caps: &host_caps(),
             devices: &[],
             host_devices: &[],
+            devices_as_mounts: false,
         })
         .unwrap();
         let ns: Vec<LinuxNamespaceType> = spec
@@ -973,6 +985,7 @@ mod tests {
             pod_caps: &host_caps(),
             devices: &[],
             host_devices: &[],
+            devices_as_mounts: false,
         })
         .unwrap();
         let privileged = build(SpecInput {
@@ -986,6 +999,7 @@ mod tests {
             pod_caps: &host_caps(),
             devices: &[],
             host_devices: &[],
+            devices_as_mounts: false,
         })
         .unwrap();
         let cgroup_ns = |s: &Spec| {
@@ -1015,6 +1029,7 @@ mod tests {
     fn devices_and_their_cgroup_rules_as_containerd_writes_them() {
         use oci_spec::runtime::LinuxDeviceType;
         let node = |path: &str, typ, major, minor| HostDevice {
+            host_path: PathBuf::from(path),
             container_path: path.into(),
             typ,
             major,
@@ -1040,6 +1055,7 @@ mod tests {
                 pod_caps: &host_caps(),
                 devices: &cri,
                 host_devices: &host,
+                devices_as_mounts: false,
             })
             .unwrap()
         };

@@ -16,7 +16,9 @@ use std::path::{Path, PathBuf};
 /// podinit's own leaf on cgroup v2.
 const PODINIT_LEAF: &str = "podinit";
 /// v1 controllers whose files the stats read.
-const V1_CONTROLLERS: &[&str] = &["cpu", "cpuacct", "memory", "pids", "cpuset", "hugetlb"];
+const V1_CONTROLLERS: &[&str] = &[
+    "cpu", "cpuacct", "memory", "pids", "cpuset", "hugetlb", "devices",
+];
 /// `cpuacct.stat` counts in USER_HZ, which is 100 on every Linux ABI.
 const NS_PER_USER_HZ: u64 = 10_000_000;
 /// cgroup v1 reports "no memory limit" as PAGE_COUNTER_MAX pages, about 2^63; anything this

@@ -12,6 +12,7 @@
 //! cgroup v2 ([`ebpf::program`]), so both hierarchies enforce the same thing.
 
 pub mod bpf;
+pub mod cgroup;
 pub mod ebpf;
 
 use std::collections::BTreeMap;
