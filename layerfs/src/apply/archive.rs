@@ -932,4 +932,174 @@ mod tests {
         );
         assert_eq!(names, ["big"]);
     }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        #[derive(Debug, Clone)]
+        enum Kind {
+            File(Vec<u8>),
+            Dir,
+            Symlink(String),
+            Link(String),
+            Fifo,
+        }
+
+        fn name() -> impl Strategy<Value = String> {
+            prop_oneof![
+                "[a-z]{1,8}(/[a-z.]{1,8}){0,3}",
+                // Long enough for GNU long names or USTAR prefixes.
+                "[a-z]{60,90}/[a-z]{60,90}(/[a-z]{1,40})?",
+            ]
+        }
+
+        fn entry() -> impl Strategy<Value = (String, Kind, u32, u64, u64)> {
+            let kind = prop_oneof![
+                proptest::collection::vec(any::<u8>(), 0..1500).prop_map(Kind::File),
+                Just(Kind::Dir),
+                name().prop_map(Kind::Symlink),
+                name().prop_map(Kind::Link),
+                Just(Kind::Fifo),
+            ];
+            (
+                name(),
+                kind,
+                0..0o7777u32,
+                0..70_000u64,
+                0..2_000_000_000u64,
+            )
+        }
+
+        /// What a reader saw of an entry: type, name, link name, mode, uid, mtime, data.
+        type Seen = (u8, Vec<u8>, Vec<u8>, u32, u64, i64, Vec<u8>);
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 256, failure_persistence: None, ..ProptestConfig::default() })]
+
+            /// For archives the `tar` crate writes (GNU and USTAR headers, GNU long names and
+            /// links), this reader sees what the `tar` crate's reader sees.
+            #[test]
+            fn reads_well_formed_archives_as_the_tar_crate_does(
+                entries in proptest::collection::vec(entry(), 1..12),
+                gnu in any::<bool>(),
+            ) {
+                let mut builder = tar::Builder::new(Vec::new());
+                for (path, kind, mode, uid, mtime) in &entries {
+                    let mut h = if gnu { tar::Header::new_gnu() } else { tar::Header::new_ustar() };
+                    h.set_mode(*mode);
+                    h.set_uid(*uid);
+                    h.set_mtime(*mtime);
+                    let result = match kind {
+                        Kind::File(data) => {
+                            h.set_entry_type(tar::EntryType::Regular);
+                            h.set_size(data.len() as u64);
+                            builder.append_data(&mut h, path, data.as_slice())
+                        }
+                        Kind::Dir | Kind::Fifo => {
+                            h.set_entry_type(if matches!(kind, Kind::Dir) {
+                                tar::EntryType::Directory
+                            } else {
+                                tar::EntryType::Fifo
+                            });
+                            h.set_size(0);
+                            builder.append_data(&mut h, path, io::empty())
+                        }
+                        Kind::Symlink(t) | Kind::Link(t) => {
+                            h.set_entry_type(if matches!(kind, Kind::Link(_)) {
+                                tar::EntryType::Link
+                            } else {
+                                tar::EntryType::Symlink
+                            });
+                            h.set_size(0);
+                            builder.append_link(&mut h, path, t)
+                        }
+                    };
+                    // Names the writer cannot put in a USTAR header are not the point here.
+                    if result.is_err() {
+                        return Ok(());
+                    }
+                }
+                let data = builder.into_inner().unwrap();
+                let mut theirs: Vec<Seen> = Vec::new();
+                let mut archive = tar::Archive::new(&data[..]);
+                for e in archive.entries().unwrap() {
+                    let mut e = e.unwrap();
+                    let h = e.header().clone();
+                    let mut bytes = Vec::new();
+                    e.read_to_end(&mut bytes).unwrap();
+                    theirs.push((
+                        h.entry_type().as_byte(),
+                        e.path_bytes().into_owned(),
+                        e.link_name_bytes().map(|l| l.into_owned()).unwrap_or_default(),
+                        h.mode().unwrap(),
+                        h.uid().unwrap(),
+                        h.mtime().unwrap() as i64,
+                        bytes,
+                    ));
+                }
+                let mut ours: Vec<Seen> = Vec::new();
+                for_each_entry(&data[..], |e| {
+                    let mut bytes = Vec::new();
+                    e.read_to_end(&mut bytes).unwrap();
+                    let h = &e.header;
+                    ours.push((
+                        h.typeflag,
+                        h.name.clone(),
+                        h.linkname.clone(),
+                        h.mode as u32,
+                        h.uid as u64,
+                        h.mtime.secs,
+                        bytes,
+                    ));
+                    Ok(())
+                })
+                .unwrap();
+                prop_assert_eq!(ours, theirs);
+            }
+
+            /// Whatever bytes a layer holds, the reader ends (or fails) without panicking,
+            /// and never hands out more data than the stream had.
+            #[test]
+            fn never_panics_on_mutated_archives(
+                entries in proptest::collection::vec(entry(), 1..6),
+                mutations in proptest::collection::vec((any::<proptest::sample::Index>(), any::<u8>(), any::<bool>()), 1..8),
+                cut in any::<proptest::sample::Index>(),
+            ) {
+                let mut builder = tar::Builder::new(Vec::new());
+                for (path, kind, mode, _, _) in &entries {
+                    let mut h = tar::Header::new_gnu();
+                    h.set_mode(*mode);
+                    let data: &[u8] = match kind {
+                        Kind::File(d) => d,
+                        _ => &[],
+                    };
+                    h.set_size(data.len() as u64);
+                    let _ = builder.append_data(&mut h, path, data);
+                }
+                let mut data = builder.into_inner().unwrap();
+                for (at, byte, fix) in &mutations {
+                    let i = at.index(data.len());
+                    data[i] = *byte;
+                    if *fix {
+                        // Keep the block's checksum right, so the header is parsed further.
+                        let start = i - i % BLOCK;
+                        let block = &mut data[start..start + BLOCK];
+                        block[148..156].fill(b' ');
+                        let sum: u32 = block.iter().map(|c| u32::from(*c)).sum();
+                        block[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+                    }
+                }
+                data.truncate(cut.index(data.len() + 1));
+                let mut total = 0usize;
+                let _ = for_each_entry(&data[..], |e| {
+                    let mut bytes = Vec::new();
+                    let _ = e.read_to_end(&mut bytes);
+                    total += bytes.len();
+                    Ok(())
+                });
+                prop_assert!(total <= data.len());
+            }
+        }
+    }
 }

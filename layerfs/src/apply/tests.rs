@@ -812,6 +812,32 @@ fn devices_are_skipped_where_they_cannot_be_made() {
     );
 }
 
+/// A file that a later entry replaces is a new file: hard links to the old one keep the old
+/// content, as containerd's remove-then-create gives it, within a layer and across layers.
+#[test]
+fn hard_links_keep_the_file_a_later_entry_replaces() {
+    let sb = Sandbox::new();
+    sb.apply(&[
+        file("a", b"v1"),
+        hardlink("b", "a"),
+        file("c", b"one"),
+        hardlink("d", "c"),
+        file("c", b"two"),
+    ])
+    .unwrap();
+    sb.apply(&[file("a", b"v2")]).unwrap();
+    sb.apply(&[file(".wh.a", b"")]).unwrap();
+    let snap = snapshot(&sb.root);
+    assert_eq!(
+        snap,
+        BTreeMap::from([
+            ("b".to_string(), file_desc(b"v1")),
+            ("c".to_string(), file_desc(b"two")),
+            ("d".to_string(), file_desc(b"one")),
+        ])
+    );
+}
+
 #[test]
 fn malformed_entries_are_invalid() {
     for entries in [
