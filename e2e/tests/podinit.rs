@@ -1189,3 +1189,392 @@ fn device_policy_on_both_cgroup_versions() {
         assert_eq!(r.stdout, b"LLLL", "{mode}: {r:?}");
     }
 }
+
+// ---- streaming: exec_stream, attach, connect (CRI Exec, Attach, PortForward) ----
+
+/// Reads the second reply line of a streaming session.
+fn stream_end<T: serde::de::DeserializeOwned>(
+    conn: &mut UnixStream,
+    mut rest: Vec<u8>,
+    timeout: Duration,
+) -> T {
+    conn.set_read_timeout(Some(timeout)).expect("timeout");
+    while !rest.contains(&b'\n') {
+        let mut buf = [0u8; 4096];
+        let n = conn.read(&mut buf).expect("reading the end of the stream");
+        assert!(n > 0, "podinit closed the stream without its end");
+        rest.extend_from_slice(&buf[..n]);
+    }
+    let nl = rest.iter().position(|&b| b == b'\n').expect("line");
+    podinit::client::decode_reply_line(&rest[..nl]).expect("end reply")
+}
+
+fn pipe_pair() -> (std::fs::File, std::fs::File) {
+    let (r, w) = podinit::sys::pipe().expect("pipe");
+    (std::fs::File::from(r), std::fs::File::from(w))
+}
+
+fn read_to_end_within(mut f: impl Read + std::os::fd::AsRawFd, timeout: Duration) -> Vec<u8> {
+    let deadline = Instant::now() + timeout;
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        assert!(!left.is_zero(), "output did not end within {timeout:?}");
+        let mut pfd = libc::pollfd {
+            fd: f.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one live pollfd.
+        unsafe { libc::poll(&mut pfd, 1, left.as_millis() as i32) };
+        match f.read(&mut buf) {
+            Ok(0) => return out,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            // EIO: a pty master whose slave side closed.
+            Err(e) if e.raw_os_error() == Some(libc::EIO) => return out,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => panic!("read: {e}"),
+        }
+    }
+}
+
+#[test]
+fn exec_stream_pipes_stdin_close_and_exit_codes() {
+    let pod = Pod::start(Duration::from_secs(2));
+    pod.add_container("app", sh("exec sleep 1000"), |_| {});
+    pod.run("app");
+    let (in_r, mut in_w) = pipe_pair();
+    let (out_r, out_w) = pipe_pair();
+    let (err_r, err_w) = pipe_pair();
+    let req = podinit::api::ExecStreamRequest {
+        id: "app".into(),
+        args: vec![
+            "sh".into(),
+            "-c".into(),
+            "cat; echo to-err >&2; exit 3".into(),
+        ],
+        stdin: true,
+        stdout: true,
+        stderr: true,
+        ..Default::default()
+    };
+    let mut s = pod
+        .client
+        .exec_stream(&req, &[in_r.as_fd(), out_w.as_fd(), err_w.as_fd()])
+        .expect("exec_stream");
+    drop((in_r, out_w, err_w));
+    assert!(!s.started.tty && s.fds.is_empty());
+    in_w.write_all(b"through stdin\n").expect("stdin");
+    // Closing stdin ends `cat`; the command goes on to its exit.
+    drop(in_w);
+    let out = read_to_end_within(out_r, Duration::from_secs(10));
+    let err = read_to_end_within(err_r, Duration::from_secs(10));
+    assert_eq!(out, b"through stdin\n");
+    assert_eq!(err, b"to-err\n");
+    let exit: podinit::api::ExecExit =
+        stream_end(&mut s.conn, std::mem::take(&mut s.rest), Duration::from_secs(10));
+    assert_eq!((exit.exit_code, exit.signal), (3, None));
+
+    // Only stdout asked for: stdin is /dev/null, stderr goes nowhere.
+    let (out_r, out_w) = pipe_pair();
+    let req = podinit::api::ExecStreamRequest {
+        id: "app".into(),
+        args: vec!["sh".into(), "-c".into(), "cat; echo done; echo x >&2".into()],
+        stdout: true,
+        ..Default::default()
+    };
+    let mut s = pod
+        .client
+        .exec_stream(&req, &[out_w.as_fd()])
+        .expect("exec_stream");
+    drop(out_w);
+    assert_eq!(
+        read_to_end_within(out_r, Duration::from_secs(10)),
+        b"done\n"
+    );
+    let exit: podinit::api::ExecExit =
+        stream_end(&mut s.conn, std::mem::take(&mut s.rest), Duration::from_secs(10));
+    assert_eq!(exit.exit_code, 0);
+
+    // A missing executable fails the start with the reason.
+    let (out_r, out_w) = pipe_pair();
+    let req = podinit::api::ExecStreamRequest {
+        id: "app".into(),
+        args: vec!["no-such-tool".into()],
+        stdout: true,
+        ..Default::default()
+    };
+    let err = pod
+        .client
+        .exec_stream(&req, &[out_w.as_fd()])
+        .expect_err("missing executable");
+    drop((out_r, out_w));
+    assert_eq!(err.api_kind(), Some(ErrorKind::StartFailed), "{err}");
+    assert!(err.to_string().contains("no-such-tool"), "{err}");
+
+    // A wrong number of fds is refused.
+    let err = pod
+        .client
+        .exec_stream(
+            &podinit::api::ExecStreamRequest {
+                id: "app".into(),
+                args: vec!["true".into()],
+                stdin: true,
+                stdout: true,
+                ..Default::default()
+            },
+            &[],
+        )
+        .expect_err("fds missing");
+    assert_eq!(err.api_kind(), Some(ErrorKind::InvalidArgument), "{err}");
+}
+
+#[test]
+fn exec_stream_killed_reports_signal_and_dropped_session_kills_the_command() {
+    let pod = Pod::start(Duration::from_secs(2));
+    pod.add_container("app", sh("exec sleep 1000"), |_| {});
+    pod.run("app");
+    let (out_r, out_w) = pipe_pair();
+    let req = podinit::api::ExecStreamRequest {
+        id: "app".into(),
+        args: vec!["sh".into(), "-c".into(), "echo $$; exec sleep 41".into()],
+        stdout: true,
+        ..Default::default()
+    };
+    let mut s = pod
+        .client
+        .exec_stream(&req, &[out_w.as_fd()])
+        .expect("exec_stream");
+    drop(out_w);
+    let mut line = Vec::new();
+    let mut r = std::io::BufReader::new(out_r);
+    std::io::BufRead::read_until(&mut r, b'\n', &mut line).expect("pid");
+    let pid: i32 = String::from_utf8_lossy(&line).trim().parse().expect("pid");
+    // Killed from inside the container: the exit says so.
+    let k = pod.exec("app", &["kill", "-9", &pid.to_string()], Duration::from_secs(5));
+    assert_eq!(k.exit_code, 0, "{k:?}");
+    let exit: podinit::api::ExecExit =
+        stream_end(&mut s.conn, std::mem::take(&mut s.rest), Duration::from_secs(10));
+    assert_eq!((exit.exit_code, exit.signal), (137, Some(9)));
+
+    // The daemon dropping the session kills what it ran.
+    let (out_r, out_w) = pipe_pair();
+    let req = podinit::api::ExecStreamRequest {
+        id: "app".into(),
+        args: vec!["sh".into(), "-c".into(), "exec sleep 42".into()],
+        stdout: true,
+        ..Default::default()
+    };
+    let s = pod
+        .client
+        .exec_stream(&req, &[out_w.as_fd()])
+        .expect("exec_stream");
+    drop(out_w);
+    let running = |pat: &str| {
+        let r = pod.exec("app", &["ps"], Duration::from_secs(5));
+        String::from_utf8_lossy(&r.stdout).contains(pat)
+    };
+    assert!(running("sleep 42"));
+    drop(s);
+    wait_until("the dropped exec to die", Duration::from_secs(5), || {
+        !running("sleep 42")
+    });
+    drop(out_r);
+}
+
+#[test]
+fn exec_stream_on_a_terminal_sizes_and_resizes_it() {
+    let pod = Pod::start(Duration::from_secs(2));
+    pod.add_container("app", sh("exec sleep 1000"), |_| {});
+    pod.run("app");
+    let req = podinit::api::ExecStreamRequest {
+        id: "app".into(),
+        args: vec![
+            "sh".into(),
+            "-c".into(),
+            // Reports its size, then again on SIGWINCH, and leaves on "q".
+            // (`read` returns early on the signal, so the loop does not end on it.)
+            "stty size; tty; trap 'stty size' WINCH; while true; do read l; [ \"$l\" = q ] && exit 7; done".into(),
+        ],
+        tty: true,
+        term_size: Some(podinit::api::TermSize { rows: 31, cols: 101 }),
+        ..Default::default()
+    };
+    let mut s = pod.client.exec_stream(&req, &[]).expect("exec_stream");
+    assert!(s.started.tty);
+    let master = std::fs::File::from(s.fds.pop().expect("pty master"));
+    let mut seen = Vec::new();
+    let mut wait_for = |needle: &str, master: &std::fs::File| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut buf = [0u8; 1024];
+        while !String::from_utf8_lossy(&seen).contains(needle) {
+            assert!(
+                Instant::now() < deadline,
+                "no {needle:?} in {:?}",
+                String::from_utf8_lossy(&seen)
+            );
+            let n = (&*master).read(&mut buf).expect("read pty");
+            seen.extend_from_slice(&buf[..n]);
+        }
+    };
+    wait_for("31 101\r\n", &master);
+    wait_for("/dev/pts/", &master);
+    let ws = libc::winsize {
+        ws_row: 40,
+        ws_col: 132,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCSWINSZ reads a winsize from a live local.
+    assert_eq!(
+        unsafe { libc::ioctl(std::os::fd::AsRawFd::as_raw_fd(&master), libc::TIOCSWINSZ, &ws) },
+        0
+    );
+    wait_for("40 132\r\n", &master);
+    (&master).write_all(b"q\n").expect("type q");
+    let exit: podinit::api::ExecExit =
+        stream_end(&mut s.conn, std::mem::take(&mut s.rest), Duration::from_secs(10));
+    assert_eq!(exit.exit_code, 7);
+}
+
+#[test]
+fn attach_reaches_the_containers_stdin_and_output_and_stdin_once_closes_it() {
+    let pod = Pod::start(Duration::from_secs(2));
+    pod.add_container("shell", sh("echo ready; exec sh"), |s| {
+        s["annotations"] = json!({
+            podinit::api::STDIN_ANNOTATION: "true",
+            podinit::api::STDIN_ONCE_ANNOTATION: "true",
+        });
+    });
+    pod.run("shell");
+    wait_until("the first output", Duration::from_secs(5), || {
+        !read_log(&pod.log_path("shell")).is_empty()
+    });
+    let (in_r, mut in_w) = pipe_pair();
+    let (out_r, out_w) = pipe_pair();
+    let (err_r, err_w) = pipe_pair();
+    let req = podinit::api::AttachRequest {
+        id: "shell".into(),
+        stdin: true,
+        stdout: true,
+        stderr: true,
+    };
+    let mut s = pod
+        .client
+        .attach(&req, &[in_r.as_fd(), out_w.as_fd(), err_w.as_fd()])
+        .expect("attach");
+    drop((in_r, out_w, err_w));
+    assert!(!s.started.tty && s.started.stdin);
+    in_w
+        .write_all(b"echo via-attach; echo oops >&2\n")
+        .expect("stdin");
+    let mut out = std::io::BufReader::new(out_r);
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut out, &mut line).expect("stdout");
+    assert_eq!(line, "via-attach\n");
+    let mut err = std::io::BufReader::new(err_r);
+    let mut eline = String::new();
+    std::io::BufRead::read_line(&mut err, &mut eline).expect("stderr");
+    assert_eq!(eline, "oops\n");
+    // The log has it too.
+    wait_until("the log line", Duration::from_secs(5), || {
+        read_log(&pod.log_path("shell"))
+            .iter()
+            .any(|l| l.2 == b"via-attach")
+    });
+    // stdin_once: closing the attached stdin closes the container's; sh exits.
+    drop(in_w);
+    let end: podinit::api::AttachEnded =
+        stream_end(&mut s.conn, std::mem::take(&mut s.rest), Duration::from_secs(10));
+    assert_eq!(end.exit_code, Some(0));
+    assert_eq!(pod.wait_exit("shell").exit_code, Some(0));
+
+    // Attaching to a container that is not running is refused.
+    let err = pod
+        .client
+        .attach(
+            &podinit::api::AttachRequest {
+                id: "shell".into(),
+                stdout: true,
+                ..Default::default()
+            },
+            &[pipe_pair().1.as_fd()],
+        )
+        .expect_err("exited");
+    assert_eq!(err.api_kind(), Some(ErrorKind::FailedPrecondition));
+}
+
+#[test]
+fn attach_to_a_terminal_container_and_detach_leaves_it_running() {
+    let pod = Pod::start(Duration::from_secs(2));
+    pod.add_container("tty", sh("exec sh"), |s| {
+        s["process"]["terminal"] = json!(true);
+        s["annotations"] = json!({podinit::api::STDIN_ANNOTATION: "true"});
+    });
+    pod.run("tty");
+    for round in 0..2 {
+        let (in_r, mut in_w) = pipe_pair();
+        let (out_r, out_w) = pipe_pair();
+        let req = podinit::api::AttachRequest {
+            id: "tty".into(),
+            stdin: true,
+            stdout: true,
+            stderr: false,
+        };
+        let s = pod
+            .client
+            .attach(&req, &[in_r.as_fd(), out_w.as_fd()])
+            .expect("attach");
+        drop((in_r, out_w));
+        assert!(s.started.tty);
+        assert_eq!(s.fds.len(), 1, "a pty master for resizing");
+        in_w
+            .write_all(format!("echo round-$((40+{round}))\n").as_bytes())
+            .expect("type");
+        let mut out = std::io::BufReader::new(out_r);
+        let want = format!("round-{}", 40 + round);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let mut line = String::new();
+            std::io::BufRead::read_line(&mut out, &mut line).expect("output");
+            if line.trim_end() == want {
+                break;
+            }
+            assert!(Instant::now() < deadline, "no {want}");
+        }
+        // Detaching (dropping the session) leaves the container running.
+        drop(s);
+        drop(in_w);
+        std::thread::sleep(Duration::from_millis(100));
+        assert_eq!(
+            pod.client.state("tty").expect("state").state,
+            ContainerState::Running
+        );
+    }
+}
+
+#[test]
+fn connect_hands_over_a_socket_to_a_loopback_port() {
+    let pod = Pod::start(Duration::from_secs(2));
+    // podinit shares the test's network namespace here: a listener of the test stands in
+    // for a server in the pod.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("listen");
+    let port = listener.local_addr().expect("addr").port();
+    let fd = pod.client.connect_port(port).expect("connect");
+    let mut sock = std::net::TcpStream::from(fd);
+    sock.set_nonblocking(false).expect("blocking");
+    let (mut peer, _) = listener.accept().expect("accept");
+    sock.write_all(b"ping").expect("write");
+    let mut buf = [0u8; 4];
+    peer.read_exact(&mut buf).expect("read");
+    assert_eq!(&buf, b"ping");
+    peer.write_all(b"pong").expect("write");
+    sock.read_exact(&mut buf).expect("read");
+    assert_eq!(&buf, b"pong");
+    drop(listener);
+    // Nothing listens there now.
+    let err = pod.client.connect_port(port).expect_err("refused");
+    assert_eq!(err.api_kind(), Some(ErrorKind::FailedPrecondition), "{err}");
+    assert!(err.to_string().contains(&port.to_string()), "{err}");
+}

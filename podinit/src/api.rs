@@ -10,6 +10,13 @@
 //!
 //! A client that closes its connection while its request is still running (`exec`, `wait`,
 //! `start`) abandons it: an exec's process group is killed, a start still completes.
+//!
+//! The streaming operations behind CRI Exec, Attach and PortForward (`exec_stream`, `attach`,
+//! `connect`) hand file descriptors back and forth instead of copying data through podinit:
+//! the caller sends the pipe ends the process gets as its stdio (or receives a pty master), so
+//! the bytes flow between the daemon and the process directly. Their connection carries two
+//! reply lines: the first when the stream is set up (with fds attached), the second when it
+//! ends (the exit status); closing the connection before the second ends the stream.
 
 use serde::{Deserialize, Serialize};
 
@@ -29,6 +36,12 @@ pub const STATUS_FILE: &str = "status.json";
 pub const DEFAULT_POD_DIR: &str = "/pvecri";
 /// Most bytes of stdout and of stderr an exec returns; the rest is read and dropped.
 pub const EXEC_OUTPUT_CAP: usize = 16 * 1024 * 1024;
+/// Spec annotation `"true"` when the container keeps a stdin pipe that Attach writes to
+/// (CRI `stdin`); otherwise its stdin is /dev/null.
+pub const STDIN_ANNOTATION: &str = "io.pvecri.stdin";
+/// Spec annotation `"true"` when the container's stdin is closed after the first attach that
+/// wrote to it ends (CRI `stdin_once`; ignored with a terminal, as containerd does).
+pub const STDIN_ONCE_ANNOTATION: &str = "io.pvecri.stdin-once";
 /// Spec annotation naming the signal podinit sends a container when the pod shuts down
 /// (a name like `SIGQUIT` or a number; the image's `StopSignal`). Default `SIGTERM`.
 pub const STOP_SIGNAL_ANNOTATION: &str = "io.pvecri.stop-signal";
@@ -81,6 +94,20 @@ pub enum Request {
     /// Forgets a container that is not running and removes its cgroup and status file.
     /// -> [`Empty`]
     Delete { id: String },
+    /// Runs a command in a running container with its stdio connected to the caller (CRI
+    /// Exec). Without a terminal the request carries, as fds and in this order, the ends the
+    /// process gets as stdin, stdout and stderr, for those asked for (the others are
+    /// /dev/null). -> [`StreamStarted`] (+ the pty master with a terminal), then [`ExecExit`].
+    /// Closing the connection before the exit kills the command's process group.
+    ExecStream(ExecStreamRequest),
+    /// Connects to the container's own stdin and output (CRI Attach); the request carries the
+    /// fds asked for, in the order stdin (read end), stdout, stderr (write ends).
+    /// -> [`AttachStarted`] (+ a pty master for resizing, with a terminal), then
+    /// [`AttachEnded`] when the container exits. Closing the connection detaches.
+    Attach(AttachRequest),
+    /// Connects to `port` on the pod's loopback (CRI PortForward).
+    /// -> [`Empty`] with the connected TCP socket attached.
+    Connect { port: u16 },
 }
 
 impl Request {
@@ -97,6 +124,9 @@ impl Request {
             Request::Exec(_) => "exec",
             Request::ReopenLog { .. } => "reopen_log",
             Request::Delete { .. } => "delete",
+            Request::ExecStream(_) => "exec_stream",
+            Request::Attach(_) => "attach",
+            Request::Connect { .. } => "connect",
         }
     }
 }
@@ -126,6 +156,107 @@ pub struct ExecUser {
     pub gid: u32,
     #[serde(default)]
     pub additional_gids: Vec<u32>,
+}
+
+/// A command run with its stdio connected to the caller (CRI Exec).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecStreamRequest {
+    pub id: String,
+    pub args: Vec<String>,
+    #[serde(default)]
+    pub env: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cwd: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<ExecUser>,
+    /// Run it on a new pseudo-terminal (the reply carries the master); no fds are sent.
+    #[serde(default)]
+    pub tty: bool,
+    /// The terminal's size at start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub term_size: Option<TermSize>,
+    /// Without a terminal: which stdio fds come with the request.
+    #[serde(default)]
+    pub stdin: bool,
+    #[serde(default)]
+    pub stdout: bool,
+    #[serde(default)]
+    pub stderr: bool,
+}
+
+impl ExecStreamRequest {
+    /// How many fds the request carries.
+    pub fn fd_count(&self) -> usize {
+        if self.tty {
+            0
+        } else {
+            [self.stdin, self.stdout, self.stderr]
+                .iter()
+                .filter(|b| **b)
+                .count()
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TermSize {
+    pub rows: u16,
+    pub cols: u16,
+}
+
+/// First reply of `exec_stream`: the command runs.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamStarted {
+    pub pid: u32,
+    /// The pty master comes with this reply.
+    pub tty: bool,
+}
+
+/// Second reply of `exec_stream`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecExit {
+    /// Exit code; 128 + signal when killed by a signal.
+    pub exit_code: i32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signal: Option<i32>,
+}
+
+/// Attach to a running container's stdio (CRI Attach).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttachRequest {
+    pub id: String,
+    #[serde(default)]
+    pub stdin: bool,
+    #[serde(default)]
+    pub stdout: bool,
+    #[serde(default)]
+    pub stderr: bool,
+}
+
+impl AttachRequest {
+    pub fn fd_count(&self) -> usize {
+        [self.stdin, self.stdout, self.stderr]
+            .iter()
+            .filter(|b| **b)
+            .count()
+    }
+}
+
+/// First reply of `attach`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttachStarted {
+    /// The container runs on a terminal: its output all comes as stdout, and a pty master
+    /// (for resizing only) comes with this reply.
+    pub tty: bool,
+    /// The container keeps a stdin that attach can write to.
+    pub stdin: bool,
+}
+
+/// Second reply of `attach`: the container exited (or podinit is shutting down).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttachEnded {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
 }
 
 /// The `ok` payload of an exec reply; `stdout_len` then `stderr_len` raw bytes follow the line.
@@ -323,6 +454,52 @@ mod tests {
                 ..Default::default()
             })
         );
+    }
+
+    #[test]
+    fn streaming_requests_round_trip() {
+        let req = Request::ExecStream(ExecStreamRequest {
+            id: "c".into(),
+            args: vec!["sh".into()],
+            tty: true,
+            term_size: Some(TermSize { rows: 24, cols: 80 }),
+            ..Default::default()
+        });
+        let json = serde_json::to_string(&req).expect("ser");
+        assert_eq!(serde_json::from_str::<Request>(&json).expect("de"), req);
+        let r: Request = serde_json::from_str(
+            r#"{"op":"exec_stream","id":"c","args":["cat"],"stdin":true,"stdout":true}"#,
+        )
+        .expect("de");
+        let Request::ExecStream(e) = r else {
+            panic!("not exec_stream")
+        };
+        assert_eq!(e.fd_count(), 2);
+        assert!(!e.tty && !e.stderr && e.term_size.is_none());
+        let tty = ExecStreamRequest {
+            tty: true,
+            stdin: true,
+            stdout: true,
+            ..Default::default()
+        };
+        assert_eq!(tty.fd_count(), 0, "a terminal takes no fds");
+        let a: Request =
+            serde_json::from_str(r#"{"op":"attach","id":"c","stdout":true,"stderr":true}"#)
+                .expect("de");
+        assert_eq!(
+            a,
+            Request::Attach(AttachRequest {
+                id: "c".into(),
+                stdin: false,
+                stdout: true,
+                stderr: true,
+            })
+        );
+        assert_eq!(
+            serde_json::to_string(&Request::Connect { port: 8080 }).expect("ser"),
+            r#"{"op":"connect","port":8080}"#
+        );
+        assert!(serde_json::from_str::<Request>(r#"{"op":"connect","port":70000}"#).is_err());
     }
 
     #[test]

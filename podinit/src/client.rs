@@ -1,7 +1,7 @@
 //! Synchronous client of the podinit API (the daemon calls it from `spawn_blocking`).
 
 use std::io::{self, Read, Write};
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -9,8 +9,9 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 
 use crate::api::{
-    ApiError, ContainerStatus, CreateReply, Empty, ErrorKind, ExecReplyHeader, ExecRequest,
-    ExecResult, Info, Reply, Request, SOCKET_NAME, StartReply,
+    ApiError, AttachRequest, AttachStarted, ContainerStatus, CreateReply, Empty, ErrorKind,
+    ExecReplyHeader, ExecRequest, ExecResult, ExecStreamRequest, Info, Reply, Request, SOCKET_NAME,
+    StartReply, StreamStarted,
 };
 use crate::sys;
 
@@ -52,6 +53,18 @@ impl ClientError {
             _ => false,
         }
     }
+}
+
+/// A streaming operation podinit has set up: its first reply, the fds that came with it, and
+/// the connection on which the second reply (the end) will come. Dropping `conn` before then
+/// ends the stream (an exec's process group is killed, an attach detaches).
+#[derive(Debug)]
+pub struct StreamSession<T> {
+    pub started: T,
+    pub fds: Vec<OwnedFd>,
+    pub conn: UnixStream,
+    /// Bytes read past the first reply (the start of the second).
+    pub rest: Vec<u8>,
 }
 
 /// A client for one pod's podinit. Cheap to clone; every call opens its own connection.
@@ -189,6 +202,52 @@ impl Client {
         })
     }
 
+    /// Runs a command with the given stdio fds (see [`Request::ExecStream`]); returns once it
+    /// runs, with the pty master in `fds` when `req.tty`.
+    pub fn exec_stream(
+        &self,
+        req: &ExecStreamRequest,
+        fds: &[BorrowedFd<'_>],
+    ) -> Result<StreamSession<StreamStarted>, ClientError> {
+        self.open_stream(&Request::ExecStream(req.clone()), fds)
+    }
+
+    /// Attaches the given fds to a container's stdio (see [`Request::Attach`]).
+    pub fn attach(
+        &self,
+        req: &AttachRequest,
+        fds: &[BorrowedFd<'_>],
+    ) -> Result<StreamSession<AttachStarted>, ClientError> {
+        self.open_stream(&Request::Attach(req.clone()), fds)
+    }
+
+    /// A TCP connection to `port` on the pod's loopback.
+    pub fn connect_port(&self, port: u16) -> Result<OwnedFd, ClientError> {
+        let s: StreamSession<Empty> = self.open_stream(&Request::Connect { port }, &[])?;
+        s.fds
+            .into_iter()
+            .next()
+            .ok_or_else(|| ClientError::Protocol("connect answered without a socket".into()))
+    }
+
+    fn open_stream<T: DeserializeOwned>(
+        &self,
+        req: &Request,
+        fds: &[BorrowedFd<'_>],
+    ) -> Result<StreamSession<T>, ClientError> {
+        let conn = self.connect()?;
+        conn.set_read_timeout(Some(self.timeout))?;
+        send_request(&conn, req, fds)?;
+        let (started, rest, fds) = read_reply_with_fds(&conn)?;
+        conn.set_read_timeout(None)?;
+        Ok(StreamSession {
+            started,
+            fds,
+            conn,
+            rest,
+        })
+    }
+
     /// Switches the container's log to `log` (ReopenContainerLog).
     pub fn reopen_log(&self, id: &str, log: BorrowedFd<'_>) -> Result<(), ClientError> {
         let _: Empty = self.call(&Request::ReopenLog { id: id.into() }, &[log], self.timeout)?;
@@ -228,6 +287,48 @@ impl Client {
         conn.set_write_timeout(Some(self.timeout)).map_err(err)?;
         Ok(conn)
     }
+}
+
+/// Decodes one reply line (without its newline) of a streaming session.
+pub fn decode_reply_line<T: DeserializeOwned>(line: &[u8]) -> Result<T, ClientError> {
+    let reply: Reply =
+        serde_json::from_slice(line).map_err(|e| ClientError::Protocol(e.to_string()))?;
+    match reply {
+        Reply::Ok(v) => serde_json::from_value(v).map_err(|e| ClientError::Protocol(e.to_string())),
+        Reply::Error(e) => Err(ClientError::Api(e)),
+    }
+}
+
+/// Like [`read_reply`], keeping the fds that come with the reply.
+fn read_reply_with_fds<T: DeserializeOwned>(
+    conn: &UnixStream,
+) -> Result<(T, Vec<u8>, Vec<OwnedFd>), ClientError> {
+    let mut buf = Vec::with_capacity(512);
+    let mut chunk = [0u8; 8192];
+    let mut fds = Vec::new();
+    let nl = loop {
+        let n = match sys::recv_with_fds(conn.as_fd(), &mut chunk, &mut fds, false) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e.into()),
+        };
+        if n == 0 {
+            return Err(ClientError::Protocol(
+                "podinit closed the connection without a reply".into(),
+            ));
+        }
+        let start = buf.len();
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(pos) = buf[start..].iter().position(|&b| b == b'\n') {
+            break start + pos;
+        }
+        if buf.len() > MAX_REPLY_LINE {
+            return Err(ClientError::Protocol("reply line too long".into()));
+        }
+    };
+    let rest = buf.split_off(nl + 1);
+    let value = decode_reply_line(&buf[..nl])?;
+    Ok((value, rest, fds))
 }
 
 fn to_len(n: u64) -> Result<usize, ClientError> {

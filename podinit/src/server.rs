@@ -25,6 +25,9 @@ use crate::status;
 use crate::sys::{self, Exit};
 use crate::timefmt::now_ns;
 
+mod streams;
+use streams::{CtrStdin, StreamExec, Streams};
+
 /// How long a client may take to send its request line.
 const READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a client may take to read its reply.
@@ -84,6 +87,8 @@ struct Container {
     /// Connections waiting for the exit, with their deadlines.
     waiters: Vec<(usize, Instant)>,
     stop_sent: bool,
+    /// Where attach writes the container's stdin (CRI `stdin`).
+    stdin: Option<CtrStdin>,
 }
 
 impl Container {
@@ -106,6 +111,8 @@ struct ExecJob {
     deadline: Option<Instant>,
     timed_out: bool,
     conn: Option<usize>,
+    /// Set for `exec_stream`: the process has the caller's stdio.
+    stream: Option<StreamExec>,
 }
 
 enum ConnState {
@@ -126,6 +133,10 @@ struct Conn {
     state: ConnState,
     out: VecDeque<Vec<u8>>,
     out_pos: usize,
+    /// Sent with the next bytes written.
+    out_fds: Vec<OwnedFd>,
+    /// Close once `out` is written; otherwise the connection waits again (streams).
+    close_when_flushed: bool,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -143,6 +154,8 @@ struct Shutdown {
 enum Outcome {
     Reply(Result<serde_json::Value, ApiError>),
     Pending,
+    /// The handler queued its reply on the connection itself.
+    Written,
 }
 
 fn ok<T: serde::Serialize>(v: T) -> Outcome {
@@ -158,6 +171,10 @@ enum Token {
     CtrSync(usize),
     ExecOut(usize, Stream),
     ExecSync(usize),
+    AttachIn(usize),
+    AttachOut(usize, Stream),
+    CtrStdin(usize),
+    Connecting(usize),
 }
 
 pub struct Server {
@@ -174,6 +191,7 @@ pub struct Server {
     conns: Vec<Option<Conn>>,
     execs: Vec<Option<ExecJob>>,
     shutdown: Option<Shutdown>,
+    streams: Streams,
     scratch: Vec<u8>,
     lines: Vec<u8>,
 }
@@ -251,6 +269,7 @@ impl Server {
             conns: Vec::new(),
             execs: Vec::new(),
             shutdown: None,
+            streams: Streams::default(),
             scratch: vec![0u8; READ_CHUNK],
             lines: Vec::with_capacity(READ_CHUNK),
         })
@@ -350,6 +369,7 @@ impl Server {
                 add(fd.as_raw_fd(), libc::POLLIN, Token::ExecSync(i));
             }
         }
+        self.collect_stream_polls(&mut add);
     }
 
     /// Milliseconds until the nearest deadline (-1: none).
@@ -379,6 +399,9 @@ impl Server {
                 consider(d);
             }
         }
+        if let Some(d) = self.streams.next_deadline() {
+            consider(d);
+        }
         match next {
             None => -1,
             Some(d) => {
@@ -397,6 +420,10 @@ impl Server {
             Token::CtrSync(i) => self.container_sync(i),
             Token::ExecOut(i, s) => self.read_exec_output(i, s),
             Token::ExecSync(i) => self.exec_sync(i),
+            Token::AttachIn(i) => self.attach_in_ready(i),
+            Token::AttachOut(i, s) => self.attach_out_ready(i, s),
+            Token::CtrStdin(i) => self.ctr_stdin_ready(i),
+            Token::Connecting(i) => self.connect_ready(i),
         }
     }
 
@@ -480,6 +507,8 @@ impl Server {
                         },
                         out: VecDeque::new(),
                         out_pos: 0,
+                        out_fds: Vec::new(),
+                        close_when_flushed: false,
                     };
                     match self.conns.iter().position(Option::is_none) {
                         Some(slot) => self.conns[slot] = Some(conn),
@@ -564,6 +593,7 @@ impl Server {
                 let _ = sys::kill(e.pid, libc::SIGKILL);
             }
         }
+        self.drop_stream_conn(i);
         self.close_conn(i);
     }
 
@@ -585,12 +615,20 @@ impl Server {
         self.send(i, vec![line]);
     }
 
+    /// Sends a final reply, then closes the connection.
     fn send(&mut self, i: usize, chunks: Vec<Vec<u8>>) {
+        self.queue(i, chunks, Vec::new(), true);
+    }
+
+    /// Queues reply bytes (with `fds` riding on the first of them); once written, the
+    /// connection closes (`close`) or waits for the client again.
+    fn queue(&mut self, i: usize, chunks: Vec<Vec<u8>>, fds: Vec<OwnedFd>, close: bool) {
         let Some(conn) = self.conns.get_mut(i).and_then(Option::as_mut) else {
             return;
         };
-        conn.out = chunks.into_iter().filter(|c| !c.is_empty()).collect();
-        conn.out_pos = 0;
+        conn.out.extend(chunks.into_iter().filter(|c| !c.is_empty()));
+        conn.out_fds.extend(fds);
+        conn.close_when_flushed |= close;
         conn.state = ConnState::Writing {
             deadline: Instant::now() + WRITE_TIMEOUT,
         };
@@ -602,8 +640,13 @@ impl Server {
             return;
         };
         while let Some(front) = conn.out.front() {
-            match sys::send_with_fds(conn.stream.as_fd(), &front[conn.out_pos..], &[]) {
+            let fds: Vec<_> = conn.out_fds.iter().map(|f| f.as_fd()).collect();
+            match sys::send_with_fds(conn.stream.as_fd(), &front[conn.out_pos..], &fds) {
                 Ok(n) => {
+                    drop(fds);
+                    if n > 0 {
+                        conn.out_fds.clear();
+                    }
                     conn.out_pos += n;
                     if conn.out_pos >= front.len() {
                         conn.out.pop_front();
@@ -614,11 +657,16 @@ impl Server {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
                     tracing::debug!("writing reply: {e}");
-                    break;
+                    self.abandon(i);
+                    return;
                 }
             }
         }
-        self.close_conn(i);
+        if conn.close_when_flushed {
+            self.close_conn(i);
+        } else {
+            conn.state = ConnState::Pending;
+        }
     }
 
     fn handle_line(&mut self, i: usize, line: &[u8]) {
@@ -641,6 +689,14 @@ impl Server {
             Outcome::Reply(r) => self.reply(i, r),
             Outcome::Pending => {
                 if let Some(c) = self.conns.get_mut(i).and_then(Option::as_mut) {
+                    c.state = ConnState::Pending;
+                }
+            }
+            Outcome::Written => {
+                // Answered later (a connect in progress) unless the reply is on its way.
+                if let Some(c) = self.conns.get_mut(i).and_then(Option::as_mut)
+                    && matches!(c.state, ConnState::Reading { .. })
+                {
                     c.state = ConnState::Pending;
                 }
             }
@@ -748,6 +804,18 @@ impl Server {
                 Ok(()) => ok(Empty {}),
                 Err(e) => Outcome::Reply(Err(e)),
             },
+            Request::ExecStream(req) => match self.exec_stream(conn, req, fds) {
+                Ok(()) => Outcome::Pending,
+                Err(e) => Outcome::Reply(Err(e)),
+            },
+            Request::Attach(req) => match self.attach(conn, req, fds) {
+                Ok(()) => Outcome::Written,
+                Err(e) => Outcome::Reply(Err(e)),
+            },
+            Request::Connect { port } => match self.connect(conn, port) {
+                Ok(()) => Outcome::Written,
+                Err(e) => Outcome::Reply(Err(e)),
+            },
         }
     }
 
@@ -839,6 +907,7 @@ impl Server {
             start: None,
             waiters: Vec::new(),
             stop_sent: false,
+            stdin: None,
         };
         match self.containers.iter().position(Option::is_none) {
             Some(slot) => self.containers[slot] = Some(c),
@@ -876,6 +945,7 @@ impl Server {
         c.status.pid = Some(pid);
         c.stdout = spawned.stdout.map(|fd| out_pipe(fd, Stream::Stdout));
         c.stderr = spawned.stderr.map(|fd| out_pipe(fd, Stream::Stderr));
+        c.stdin = spawned.stdin.map(CtrStdin::new);
         c.start = Some(StartJob {
             sync: spawned.sync,
             conn: Some(conn),
@@ -895,6 +965,10 @@ impl Server {
                 Ok(SyncMessage::WouldBlock) => return,
                 Ok(SyncMessage::Pty(fd)) => {
                     let _ = sys::set_nonblocking(fd.as_fd(), true);
+                    if c.cfg.stdin {
+                        // Attach types into the terminal.
+                        c.stdin = fd.try_clone().ok().map(CtrStdin::new);
+                    }
                     c.stdout = Some(OutPipe {
                         fd,
                         splitter: LineSplitter::new(Stream::Stdout),
@@ -950,6 +1024,7 @@ impl Server {
         c.status.exit_code = Some(128);
         c.status.finished_ns = now_ns();
         c.status.start_error = Some(msg.clone());
+        c.stdin = None;
         let st = c.status.clone();
         let waiters = std::mem::take(&mut c.waiters);
         self.write_status(&st);
@@ -957,6 +1032,7 @@ impl Server {
             self.reply(conn, Err(ApiError::new(ErrorKind::StartFailed, msg)));
         }
         self.answer_waiters(waiters, &st);
+        self.end_attachers(i, st.exit_code);
     }
 
     fn container_exited(&mut self, i: usize, exit: Exit) {
@@ -989,10 +1065,12 @@ impl Server {
             exit.code(),
             c.status.oom_killed
         );
+        c.stdin = None;
         let st = c.status.clone();
         let waiters = std::mem::take(&mut c.waiters);
         self.write_status(&st);
         self.answer_waiters(waiters, &st);
+        self.end_attachers(i, st.exit_code);
     }
 
     fn answer_waiters(&mut self, waiters: Vec<(usize, Instant)>, st: &ContainerStatus) {
@@ -1026,9 +1104,11 @@ impl Server {
             };
             self.lines.clear();
             let now = now_ns();
+            let mut fanned = None;
             let eof = if n > 0 {
                 let n = n as usize;
                 pipe.splitter.feed(&self.scratch[..n], now, &mut self.lines);
+                fanned = Some(n);
                 false
             } else if n == 0 {
                 true
@@ -1051,6 +1131,10 @@ impl Server {
                 && let Err(e) = spawn::write_all_fd(log.as_fd(), &self.lines)
             {
                 tracing::warn!("container {}: writing log: {e}", c.status.id);
+            }
+            if let Some(n) = fanned {
+                let chunk = self.scratch[..n].to_vec();
+                self.fan_out(i, stream, &chunk);
             }
             if eof || !drain {
                 return;
@@ -1155,8 +1239,15 @@ impl Server {
             req.cwd.as_deref(),
             req.user.clone(),
         );
-        let spawned = spawn::spawn_exec(&c.cfg, &c.cgroup, pid, &plan, self.own_pidns.as_fd())
-            .map_err(|e| ApiError::internal(format!("exec in {}: {e}", req.id)))?;
+        let spawned = spawn::spawn_exec(
+            &c.cfg,
+            &c.cgroup,
+            pid,
+            &plan,
+            spawn::ExecStdio::Collect,
+            self.own_pidns.as_fd(),
+        )
+        .map_err(|e| ApiError::internal(format!("exec in {}: {e}", req.id)))?;
         for fd in [&spawned.stdout, &spawned.stderr].into_iter().flatten() {
             let _ = sys::set_nonblocking(fd.as_fd(), true);
         }
@@ -1175,6 +1266,7 @@ impl Server {
                 .then(|| Instant::now() + Duration::from_millis(req.timeout_ms)),
             timed_out: false,
             conn: Some(conn),
+            stream: None,
         };
         match self.execs.iter().position(Option::is_none) {
             Some(slot) => self.execs[slot] = Some(job),
@@ -1187,6 +1279,10 @@ impl Server {
         let Some(job) = self.execs.get_mut(i).and_then(Option::as_mut) else {
             return;
         };
+        if job.stream.is_some() {
+            self.stream_exec_sync(i);
+            return;
+        }
         let Some(sync) = &job.sync else { return };
         match spawn::read_sync(sync.as_fd()) {
             Ok(SyncMessage::WouldBlock) => {}
@@ -1209,6 +1305,10 @@ impl Server {
         let Some(mut job) = self.execs.get_mut(i).and_then(Option::take) else {
             return;
         };
+        if job.stream.is_some() {
+            self.stream_exec_exited(job, exit);
+            return;
+        }
         // Whatever the exec'd process wrote is in the pipes now. Background children that
         // inherited them may keep them open forever (containerd#9568): don't wait for them.
         read_capped(&mut job, Stream::Stdout, &mut self.scratch, true);
@@ -1258,8 +1358,9 @@ impl Server {
             })
             .collect();
         for i in expired_conns {
-            self.close_conn(i);
+            self.abandon(i);
         }
+        self.stream_timers(now);
         let mut due_waiters = Vec::new();
         let mut due_starts = Vec::new();
         for (i, c) in self.containers.iter_mut().enumerate() {
@@ -1562,6 +1663,7 @@ mod tests {
             deadline: None,
             timed_out: false,
             conn: None,
+            stream: None,
         };
         spawn::write_all_fd(w.as_fd(), b"abcdef").expect("write");
         drop(w);

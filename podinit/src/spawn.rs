@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 
 use nix::sched::{CloneFlags, setns, unshare};
 
-use crate::api::ExecUser;
+use crate::api::{ExecUser, TermSize};
 use crate::cgroup::ContainerCgroup;
 use crate::rootfs::{self, SetupResult};
 use crate::spec::{CapSets, ContainerConfig, DEFAULT_PATH, ProcessConfig};
@@ -32,9 +32,23 @@ pub struct Spawned {
     pub pid: i32,
     /// Messages from the child until it executes (see the module docs).
     pub sync: OwnedFd,
-    /// Read ends of stdout and stderr (`None` in terminal mode: the pty master comes over `sync`).
+    /// Read ends of stdout and stderr (`None` in terminal mode: the pty master comes over `sync`;
+    /// `None` too when the caller gave the process its stdio).
     pub stdout: Option<OwnedFd>,
     pub stderr: Option<OwnedFd>,
+    /// Write end of a container's stdin pipe (CRI `stdin` without a terminal).
+    pub stdin: Option<OwnedFd>,
+}
+
+/// Where an exec'd command's stdio goes.
+#[derive(Debug)]
+pub enum ExecStdio {
+    /// Pipes podinit reads (ExecSync); stdin is /dev/null.
+    Collect,
+    /// The caller's fds as stdin, stdout, stderr; `None` is /dev/null.
+    Given([Option<OwnedFd>; 3]),
+    /// A new pseudo-terminal in the container, of this size; its master comes over `sync`.
+    Terminal(Option<TermSize>),
 }
 
 /// A message from a child on its sync socket.
@@ -124,15 +138,22 @@ pub fn spawn_container(
     } else {
         Some((sys::pipe()?, sys::pipe()?))
     };
+    let stdin_pipe = if cfg.stdin && !cfg.process.terminal {
+        Some(sys::pipe()?)
+    } else {
+        None
+    };
     let devnull = sys::open(Path::new("/dev/null"), libc::O_RDWR, 0)?;
     // SAFETY: podinit is single-threaded.
     match unsafe { fork_into_pidns(cfg.new_pid_ns, None, own_pidns)? } {
         Forked::Child => {
             drop(sync_parent);
+            let stdin = match &stdin_pipe {
+                Some((r, _)) => r.as_fd(),
+                None => devnull.as_fd(),
+            };
             let stdio = match &pipes {
-                Some(((_, out_w), (_, err_w))) => {
-                    Stdio::Pipes(devnull.as_fd(), out_w.as_fd(), err_w.as_fd())
-                }
+                Some(((_, out_w), (_, err_w))) => Stdio::Pipes(stdin, out_w.as_fd(), err_w.as_fd()),
                 None => Stdio::Terminal,
             };
             let err = container_child(cfg, cgroup, pod_shm, passed_mounts, stdio, &sync_child);
@@ -149,6 +170,7 @@ pub fn spawn_container(
                 sync: sync_parent,
                 stdout,
                 stderr,
+                stdin: stdin_pipe.map(|(_, w)| w),
             })
         }
     }
@@ -213,6 +235,7 @@ pub fn spawn_exec(
     cgroup: &ContainerCgroup,
     main_pid: i32,
     req: &ExecPlan,
+    stdio: ExecStdio,
     own_pidns: BorrowedFd<'_>,
 ) -> io::Result<Spawned> {
     let ns = |kind: &str| {
@@ -234,20 +257,44 @@ pub fn spawn_exec(
         None
     };
     let (sync_parent, sync_child) = sys::seqpacket_pair()?;
-    let (out_r, out_w) = sys::pipe()?;
-    let (err_r, err_w) = sys::pipe()?;
     let devnull = sys::open(Path::new("/dev/null"), libc::O_RDWR, 0)?;
+    // (child's stdin, stdout, stderr) and the parent's read ends of collected output.
+    let (child_fds, collected, term) = match stdio {
+        ExecStdio::Collect => {
+            let (out_r, out_w) = sys::pipe()?;
+            let (err_r, err_w) = sys::pipe()?;
+            (
+                [None, Some(out_w), Some(err_w)],
+                Some((out_r, err_r)),
+                None,
+            )
+        }
+        ExecStdio::Given(fds) => (fds, None, None),
+        ExecStdio::Terminal(size) => ([None, None, None], None, Some(size)),
+    };
     // SAFETY: podinit is single-threaded.
     match unsafe { fork_into_pidns(false, pidns.as_ref().map(|f| f.as_fd()), own_pidns)? } {
         Forked::Child => {
             drop(sync_parent);
+            let stdio = match term {
+                Some(size) => ChildStdio::Terminal(size),
+                None => {
+                    let [a, b, c] = &child_fds;
+                    ChildStdio::Fds([
+                        pick_fd(a, &devnull),
+                        pick_fd(b, &devnull),
+                        pick_fd(c, &devnull),
+                    ])
+                }
+            };
             let err = match exec_child(
                 cfg,
                 cgroup,
                 req,
                 mnt.as_fd(),
                 cgns.as_ref().map(|f| f.as_fd()),
-                [devnull.as_fd(), out_w.as_fd(), err_w.as_fd()],
+                stdio,
+                &sync_child,
             ) {
                 Ok(never) => match never {},
                 Err(e) => e,
@@ -255,13 +302,32 @@ pub fn spawn_exec(
             send_error(&sync_child, &err);
             sys::exit_child(SETUP_FAILED)
         }
-        Forked::Parent(pid) => Ok(Spawned {
-            pid,
-            sync: sync_parent,
-            stdout: Some(out_r),
-            stderr: Some(err_r),
-        }),
+        Forked::Parent(pid) => {
+            // The child holds its own copies now; ours would keep the caller's pipes open.
+            drop(child_fds);
+            let (stdout, stderr) = match collected {
+                Some((o, e)) => (Some(o), Some(e)),
+                None => (None, None),
+            };
+            Ok(Spawned {
+                pid,
+                sync: sync_parent,
+                stdout,
+                stderr,
+                stdin: None,
+            })
+        }
     }
+}
+
+fn pick_fd<'a>(fd: &'a Option<OwnedFd>, fallback: &'a OwnedFd) -> BorrowedFd<'a> {
+    fd.as_ref().unwrap_or(fallback).as_fd()
+}
+
+/// An exec'd command's stdio as the child sets it up.
+enum ChildStdio<'a> {
+    Fds([BorrowedFd<'a>; 3]),
+    Terminal(Option<TermSize>),
 }
 
 /// What an exec runs, already merged with the container's defaults.
@@ -297,7 +363,8 @@ fn exec_child(
     plan: &ExecPlan,
     mnt: BorrowedFd<'_>,
     cgns: Option<BorrowedFd<'_>>,
-    stdio: [BorrowedFd<'_>; 3],
+    stdio: ChildStdio<'_>,
+    sync: &OwnedFd,
 ) -> SetupResult<std::convert::Infallible> {
     sys::reset_signals();
     // Its own session and process group, so a timeout can kill the whole group.
@@ -308,10 +375,19 @@ fn exec_child(
             .map_err(|e| format!("joining cgroup namespace: {e}"))?;
     }
     setns(mnt, CloneFlags::CLONE_NEWNS).map_err(|e| format!("joining mount namespace: {e}"))?;
-    for (fd, n) in stdio.into_iter().zip(0..) {
-        sys::dup2(fd, n).map_err(|e| format!("dup2: {e}"))?;
-    }
     let mut p = cfg.process.clone();
+    match stdio {
+        ChildStdio::Fds(fds) => {
+            for (fd, n) in fds.into_iter().zip(0..) {
+                sys::dup2(fd, n).map_err(|e| format!("dup2: {e}"))?;
+            }
+        }
+        ChildStdio::Terminal(size) => {
+            // The container's own /dev/ptmx: the slave then lives in its devpts.
+            p.console_size = size.map(|s| (s.rows, s.cols));
+            setup_terminal(&p, sync)?;
+        }
+    }
     p.args = plan.args.clone();
     p.cwd = plan.cwd.clone();
     if let Some(u) = &plan.user {

@@ -13,7 +13,7 @@ use oci_spec::runtime::{
 };
 use serde::Deserialize;
 
-use crate::api::STOP_SIGNAL_ANNOTATION;
+use crate::api::{STDIN_ANNOTATION, STDIN_ONCE_ANNOTATION, STOP_SIGNAL_ANNOTATION};
 use crate::mountopts::{self, MountOptions};
 use crate::{caps, signals};
 
@@ -78,6 +78,10 @@ pub struct ContainerConfig {
     pub device_nodes: Vec<DeviceNode>,
     /// Sent on pod shutdown.
     pub stop_signal: i32,
+    /// Stdin is a pipe that Attach writes to (else /dev/null).
+    pub stdin: bool,
+    /// Stdin is closed when the first attach that wrote to it ends.
+    pub stdin_once: bool,
 }
 
 /// A device node `linux.devices` asks for.
@@ -381,6 +385,18 @@ pub fn validate(
         })?,
     };
 
+    let flag = |key: &str| -> Result<bool, SpecError> {
+        match spec.annotations.as_ref().and_then(|a| a.get(key)).map(String::as_str) {
+            None | Some("false") | Some("") => Ok(false),
+            Some("true") => Ok(true),
+            Some(other) => Err(SpecError::Invalid(format!(
+                "annotation {key}: {other:?} is not true or false"
+            ))),
+        }
+    };
+    let stdin = flag(STDIN_ANNOTATION)?;
+    let stdin_once = flag(STDIN_ONCE_ANNOTATION)?;
+
     Ok(ContainerConfig {
         id: id.to_string(),
         bundle: bundle.to_path_buf(),
@@ -397,6 +413,8 @@ pub fn validate(
         device_policy: rules,
         device_nodes,
         stop_signal,
+        stdin,
+        stdin_once,
     })
 }
 
@@ -1581,6 +1599,27 @@ mod tests {
             json!({STOP_SIGNAL_ANNOTATION: "SIGNOPE"}),
         )));
         assert!(e.contains("not a signal"));
+    }
+
+    #[test]
+    fn stdin_annotations() {
+        let b = Bundle::new();
+        let c = b.check(base()).expect("valid");
+        assert!(!c.stdin && !c.stdin_once);
+        let c = b
+            .check(with(
+                base(),
+                "/annotations",
+                json!({STDIN_ANNOTATION: "true", STDIN_ONCE_ANNOTATION: "true"}),
+            ))
+            .expect("valid");
+        assert!(c.stdin && c.stdin_once);
+        let e = err_of(b.check(with(
+            base(),
+            "/annotations",
+            json!({STDIN_ANNOTATION: "yes"}),
+        )));
+        assert!(e.contains(STDIN_ANNOTATION), "{e}");
     }
 
     #[test]

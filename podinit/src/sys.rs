@@ -673,6 +673,81 @@ pub fn reset_signals() {
     }
 }
 
+/// A non-blocking TCP connection to `port` on 127.0.0.1 (or ::1): the socket and whether it
+/// is connected already (else [`socket_error`] tells once it polls writable).
+pub fn tcp_connect_loopback(port: u16, v6: bool) -> io::Result<(OwnedFd, bool)> {
+    let family = if v6 { libc::AF_INET6 } else { libc::AF_INET };
+    // SAFETY: socket(2) with constant arguments; the result is a new fd we own.
+    let fd = cvt(unsafe {
+        libc::socket(
+            family,
+            libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            0,
+        )
+    })?;
+    // SAFETY: see above.
+    let sock = unsafe { OwnedFd::from_raw_fd(fd) };
+    let ret = if v6 {
+        // SAFETY: an all-zero sockaddr_in6 is valid; fields are set below.
+        let mut sa: libc::sockaddr_in6 = unsafe { std::mem::zeroed() };
+        sa.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+        sa.sin6_port = port.to_be();
+        sa.sin6_addr.s6_addr[15] = 1;
+        // SAFETY: connect(2) reads a sockaddr_in6 of the given size.
+        unsafe {
+            libc::connect(
+                sock.as_raw_fd(),
+                (&sa as *const libc::sockaddr_in6).cast(),
+                std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t,
+            )
+        }
+    } else {
+        // SAFETY: an all-zero sockaddr_in is valid; fields are set below.
+        let mut sa: libc::sockaddr_in = unsafe { std::mem::zeroed() };
+        sa.sin_family = libc::AF_INET as libc::sa_family_t;
+        sa.sin_port = port.to_be();
+        sa.sin_addr.s_addr = u32::from(std::net::Ipv4Addr::LOCALHOST).to_be();
+        // SAFETY: connect(2) reads a sockaddr_in of the given size.
+        unsafe {
+            libc::connect(
+                sock.as_raw_fd(),
+                (&sa as *const libc::sockaddr_in).cast(),
+                std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+            )
+        }
+    };
+    if ret == 0 {
+        return Ok((sock, true));
+    }
+    let e = io::Error::last_os_error();
+    if e.raw_os_error() == Some(libc::EINPROGRESS) {
+        Ok((sock, false))
+    } else {
+        Err(e)
+    }
+}
+
+/// The pending error of a socket (`SO_ERROR`), as a result.
+pub fn socket_error(sock: BorrowedFd<'_>) -> io::Result<()> {
+    let mut err: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: getsockopt writes an int of at most `len` bytes into `err`.
+    cvt(unsafe {
+        libc::getsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_ERROR,
+            (&mut err as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    })?;
+    if err == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::from_raw_os_error(err))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
