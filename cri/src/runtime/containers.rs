@@ -336,13 +336,16 @@ impl Runtime {
             podinit::api::STOP_SIGNAL_ANNOTATION.to_string(),
             record.stop_signal.to_string(),
         );
-        // Attach writes to a stdin pipe (or the terminal) only when the container asked for one.
-        if record.config.stdin {
-            annotations.insert(podinit::api::STDIN_ANNOTATION.to_string(), "true".into());
-        }
-        if record.config.stdin_once {
-            annotations.insert(podinit::api::STDIN_ONCE_ANNOTATION.to_string(), "true".into());
-        }
+        // Attach writes to a stdin pipe (or the terminal) only when the container asked for
+        // one; set either way, so that a pod's own annotations cannot decide it.
+        annotations.insert(
+            podinit::api::STDIN_ANNOTATION.to_string(),
+            record.config.stdin.to_string(),
+        );
+        annotations.insert(
+            podinit::api::STDIN_ONCE_ANNOTATION.to_string(),
+            record.config.stdin_once.to_string(),
+        );
         oci.set_annotations(Some(annotations));
         let device_rules = oci
             .linux()
