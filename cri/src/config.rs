@@ -60,6 +60,80 @@ pub struct Config {
     pub registries: imageservice::hosts::RegistriesConfig,
     /// The Prometheus endpoint.
     pub metrics: crate::metrics::MetricsConfig,
+    /// The exec/attach/port-forward server.
+    pub streaming: StreamingConfig,
+}
+
+/// `[streaming]`: the HTTP server the Exec, Attach and PortForward URLs point at.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StreamingConfig {
+    /// `IP:PORT` to listen on; port 0 picks a free one. The kubelet proxies to it, so loopback
+    /// is enough unless clients reach the node's runtime directly.
+    pub address: String,
+    /// Scheme, host and port the handed-out URLs start with (for example when listening on
+    /// 0.0.0.0 behind a name); default: from `address` and the port in use.
+    pub base_url: Option<String>,
+    /// A connection with no traffic for this long is closed (the kubelet's
+    /// `streamingConnectionIdleTimeout`): a number with `h`, `m`, `s` or `ms`, like `4h`.
+    pub idle_timeout: String,
+    /// Serve HTTPS with this PEM certificate chain and key (both or neither).
+    pub tls_cert_file: Option<PathBuf>,
+    pub tls_key_file: Option<PathBuf>,
+}
+
+impl Default for StreamingConfig {
+    fn default() -> Self {
+        Self {
+            address: "127.0.0.1:0".into(),
+            base_url: None,
+            idle_timeout: "4h".into(),
+            tls_cert_file: None,
+            tls_key_file: None,
+        }
+    }
+}
+
+impl StreamingConfig {
+    /// `idle_timeout` as a duration (validated by [`Config::validate`]).
+    pub fn idle(&self) -> std::time::Duration {
+        parse_duration(&self.idle_timeout).unwrap_or(std::time::Duration::from_secs(4 * 3600))
+    }
+}
+
+/// A Go-style duration: `4h`, `1h30m`, `90s`, `250ms` (no sign, no fractions).
+pub fn parse_duration(s: &str) -> Option<std::time::Duration> {
+    let mut total: u128 = 0;
+    let mut rest = s.trim();
+    if rest.is_empty() {
+        return None;
+    }
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        if digits == 0 || digits > 12 {
+            return None;
+        }
+        let n: u128 = rest[..digits].parse().ok()?;
+        rest = &rest[digits..];
+        let (unit_ms, len) = if rest.starts_with("ms") {
+            (1, 2)
+        } else if rest.starts_with('h') {
+            (3_600_000, 1)
+        } else if rest.starts_with('m') {
+            (60_000, 1)
+        } else if rest.starts_with('s') {
+            (1000, 1)
+        } else {
+            return None;
+        };
+        rest = &rest[len..];
+        total = total.checked_add(n.checked_mul(unit_ms)?)?;
+    }
+    u64::try_from(total)
+        .ok()
+        .map(std::time::Duration::from_millis)
 }
 
 /// Switching drivers starts from an empty store: pull images again.
@@ -132,6 +206,7 @@ impl Default for Config {
             images: ImagesConfig::default(),
             registries: Default::default(),
             metrics: Default::default(),
+            streaming: StreamingConfig::default(),
         }
     }
 }
@@ -259,6 +334,19 @@ max_concurrent_downloads = 4
 # "127.0.0.1:9464" or "0.0.0.0:9464". Empty: no metrics endpoint.
 address = ""
 
+[streaming]
+# Where the exec/attach/port-forward server listens (IP:PORT; port 0 = a free one). The
+# kubelet proxies streams to it, so loopback is enough; listen on another address only for
+# clients that reach the runtime directly, and then set TLS up.
+address = "127.0.0.1:0"
+# Scheme://host:port the URLs handed to the kubelet start with; default from `address`.
+# base_url = "https://node1.example:10010"
+# Close streams idle this long (the kubelet's streamingConnectionIdleTimeout).
+idle_timeout = "4h"
+# HTTPS with this certificate chain and key (PEM), both or neither.
+# tls_cert_file = "/etc/pvecri/streaming.crt"
+# tls_key_file = "/etc/pvecri/streaming.key"
+
 # Registry hosts, per registry name. A registry on a loopback address is reached over plain
 # HTTP without configuration. Examples:
 #
@@ -324,6 +412,7 @@ impl Config {
         }
         validate_dataset(&self.storage.zfs.dataset)?;
         self.metrics.validate()?;
+        self.validate_streaming()?;
         if self.images.max_concurrent_downloads == 0 {
             return Err(ConfigError::Invalid {
                 key: "images.max_concurrent_downloads".into(),
@@ -336,6 +425,54 @@ impl Config {
             value: format!("{:?}", e.value),
             reason: e.reason,
         })?;
+        Ok(())
+    }
+
+    fn validate_streaming(&self) -> Result<(), ConfigError> {
+        let st = &self.streaming;
+        let invalid = |key: &str, value: &str, reason: &str| ConfigError::Invalid {
+            key: format!("streaming.{key}"),
+            value: format!("{value:?}"),
+            reason: reason.into(),
+        };
+        if st.address.parse::<std::net::SocketAddr>().is_err() {
+            return Err(invalid(
+                "address",
+                &st.address,
+                "not an IP:PORT address (like 127.0.0.1:0 or [::1]:10010)",
+            ));
+        }
+        if let Some(url) = &st.base_url {
+            let ok = (url.starts_with("http://") || url.starts_with("https://"))
+                && url.parse::<http::Uri>().is_ok_and(|u| u.host().is_some());
+            if !ok {
+                return Err(invalid("base_url", url, "not an http:// or https:// URL"));
+            }
+        }
+        match parse_duration(&st.idle_timeout) {
+            Some(d) if !d.is_zero() => {}
+            _ => {
+                return Err(invalid(
+                    "idle_timeout",
+                    &st.idle_timeout,
+                    "not a positive duration like 4h, 30m or 90s",
+                ));
+            }
+        }
+        match (&st.tls_cert_file, &st.tls_key_file) {
+            (None, None) => {}
+            (Some(c), Some(k)) => {
+                require_absolute("streaming.tls_cert_file", c)?;
+                require_absolute("streaming.tls_key_file", k)?;
+            }
+            (Some(c), None) | (None, Some(c)) => {
+                return Err(invalid(
+                    "tls_cert_file",
+                    &c.display().to_string(),
+                    "tls_cert_file and tls_key_file go together",
+                ));
+            }
+        }
         Ok(())
     }
 
@@ -507,6 +644,53 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("pod_host.driver") && e.contains("vmware"), "{e}");
+    }
+
+    #[test]
+    fn streaming_section() {
+        let c = parse(
+            "[streaming]\naddress = \"0.0.0.0:10010\"\nidle_timeout = \"1h30m\"\n\
+             base_url = \"https://node.example:10010\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.streaming.address, "0.0.0.0:10010");
+        assert_eq!(c.streaming.idle(), std::time::Duration::from_secs(5400));
+        for (bad, key) in [
+            ("address = \"localhost\"", "streaming.address"),
+            ("idle_timeout = \"4 hours\"", "streaming.idle_timeout"),
+            ("idle_timeout = \"0s\"", "streaming.idle_timeout"),
+            ("base_url = \"ftp://x\"", "streaming.base_url"),
+            ("tls_cert_file = \"/c.pem\"", "streaming.tls_cert_file"),
+        ] {
+            let e = parse(&format!("[streaming]\n{bad}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(key), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn go_durations() {
+        use std::time::Duration;
+        assert_eq!(parse_duration("4h"), Some(Duration::from_secs(4 * 3600)));
+        assert_eq!(
+            parse_duration("4h0m0s"),
+            Some(Duration::from_secs(4 * 3600))
+        );
+        assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
+        assert_eq!(parse_duration("1m30s"), Some(Duration::from_secs(90)));
+        for bad in [
+            "",
+            "h",
+            "4",
+            "4d",
+            "-1s",
+            "1.5h",
+            "4h x",
+            "99999999999999999h",
+        ] {
+            assert_eq!(parse_duration(bad), None, "{bad}");
+        }
     }
 
     #[test]

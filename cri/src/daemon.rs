@@ -38,6 +38,8 @@ pub enum StartupError {
     Metrics(String),
     #[error("reconciling with what exists: {0}")]
     Reconcile(String),
+    #[error(transparent)]
+    Streaming(#[from] crate::streaming::StreamingError),
 }
 
 /// What every RPC handler shares.
@@ -49,6 +51,8 @@ pub struct Daemon {
     pub metrics: prometheus::Registry,
     /// The daemon's own metrics, registered on `metrics`.
     pub runtime_metrics: crate::metrics::Metrics,
+    /// Where the Exec, Attach and PortForward URLs lead (serving once the daemon is shared).
+    pub streaming: crate::streaming::StreamingServer,
     /// Held for the daemon's lifetime: two daemons on one state directory would corrupt it.
     _lock: Flock<File>,
 }
@@ -68,6 +72,7 @@ impl Daemon {
                 error,
             })?;
         let lock = lock_state_dir(&state_dir)?;
+        let streaming = crate::streaming::StreamingServer::bind(&config.streaming)?;
         let metadata = Arc::new(MetadataStore::open(&state_dir.join("metadata.db"))?);
 
         let store_config = match config.storage.driver {
@@ -143,6 +148,7 @@ impl Daemon {
             runtime,
             metrics: registry,
             runtime_metrics,
+            streaming,
             _lock: lock,
         })
     }

@@ -13,3 +13,4 @@ pub mod node;
 pub mod runtime;
 pub mod server;
 pub mod stats;
+pub mod streaming;

@@ -1272,15 +1272,22 @@ fn exec_stream_pipes_stdin_close_and_exit_codes() {
     let err = read_to_end_within(err_r, Duration::from_secs(10));
     assert_eq!(out, b"through stdin\n");
     assert_eq!(err, b"to-err\n");
-    let exit: podinit::api::ExecExit =
-        stream_end(&mut s.conn, std::mem::take(&mut s.rest), Duration::from_secs(10));
+    let exit: podinit::api::ExecExit = stream_end(
+        &mut s.conn,
+        std::mem::take(&mut s.rest),
+        Duration::from_secs(10),
+    );
     assert_eq!((exit.exit_code, exit.signal), (3, None));
 
     // Only stdout asked for: stdin is /dev/null, stderr goes nowhere.
     let (out_r, out_w) = pipe_pair();
     let req = podinit::api::ExecStreamRequest {
         id: "app".into(),
-        args: vec!["sh".into(), "-c".into(), "cat; echo done; echo x >&2".into()],
+        args: vec![
+            "sh".into(),
+            "-c".into(),
+            "cat; echo done; echo x >&2".into(),
+        ],
         stdout: true,
         ..Default::default()
     };
@@ -1293,8 +1300,11 @@ fn exec_stream_pipes_stdin_close_and_exit_codes() {
         read_to_end_within(out_r, Duration::from_secs(10)),
         b"done\n"
     );
-    let exit: podinit::api::ExecExit =
-        stream_end(&mut s.conn, std::mem::take(&mut s.rest), Duration::from_secs(10));
+    let exit: podinit::api::ExecExit = stream_end(
+        &mut s.conn,
+        std::mem::take(&mut s.rest),
+        Duration::from_secs(10),
+    );
     assert_eq!(exit.exit_code, 0);
 
     // A missing executable fails the start with the reason.
@@ -1352,10 +1362,17 @@ fn exec_stream_killed_reports_signal_and_dropped_session_kills_the_command() {
     std::io::BufRead::read_until(&mut r, b'\n', &mut line).expect("pid");
     let pid: i32 = String::from_utf8_lossy(&line).trim().parse().expect("pid");
     // Killed from inside the container: the exit says so.
-    let k = pod.exec("app", &["kill", "-9", &pid.to_string()], Duration::from_secs(5));
+    let k = pod.exec(
+        "app",
+        &["kill", "-9", &pid.to_string()],
+        Duration::from_secs(5),
+    );
     assert_eq!(k.exit_code, 0, "{k:?}");
-    let exit: podinit::api::ExecExit =
-        stream_end(&mut s.conn, std::mem::take(&mut s.rest), Duration::from_secs(10));
+    let exit: podinit::api::ExecExit = stream_end(
+        &mut s.conn,
+        std::mem::take(&mut s.rest),
+        Duration::from_secs(10),
+    );
     assert_eq!((exit.exit_code, exit.signal), (137, Some(9)));
 
     // The daemon dropping the session kills what it ran.
@@ -1426,15 +1443,17 @@ fn exec_stream_on_a_terminal_sizes_and_resizes_it() {
         ws_xpixel: 0,
         ws_ypixel: 0,
     };
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&master);
     // SAFETY: TIOCSWINSZ reads a winsize from a live local.
-    assert_eq!(
-        unsafe { libc::ioctl(std::os::fd::AsRawFd::as_raw_fd(&master), libc::TIOCSWINSZ, &ws) },
-        0
-    );
+    let rc = unsafe { libc::ioctl(fd, libc::TIOCSWINSZ, &ws) };
+    assert_eq!(rc, 0);
     wait_for("40 132\r\n", &master);
     (&master).write_all(b"q\n").expect("type q");
-    let exit: podinit::api::ExecExit =
-        stream_end(&mut s.conn, std::mem::take(&mut s.rest), Duration::from_secs(10));
+    let exit: podinit::api::ExecExit = stream_end(
+        &mut s.conn,
+        std::mem::take(&mut s.rest),
+        Duration::from_secs(10),
+    );
     assert_eq!(exit.exit_code, 7);
 }
 
@@ -1466,8 +1485,7 @@ fn attach_reaches_the_containers_stdin_and_output_and_stdin_once_closes_it() {
         .expect("attach");
     drop((in_r, out_w, err_w));
     assert!(!s.started.tty && s.started.stdin);
-    in_w
-        .write_all(b"echo via-attach; echo oops >&2\n")
+    in_w.write_all(b"echo via-attach; echo oops >&2\n")
         .expect("stdin");
     let mut out = std::io::BufReader::new(out_r);
     let mut line = String::new();
@@ -1485,8 +1503,11 @@ fn attach_reaches_the_containers_stdin_and_output_and_stdin_once_closes_it() {
     });
     // stdin_once: closing the attached stdin closes the container's; sh exits.
     drop(in_w);
-    let end: podinit::api::AttachEnded =
-        stream_end(&mut s.conn, std::mem::take(&mut s.rest), Duration::from_secs(10));
+    let end: podinit::api::AttachEnded = stream_end(
+        &mut s.conn,
+        std::mem::take(&mut s.rest),
+        Duration::from_secs(10),
+    );
     assert_eq!(end.exit_code, Some(0));
     assert_eq!(pod.wait_exit("shell").exit_code, Some(0));
 
@@ -1529,8 +1550,7 @@ fn attach_to_a_terminal_container_and_detach_leaves_it_running() {
         drop((in_r, out_w));
         assert!(s.started.tty);
         assert_eq!(s.fds.len(), 1, "a pty master for resizing");
-        in_w
-            .write_all(format!("echo round-$((40+{round}))\n").as_bytes())
+        in_w.write_all(format!("echo round-$((40+{round}))\n").as_bytes())
             .expect("type");
         let mut out = std::io::BufReader::new(out_r);
         let want = format!("round-{}", 40 + round);

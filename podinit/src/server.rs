@@ -626,7 +626,8 @@ impl Server {
         let Some(conn) = self.conns.get_mut(i).and_then(Option::as_mut) else {
             return;
         };
-        conn.out.extend(chunks.into_iter().filter(|c| !c.is_empty()));
+        conn.out
+            .extend(chunks.into_iter().filter(|c| !c.is_empty()));
         conn.out_fds.extend(fds);
         conn.close_when_flushed |= close;
         conn.state = ConnState::Writing {

@@ -263,11 +263,7 @@ pub fn spawn_exec(
         ExecStdio::Collect => {
             let (out_r, out_w) = sys::pipe()?;
             let (err_r, err_w) = sys::pipe()?;
-            (
-                [None, Some(out_w), Some(err_w)],
-                Some((out_r, err_r)),
-                None,
-            )
+            ([None, Some(out_w), Some(err_w)], Some((out_r, err_r)), None)
         }
         ExecStdio::Given(fds) => (fds, None, None),
         ExecStdio::Terminal(size) => ([None, None, None], None, Some(size)),

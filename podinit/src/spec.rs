@@ -386,7 +386,12 @@ pub fn validate(
     };
 
     let flag = |key: &str| -> Result<bool, SpecError> {
-        match spec.annotations.as_ref().and_then(|a| a.get(key)).map(String::as_str) {
+        match spec
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(key))
+            .map(String::as_str)
+        {
             None | Some("false") | Some("") => Ok(false),
             Some("true") => Ok(true),
             Some(other) => Err(SpecError::Invalid(format!(

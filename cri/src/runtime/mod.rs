@@ -17,6 +17,7 @@ pub mod records;
 pub mod resources;
 pub mod seccomp_profile;
 pub mod spec;
+pub mod streams;
 pub mod user;
 
 use std::collections::HashMap;

@@ -60,6 +60,7 @@ pub async fn serve(
         let _ = stopping.send(true);
     };
     let exits = tokio::spawn(crate::events::watch_exits(daemon.clone()));
+    daemon.streaming.start(daemon.clone());
     let result = tonic::transport::Server::builder()
         .layer(daemon.runtime_metrics.grpc.layer())
         .add_service(RuntimeServiceServer::new(runtime::RuntimeApi::new(

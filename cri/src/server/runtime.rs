@@ -505,6 +505,39 @@ runtime_service! {
             Ok(Response::new(ListPodSandboxMetricsResponse { pod_metrics }))
         }
 
+        async fn exec(
+            &self,
+            request: Request<ExecRequest>,
+        ) -> Result<Response<ExecResponse>, Status> {
+            let mut req = request.into_inner();
+            let c = self.rt()?.streamable_container(&req.container_id).await?;
+            req.container_id = c.id;
+            let url = self.daemon.streaming.exec_url(req)?;
+            Ok(Response::new(ExecResponse { url }))
+        }
+
+        async fn attach(
+            &self,
+            request: Request<AttachRequest>,
+        ) -> Result<Response<AttachResponse>, Status> {
+            let mut req = request.into_inner();
+            let c = self.rt()?.streamable_container(&req.container_id).await?;
+            req.container_id = c.id;
+            let url = self.daemon.streaming.attach_url(req)?;
+            Ok(Response::new(AttachResponse { url }))
+        }
+
+        async fn port_forward(
+            &self,
+            request: Request<PortForwardRequest>,
+        ) -> Result<Response<PortForwardResponse>, Status> {
+            let mut req = request.into_inner();
+            let pod = self.rt()?.forwardable_pod(&req.pod_sandbox_id).await?;
+            req.pod_sandbox_id = pod.id;
+            let url = self.daemon.streaming.port_forward_url(req)?;
+            Ok(Response::new(PortForwardResponse { url }))
+        }
+
         type GetContainerEventsStream = EventStream;
 
         async fn get_container_events(
@@ -515,9 +548,6 @@ runtime_service! {
         }
     }
     not_built_yet {
-        exec(ExecRequest) -> ExecResponse;
-        attach(AttachRequest) -> AttachResponse;
-        port_forward(PortForwardRequest) -> PortForwardResponse;
         checkpoint_container(CheckpointContainerRequest) -> CheckpointContainerResponse;
     }
 }

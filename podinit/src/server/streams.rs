@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use super::{ExecJob, Server, Token};
 use crate::api::{
-    ApiError, AttachEnded, AttachRequest, AttachStarted, Empty, ExecExit, ExecStreamRequest,
-    Reply, StreamStarted,
+    ApiError, AttachEnded, AttachRequest, AttachStarted, Empty, ExecExit, ExecStreamRequest, Reply,
+    StreamStarted,
 };
 use crate::crilog::Stream;
 use crate::spawn::{self, ExecPlan, ExecStdio, SyncMessage};
@@ -264,15 +264,9 @@ impl Server {
             req.cwd.as_deref(),
             req.user.clone(),
         );
-        let spawned = spawn::spawn_exec(
-            &c.cfg,
-            &c.cgroup,
-            pid,
-            &plan,
-            stdio,
-            self.own_pidns.as_fd(),
-        )
-        .map_err(|e| ApiError::internal(format!("exec in {}: {e}", req.id)))?;
+        let spawned =
+            spawn::spawn_exec(&c.cfg, &c.cgroup, pid, &plan, stdio, self.own_pidns.as_fd())
+                .map_err(|e| ApiError::internal(format!("exec in {}: {e}", req.id)))?;
         tracing::debug!("exec_stream in {}: pid {}", req.id, spawned.pid);
         let job = ExecJob {
             ctr_id: req.id.clone(),
