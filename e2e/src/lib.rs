@@ -19,5 +19,6 @@ pub mod pods;
 pub mod procs;
 pub mod proxy;
 pub mod registry;
+pub mod streaming;
 pub mod tree;
 pub mod zfs;

@@ -1412,7 +1412,7 @@ fn exec_stream_on_a_terminal_sizes_and_resizes_it() {
             "-c".into(),
             // Reports its size, then again on SIGWINCH, and leaves on "q".
             // (`read` returns early on the signal, so the loop does not end on it.)
-            "stty size; tty; trap 'stty size' WINCH; while true; do read l; [ \"$l\" = q ] && exit 7; done".into(),
+            "stty size; tty; trap 'stty size' WINCH; echo armed; while true; do read l; [ \"$l\" = q ] && exit 7; done".into(),
         ],
         tty: true,
         term_size: Some(podinit::api::TermSize { rows: 31, cols: 101 }),
@@ -1426,17 +1426,28 @@ fn exec_stream_on_a_terminal_sizes_and_resizes_it() {
         let deadline = Instant::now() + Duration::from_secs(10);
         let mut buf = [0u8; 1024];
         while !String::from_utf8_lossy(&seen).contains(needle) {
+            let left = deadline.saturating_duration_since(Instant::now());
             assert!(
-                Instant::now() < deadline,
+                !left.is_zero(),
                 "no {needle:?} in {:?}",
                 String::from_utf8_lossy(&seen)
             );
+            let mut pfd = libc::pollfd {
+                fd: std::os::fd::AsRawFd::as_raw_fd(master),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: one live pollfd.
+            if unsafe { libc::poll(&mut pfd, 1, left.as_millis() as i32) } <= 0 {
+                continue;
+            }
             let n = (&*master).read(&mut buf).expect("read pty");
             seen.extend_from_slice(&buf[..n]);
         }
     };
     wait_for("31 101\r\n", &master);
     wait_for("/dev/pts/", &master);
+    wait_for("armed", &master);
     let ws = libc::winsize {
         ws_row: 40,
         ws_col: 132,
