@@ -133,7 +133,11 @@ impl TestCgroup {
                     .join(name),
             );
         } else {
-            for c in ["memory", "cpu", "cpuacct", "pids", "devices"] {
+            // Every controller podinit uses: one left out would put the pods of parallel
+            // tests in its root, where container cgroups of the same name collide.
+            for c in [
+                "memory", "cpu", "cpuacct", "pids", "devices", "hugetlb", "cpuset",
+            ] {
                 let Some(rel) = own.lines().find_map(|l| {
                     let mut it = l.splitn(3, ':');
                     let _ = it.next();
@@ -157,6 +161,14 @@ impl TestCgroup {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
                 Err(e) => panic!("creating test cgroup {}: {e}", d.display()),
+            }
+            // A new v1 cpuset has no CPUs or memory nodes: nothing could join it.
+            if d.join("cpuset.cpus").exists() {
+                for f in ["cpuset.cpus", "cpuset.mems"] {
+                    let parent = d.parent().expect("parent").join(f);
+                    let v = std::fs::read_to_string(&parent).expect("parent cpuset");
+                    std::fs::write(d.join(f), v.trim()).expect("cpuset");
+                }
             }
         }
         Self { dirs }
