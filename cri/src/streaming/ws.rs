@@ -225,7 +225,9 @@ async fn channel_writer<T: AsyncRead + AsyncWrite + Unpin>(
     closed: CancellationToken,
 ) {
     loop {
+        // What is queued goes out before a cancellation is noticed (a GOAWAY, say).
         let cmd = tokio::select! {
+            biased;
             c = rx.recv() => c,
             _ = closed.cancelled() => None,
         };

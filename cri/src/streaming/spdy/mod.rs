@@ -243,7 +243,9 @@ async fn write_loop<W: AsyncWrite + Unpin>(
     let mut out = BytesMut::with_capacity(READ_CHUNK + 64);
     let mut last_seen = 0u32;
     'outer: loop {
+        // What is queued goes out before a cancellation is noticed (a GOAWAY, say).
         let cmd = tokio::select! {
+            biased;
             c = rx.recv() => c,
             _ = closed.cancelled() => None,
         };
