@@ -431,7 +431,10 @@ async fn stress_concurrent_execs_and_a_large_port_forward_leak_nothing() {
 
     // Nothing left: no exec'd process in the container, no fd in the daemon or podinit.
     let procs_after = exec_ok(&mut rt, &s.sh, "ps -o pid= | wc -l").await.unwrap();
-    assert_eq!(procs_before, procs_after, "processes left in the container");
+    if procs_before != procs_after {
+        let ps = exec_ok(&mut rt, &s.sh, "ps -o pid,args").await.unwrap();
+        panic!("processes left in the container ({procs_before} -> {procs_after}):\n{ps}");
+    }
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let now = fds();
