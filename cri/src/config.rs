@@ -64,21 +64,29 @@ pub struct Config {
     pub streaming: StreamingConfig,
 }
 
-/// `[streaming]`: the HTTP server the Exec, Attach and PortForward URLs point at.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// `[streaming]` in the config: where the URLs of the Exec, Attach and PortForward RPCs lead.
+/// Each URL carries a single-use token (32 random bytes) that expires
+/// after a minute. The kubelet proxies its clients' streams to this server, so the loopback
+/// default is all a node needs; listen elsewhere only for clients that reach the runtime
+/// directly, and use TLS then. SPDY/3.1 and WebSocket (`v5`/`v4.channel.k8s.io`, the
+/// `SPDY/3.1+portforward.k8s.io` tunnel) are served.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct StreamingConfig {
-    /// `IP:PORT` to listen on; port 0 picks a free one. The kubelet proxies to it, so loopback
-    /// is enough unless clients reach the node's runtime directly.
+    /// `IP:port` to listen on, for example `127.0.0.1:0` (port 0 picks a free port) or
+    /// `0.0.0.0:10010`.
     pub address: String,
-    /// Scheme, host and port the handed-out URLs start with (for example when listening on
-    /// 0.0.0.0 behind a name); default: from `address` and the port in use.
+    /// `http://` or `https://` URL (scheme, host, port, optional path) the handed-out URLs
+    /// start with, when clients must use another name than `address`; unset: from `address`
+    /// and the port in use (an unspecified IP becomes loopback).
     pub base_url: Option<String>,
-    /// A connection with no traffic for this long is closed (the kubelet's
-    /// `streamingConnectionIdleTimeout`): a number with `h`, `m`, `s` or `ms`, like `4h`.
+    /// A stream with no traffic for this long is closed (the kubelet's
+    /// `streamingConnectionIdleTimeout`): a number with `h`, `m`, `s` or `ms`, like `4h` or
+    /// `1h30m`.
     pub idle_timeout: String,
-    /// Serve HTTPS with this PEM certificate chain and key (both or neither).
+    /// PEM certificate chain to serve HTTPS with (with `tls_key_file`; both or neither).
     pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key of `tls_cert_file`.
     pub tls_key_file: Option<PathBuf>,
 }
 
