@@ -420,9 +420,15 @@ mod tests {
         assert!(
             matches!(client.recv().await, Some(Frame::Data { stream_id: 1, data, .. }) if data == "out")
         );
-        conn.shutdown().await;
+        // Shutdown sends GOAWAY, ends the connection's write side, and is over as soon as
+        // the client hangs up (not after its 5 s linger).
+        let t0 = std::time::Instant::now();
+        let shutdown = tokio::spawn(conn.shutdown());
         assert!(matches!(client.recv().await, Some(Frame::GoAway { .. })));
         assert_eq!(client.recv().await, None);
+        drop(client);
+        shutdown.await.unwrap();
+        assert!(t0.elapsed() < Duration::from_secs(2), "{:?}", t0.elapsed());
     }
 
     #[tokio::test]
