@@ -78,12 +78,18 @@ impl PortForward {
             cmd.args(["--transport", "websocket"]);
         }
         cmd.arg(pod_id).arg(format!("{local_port}:{remote}"));
+        Self::spawn(cmd, local_port)
+    }
+
+    /// Runs a port-forward command (crictl's or kubectl's) that forwards `local_port`;
+    /// returns once it says it listens.
+    pub fn spawn(mut cmd: Command, local_port: u16) -> anyhow::Result<PortForward> {
         let mut child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
-            .context("spawning crictl port-forward")?;
+            .with_context(|| format!("spawning {}", crate::cmd::describe(&cmd)))?;
         let stdout = child.stdout.take().context("stdout")?;
         let pf = PortForward { child, local_port };
         // "Forwarding from 127.0.0.1:PORT -> REMOTE" once it listens.
@@ -99,7 +105,7 @@ impl PortForward {
             }
         });
         rx.recv_timeout(Duration::from_secs(20))
-            .context("crictl port-forward did not start listening within 20 s")?;
+            .context("the port-forward did not start listening within 20 s")?;
         Ok(pf)
     }
 }

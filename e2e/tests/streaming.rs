@@ -5,8 +5,10 @@
 //! stress run (50 concurrent execs, 200 MB through one forwarded port) that must leave no
 //! process or fd behind.
 //!
-//! Needs root, `scripts/build-podinit`, `cargo build -p cri`, the k8s-tools (crictl) and
-//! `script` (bsdutils) for the terminal test.
+//! And kubectl through a real control plane and kubelet, which proxies to the daemon.
+//!
+//! Needs root, `scripts/build-podinit`, `cargo build -p cri`, the k8s-tools (crictl,
+//! kubectl, the cluster) and `script` (bsdutils) for the terminal tests.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a test crate
 
@@ -14,6 +16,8 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use e2e::cluster::Cluster;
+use e2e::k8s_tools::StandInRegistry;
 use e2e::pods::{
     PodEnv, PodEnvOptions, Store, container_config, exec_ok, sh, wait_container_state,
 };
@@ -528,4 +532,171 @@ async fn tls_streaming_with_a_configured_certificate() {
         .parse()
         .unwrap();
     assert!(http_get(port, "/exec/x").is_err());
+}
+
+/// kubectl through a real control plane and kubelet (`../shared/k8s-tools/cluster`, under
+/// the kubelet lock): kubectl speaks WebSocket to the API server, which goes to the kubelet,
+/// which proxies to the daemon's streaming server. exec (exit code, stdin, stderr), exec -it
+/// in a terminal, attach with stdinOnce, port-forward.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_exec_attach_and_port_forward_through_the_kubelet() {
+    let stand_ins = tokio::task::spawn_blocking(StandInRegistry::start)
+        .await
+        .unwrap()
+        .unwrap();
+    let env = PodEnv::start_with(
+        Store::Overlay,
+        PodEnvOptions {
+            config_top: stand_ins.mirrors_toml(),
+            log_level: Some("info".into()),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let socket = env.daemon.socket.clone();
+    let cluster = tokio::task::spawn_blocking(move || {
+        let c = Cluster::up()?;
+        c.start_kubelet(&socket)?;
+        anyhow::Ok(c)
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    let result = tokio::task::block_in_place(|| kubectl_streams(&cluster));
+    if let Err(e) = result {
+        panic!(
+            "{e:#}\n--- daemon log (end) ---\n{}",
+            tail(&env.daemon.log(), 40)
+        );
+    }
+    // The cluster goes first: its `down` has the kubelet remove the pod from the daemon.
+    drop(cluster);
+    drop(env);
+}
+
+fn tail(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+const KUBECTL_POD: &str = r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: streams, namespace: default}
+spec:
+  restartPolicy: Never
+  terminationGracePeriodSeconds: 1
+  containers:
+    - name: sh
+      image: registry.k8s.io/e2e-test-images/busybox:1.29-2
+      command: ["sleep", "3600"]
+    - name: att
+      image: registry.k8s.io/e2e-test-images/busybox:1.29-2
+      command: ["sh"]
+      stdin: true
+      stdinOnce: true
+    - name: web
+      image: registry.k8s.io/e2e-test-images/busybox:1.29-2
+      command: ["sh", "-c", "mkdir -p /www && echo hello-through-kubectl > /www/index.html && exec httpd -f -p 8080 -h /www"]
+"#;
+
+fn kubectl_streams(cluster: &Cluster) -> anyhow::Result<()> {
+    use anyhow::{Context, ensure};
+    let work = tempfile::tempdir()?;
+    let pod = work.path().join("pod.yaml");
+    std::fs::write(&pod, KUBECTL_POD)?;
+    // The API server refuses pods until the controller manager made the namespace's
+    // service account.
+    cluster.wait_for(
+        &["wait", "--for=create", "serviceaccount/default"],
+        Duration::from_secs(60),
+    )?;
+    cluster.kubectl_run(&["apply", "-f", pod.to_str().context("path")?])?;
+    cluster.wait_for(
+        &["wait", "--for=condition=Ready", "pod/streams"],
+        Duration::from_secs(120),
+    )?;
+    let kubectl = |args: &[&str]| {
+        let mut c = cluster.kubectl();
+        c.args(args);
+        c
+    };
+
+    // exec: stdout, stderr and the exit code.
+    let (code, out, err) = run_with_input(
+        kubectl(&[
+            "exec",
+            "streams",
+            "-c",
+            "sh",
+            "--",
+            "sh",
+            "-c",
+            "echo out; echo err >&2; exit 3",
+        ]),
+        b"",
+    )?;
+    ensure!(
+        (code, out.as_str()) == (3, "out\n") && err.contains("err"),
+        "kubectl exec: exit {code}, stdout {out:?}, stderr {err:?}"
+    );
+
+    // exec -i: stdin reaches the command, its end ends `cat`.
+    let (code, out, err) = run_with_input(
+        kubectl(&["exec", "-i", "streams", "-c", "sh", "--", "cat"]),
+        b"through kubectl\n",
+    )?;
+    ensure!(
+        (code, out.as_str()) == (0, "through kubectl\n"),
+        "kubectl exec -i: exit {code}, stdout {out:?}, stderr {err:?}"
+    );
+
+    // exec -it in a real terminal: the size reaches the container's terminal.
+    let line = std::iter::once(kubectl(&[]).get_program().to_string_lossy().into_owned())
+        .chain(["exec", "-it", "streams", "-c", "sh", "--", "sh"].map(String::from))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let mut script = Command::new("script");
+    script
+        .args([
+            "-qec",
+            &format!("stty cols 91 rows 33; {line}"),
+            "/dev/null",
+        ])
+        .env("KUBECONFIG", &cluster.kubeconfig);
+    let (_, out, _) = run_with_input(script, b"stty size; tty; exit 5\n")?;
+    ensure!(
+        out.contains("33 91") && out.contains("/dev/pts/"),
+        "kubectl exec -it: terminal not seen: {out:?}"
+    );
+
+    // attach: what is typed reaches the container's shell, whose output comes back; the
+    // end of stdin (stdinOnce) ends it.
+    let (code, out, err) = run_with_input(
+        kubectl(&["attach", "-i", "streams", "-c", "att"]),
+        b"echo attached-through-kubectl\n",
+    )?;
+    ensure!(
+        out.contains("attached-through-kubectl\n"),
+        "kubectl attach: exit {code}, stdout {out:?}, stderr {err:?}"
+    );
+
+    // port-forward to httpd in the pod.
+    let local = e2e::streaming::free_port()?;
+    let pf = PortForward::spawn(
+        kubectl(&["port-forward", "pod/streams", &format!("{local}:8080")]),
+        local,
+    )?;
+    for _ in 0..3 {
+        let (status, body) = http_get(pf.local_port, "/index.html")?;
+        ensure!(
+            status.contains("200") && body == b"hello-through-kubectl\n",
+            "kubectl port-forward: {status} {:?}",
+            String::from_utf8_lossy(&body)
+        );
+    }
+    drop(pf);
+    cluster.kubectl_run(&["delete", "pod", "streams", "--wait=true"])?;
+    Ok(())
 }
