@@ -49,6 +49,8 @@ pub struct Config {
     pub storage: StorageConfig,
     /// Where pod CTs are defined and run.
     pub pod_host: pve::PodHostConfig,
+    /// `[pve]`: the Proxmox driver (`pod_host.driver = "pve"`).
+    pub pve: pve::PveConfig,
     /// Pod networking through CNI plugins.
     pub cni: CniConfig,
     /// Image pulls.
@@ -210,6 +212,7 @@ impl Default for Config {
             podinit_path: None,
             storage: StorageConfig::default(),
             pod_host: pve::PodHostConfig::default(),
+            pve: pve::PveConfig::default(),
             cni: CniConfig::default(),
             images: ImagesConfig::default(),
             registries: Default::default(),
@@ -324,8 +327,29 @@ driver = "overlay"
 dataset = "rpool/pvecri"
 
 [pod_host]
-# "lxc" (plain LXC under state_dir/lxc) or "pve" (Proxmox CTs; not in this build yet).
+# "lxc" (plain LXC under state_dir/lxc) or "pve" (Proxmox CTs, configured in [pve]).
 driver = "lxc"
+# Pod CTs created and started ahead, for RunPodSandbox to adopt (either driver).
+warm_pool = 0
+
+[pve]
+# Used with pod_host.driver = "pve". See docs/proxmox.md for the API token's privileges.
+api_url = "https://127.0.0.1:8006/api2/json"
+# node = "pve1"                          # default: this host's name
+# One line USER@REALM!TOKENID=SECRET; must be owned by root, mode 0600.
+token_file = "/etc/pvecri/pve-token"
+# The API's certificate: pinned by SHA-256 fingerprint, or checked against ca_file.
+# Neither set: the cluster CA, /etc/pve/pve-root-ca.pem.
+# fingerprint = "AA:BB:..."
+# ca_file = "/etc/pve/pve-root-ca.pem"
+# Storage for the CTs' root volumes (podinit only; containers use the layer store).
+storage = "local"
+# template_storage = "local"             # pvecri's CT template; default: storage
+# vmids pvecri may use; it never takes one any guest of the cluster has.
+vmid_range = [900000, 999999]
+# pool = "kubernetes"                     # optional resource pool for the CTs
+# Pod CTs started ahead (also [pod_host] warm_pool).
+warm_pool = 0
 
 [cni]
 # Network configurations; the first file in lexical order is used.
@@ -421,6 +445,22 @@ impl Config {
         validate_dataset(&self.storage.zfs.dataset)?;
         self.metrics.validate()?;
         self.validate_streaming()?;
+        if self.pod_host.driver == pve::DriverKind::Pve {
+            self.pve.validate().map_err(|e| match e {
+                pve::pve::config::PveConfigError::Invalid { key, value, reason } => {
+                    ConfigError::Invalid {
+                        key: format!("pve.{key}"),
+                        value: format!("{value:?}"),
+                        reason,
+                    }
+                }
+                other => ConfigError::Invalid {
+                    key: "pve".into(),
+                    value: String::new(),
+                    reason: other.to_string(),
+                },
+            })?;
+        }
         if self.images.max_concurrent_downloads == 0 {
             return Err(ConfigError::Invalid {
                 key: "images.max_concurrent_downloads".into(),
@@ -699,6 +739,28 @@ mod tests {
         ] {
             assert_eq!(parse_duration(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn pve_section() {
+        let c = parse(
+            "[pod_host]\ndriver = \"pve\"\nwarm_pool = 1\n[pve]\nnode = \"pve1\"\n\
+             token_file = \"/etc/pvecri/t\"\nvmid_range = \"1000-1999\"\nstorage = \"local-zfs\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.pod_host.driver, pve::DriverKind::Pve);
+        assert_eq!(c.pve.vmid_range.to_string(), "1000-1999");
+        assert_eq!(c.pve.storage, "local-zfs");
+        let e = parse("[pod_host]\ndriver = \"pve\"\n[pve]\nstorage = \"a b\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("pve.storage") && e.contains("a b"), "{e}");
+        let e = parse("[pve]\nvmid_range = [5, 1]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("pve.vmid_range"), "{e}");
+        let e = parse("[pve]\ntoken = \"x\"\n").unwrap_err().to_string();
+        assert!(e.contains("token"), "{e}");
     }
 
     #[test]

@@ -110,7 +110,7 @@ impl Daemon {
 
         let runtime_metrics = crate::metrics::Metrics::new(&registry)
             .map_err(|e| StartupError::Metrics(e.to_string()))?;
-        let pod_host = pve::build(&config.pod_host, &state_dir)
+        let pod_host = pve::build(&config.pod_host, &config.pve, &state_dir)
             .map_err(|e| StartupError::PodHost(e.to_string()))?;
         let pod_host =
             crate::metrics::podhost::TimedPodHost::wrap(pod_host, runtime_metrics.ct_start.clone());
@@ -138,6 +138,13 @@ impl Daemon {
             .await
             .map_err(|e| StartupError::Reconcile(e.to_string()))?;
         tracing::info!(?reconciled, "reconciled");
+        let warm = config.pod_host.warm_pool_size(&config.pve);
+        if warm > 0 {
+            match &runtime.podinit {
+                Some(podinit) => runtime.start_warm_pool(warm, podinit.clone()),
+                None => tracing::warn!("no warm pool: podinit not found"),
+            }
+        }
         if let Err(e) = images.collect_garbage().await {
             tracing::warn!(error = %e, "collecting unused layers at start");
         }

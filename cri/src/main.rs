@@ -345,7 +345,17 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 return Err(e.into());
             }
         };
-        server::serve(daemon, listener, &socket_path, shutdown).await?;
+        server::serve(daemon.clone(), listener, &socket_path, shutdown).await?;
+        // Warm CTs nobody took would run on until the next start; pods stay.
+        if tokio::time::timeout(
+            std::time::Duration::from_secs(20),
+            daemon.runtime.drain_warm_pool(),
+        )
+        .await
+        .is_err()
+        {
+            tracing::warn!("the warm pool was not drained within 20 s");
+        }
         tracing::info!("stopped");
         Ok(())
     })

@@ -147,6 +147,8 @@ impl Fixture {
             privileged: true,
             idmap: None,
             labels: BTreeMap::from([("app".to_string(), "e2e".to_string())]),
+            uid: String::new(),
+            warm: false,
         }
     }
 
@@ -879,7 +881,12 @@ async fn bad_specs_are_refused_before_anything_is_made() {
 async fn the_default_config_builds_the_lxc_driver_under_the_state_dir() {
     require_root();
     let state = tempfile::tempdir().unwrap();
-    let host = pve::build(&pve::PodHostConfig::default(), state.path()).unwrap();
+    let host = pve::build(
+        &pve::PodHostConfig::default(),
+        &pve::PveConfig::default(),
+        state.path(),
+    )
+    .unwrap();
     assert_eq!(host.driver(), "lxc");
     assert!(state.path().join("lxc").is_dir());
     assert!(host.list().await.unwrap().is_empty());
@@ -909,7 +916,12 @@ async fn the_default_config_builds_the_lxc_driver_under_the_state_dir() {
     pve::pod_dir::make_shared(&pod_dir, true).unwrap();
     let guard = UnmountOnDrop(pod_dir.clone());
     assert!(pve::pod_dir::is_mount_point(&pod_dir).unwrap());
-    let again = pve::build(&pve::PodHostConfig::default(), state.path()).unwrap();
+    let again = pve::build(
+        &pve::PodHostConfig::default(),
+        &pve::PveConfig::default(),
+        state.path(),
+    )
+    .unwrap();
     assert!(!leftover.exists());
     assert!(!pve::pod_dir::is_mount_point(&pod_dir).unwrap());
     std::mem::forget(guard);

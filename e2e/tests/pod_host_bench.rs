@@ -57,6 +57,8 @@ fn spec(state: &Path, podinit: &Path, id: String) -> PodSpec {
         privileged: true,
         idmap: None,
         labels: BTreeMap::new(),
+        uid: String::new(),
+        warm: false,
     }
 }
 

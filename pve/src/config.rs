@@ -9,16 +9,32 @@ use serde::{Deserialize, Serialize};
 use crate::PodHost;
 use crate::error::PodHostError;
 use crate::lxc::{LxcDriver, LxcOptions};
+use crate::pve::PveDriver;
+use crate::pve::config::PveConfig;
 
 /// ```toml
 /// [pod_host]
-/// driver = "lxc"   # or "pve"
+/// driver = "lxc"   # or "pve" (configured in [pve])
+/// warm_pool = 0    # CTs started ahead of RunPodSandbox
 /// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct PodHostConfig {
     /// The pod host's driver.
     pub driver: DriverKind,
+    /// Pod CTs kept created and started ahead (either driver; `[pve] warm_pool` also sets
+    /// it for the pve driver).
+    pub warm_pool: usize,
+}
+
+impl PodHostConfig {
+    /// The warm pool's size for the configured driver.
+    pub fn warm_pool_size(&self, pve: &PveConfig) -> usize {
+        match self.driver {
+            DriverKind::Lxc => self.warm_pool,
+            DriverKind::Pve => self.warm_pool.max(pve.warm_pool),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -45,17 +61,18 @@ pub fn lxc_path(state_dir: &Path) -> std::path::PathBuf {
     state_dir.join("lxc")
 }
 
-/// Builds the configured pod host.
-pub fn build(config: &PodHostConfig, state_dir: &Path) -> Result<Arc<dyn PodHost>, PodHostError> {
+/// Builds the configured pod host. The pve driver reads its token here: a token file that
+/// is missing or readable by others stops the daemon at start.
+pub fn build(
+    config: &PodHostConfig,
+    pve: &PveConfig,
+    state_dir: &Path,
+) -> Result<Arc<dyn PodHost>, PodHostError> {
     match config.driver {
         DriverKind::Lxc => Ok(Arc::new(LxcDriver::new(LxcOptions::new(lxc_path(
             state_dir,
         )))?)),
-        DriverKind::Pve => Err(PodHostError::DriverUnavailable {
-            driver: DriverKind::Pve.as_str().to_string(),
-            reason: "the Proxmox driver is not part of this build yet; use driver = \"lxc\""
-                .to_string(),
-        }),
+        DriverKind::Pve => Ok(Arc::new(PveDriver::new(pve, state_dir)?)),
     }
 }
 
@@ -94,15 +111,33 @@ mod tests {
     }
 
     #[test]
-    fn pve_driver_says_it_is_unavailable() {
+    fn pve_driver_without_a_token_file_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let config = PodHostConfig {
             driver: DriverKind::Pve,
+            warm_pool: 0,
         };
-        let err = build(&config, dir.path()).err().unwrap();
+        let pve = PveConfig {
+            token_file: dir.path().join("missing-token"),
+            ..Default::default()
+        };
+        let err = build(&config, &pve, dir.path()).err().unwrap();
         assert!(
             matches!(err, PodHostError::DriverUnavailable { .. }),
             "{err}"
         );
+        assert!(err.to_string().contains("missing-token"), "{err}");
+    }
+
+    #[test]
+    fn warm_pool_sizes() {
+        let mut c = PodHostConfig::default();
+        let mut pve = PveConfig::default();
+        assert_eq!(c.warm_pool_size(&pve), 0);
+        c.warm_pool = 2;
+        pve.warm_pool = 3;
+        assert_eq!(c.warm_pool_size(&pve), 2, "lxc: [pod_host] only");
+        c.driver = DriverKind::Pve;
+        assert_eq!(c.warm_pool_size(&pve), 3);
     }
 }

@@ -39,6 +39,21 @@ pub enum PodHostError {
     Cgroup(#[from] CgroupError),
     #[error("pod host driver `{driver}` is not available: {reason}")]
     DriverUnavailable { driver: String, reason: String },
+    /// The pod host's backend (the Proxmox API) cannot be reached right now.
+    #[error("{0}")]
+    Unavailable(String),
+    /// The backend refused the credentials (a wrong or expired API token).
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// The credentials lack a privilege; the message names it.
+    #[error("{0}")]
+    PermissionDenied(String),
+    /// No CT can be made (the vmid range is full).
+    #[error("{0}")]
+    ResourceExhausted(String),
+    /// The backend failed an operation (a Proxmox task error, with its log).
+    #[error("{0}")]
+    Backend(String),
 }
 
 impl PodHostError {

@@ -5,10 +5,12 @@
 //! defined or started. Drivers:
 //! * [`lxc::LxcDriver`] (`driver = "lxc"`, the embedded default): plain LXC under pvecri's
 //!   own lxcpath, driven with `lxc-start` and, for everything else, `/proc` and pidfds.
-//! * `pve` (Proxmox VE, a later issue): CT configs under `/etc/pve/lxc` and the PVE API. The
-//!   interface is shaped for it too: ids stay the pod sandbox ids (the driver maps them to
-//!   vmids and finds them again through tags/descriptions built from `name`, `namespace` and
-//!   `labels`), and every call may take as long as an API task.
+//! * [`pve::PveDriver`] (`driver = "pve"`): Proxmox VE CTs through the PVE API, with the raw
+//!   LXC keys the API cannot set written into `/etc/pve/lxc/<vmid>.conf`. Ids stay the pod
+//!   sandbox ids (the driver maps them to vmids and finds them again through its records and
+//!   the CTs' tags and descriptions), and every call may take as long as an API task.
+//!
+//! Both drivers can keep a [`warm::WarmPool`] of CTs started ahead.
 //!
 //! What podinit can rely on inside a pod CT (both drivers):
 //! * it runs as PID 1 of a new PID namespace, as `/sbin/podinit --pod-dir /pvecri`, with the
@@ -36,13 +38,16 @@ pub mod config;
 pub mod error;
 pub mod lxc;
 pub mod mountinfo;
+pub mod nsenter;
 pub mod oom;
 pub mod pod_dir;
 pub mod process;
+pub mod pve;
 pub mod reach;
 pub mod spec;
 pub mod subid;
 pub mod sysctl;
+pub mod warm;
 
 use std::time::Duration;
 
@@ -50,10 +55,12 @@ use async_trait::async_trait;
 
 pub use config::{DriverKind, PodHostConfig, build};
 pub use error::PodHostError;
+pub use pve::config::PveConfig;
 pub use spec::{
     CgroupDriver, CtInfo, CtRuntime, CtStatus, IdMap, IdRange, NetworkMode, PodResources, PodSpec,
     UNPRIVILEGED_ID_BASE, UNPRIVILEGED_ID_COUNT,
 };
+pub use warm::{WarmPool, WarmTemplate};
 
 /// Where pods' CTs are defined and run.
 ///
@@ -90,5 +97,32 @@ pub trait PodHost: Send + Sync {
     async fn status(&self, id: &str) -> Result<CtStatus, PodHostError>;
 
     /// The CTs this host manages, running or not, also those created before a daemon restart.
+    /// Warm pool CTs are not among them.
     async fn list(&self) -> Result<Vec<CtInfo>, PodHostError>;
+
+    /// Why pods cannot be run right now (the backend is unreachable, ...), for the runtime's
+    /// RuntimeReady condition; `None` when they can.
+    async fn unavailable(&self) -> Option<String> {
+        None
+    }
+
+    /// Ids of warm pool CTs (created with [`PodSpec::warm`]), also those of an earlier run.
+    async fn list_warm(&self) -> Result<Vec<String>, PodHostError> {
+        Ok(Vec::new())
+    }
+
+    /// Whether a warm CT can become the pod `spec` describes.
+    fn warm_fits(&self, _spec: &PodSpec) -> bool {
+        false
+    }
+
+    /// Makes the running warm CT `spec.id` the pod `spec` describes (hostname, limits,
+    /// sysctls, records) and returns its runtime. [`PodHostError::NotFound`] when `spec.id`
+    /// is not a warm CT.
+    async fn adopt(&self, spec: &PodSpec) -> Result<CtRuntime, PodHostError> {
+        Err(PodHostError::Unsupported {
+            id: spec.id.clone(),
+            reason: format!("the {} driver has no warm pool", self.driver()),
+        })
+    }
 }

@@ -119,6 +119,9 @@ pub struct PodSpec {
     /// `<namespace>/<pod name>`, for descriptions and tags.
     pub name: String,
     pub namespace: String,
+    /// The pod's UID (Kubernetes metadata), shown in Proxmox's description of the CT.
+    #[serde(default)]
+    pub uid: String,
     pub hostname: String,
     /// Host directory bound at `/pvecri` inside the CT; host mounts made under it later show
     /// up inside (the driver makes it a shared mount; the CT's copy is its slave).
@@ -151,6 +154,9 @@ pub struct PodSpec {
     #[serde(default)]
     pub idmap: Option<IdMap>,
     pub labels: BTreeMap<String, String>,
+    /// A warm pool CT: made ahead for a pod not known yet (see [`crate::warm`]).
+    #[serde(default)]
+    pub warm: bool,
 }
 
 /// A started CT.
@@ -242,6 +248,7 @@ impl PodSpec {
         }
         check_text("name", &self.name)?;
         check_text("namespace", &self.namespace)?;
+        check_text("uid", &self.uid)?;
         check_hostname(&self.hostname)?;
         check_path("pod_dir", &self.pod_dir)?;
         check_path("podinit", &self.podinit)?;
@@ -364,6 +371,8 @@ pub(crate) mod tests {
             privileged: true,
             idmap: None,
             labels: BTreeMap::new(),
+            uid: "1234-5678".to_string(),
+            warm: false,
         }
     }
 

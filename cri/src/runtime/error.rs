@@ -87,11 +87,19 @@ impl From<podinit::client::ClientError> for RuntimeError {
 
 impl From<pve::PodHostError> for RuntimeError {
     fn from(e: pve::PodHostError) -> Self {
-        if e.is_not_found() {
-            Self::not_found(e.to_string())
-        } else {
-            Self::internal(e.to_string())
-        }
+        use pve::PodHostError as E;
+        let code = match &e {
+            E::NotFound(_) => Code::NotFound,
+            E::AlreadyExists(_) => Code::AlreadyExists,
+            E::InvalidSpec(_) => Code::InvalidArgument,
+            E::Unsupported { .. } | E::DriverUnavailable { .. } => Code::FailedPrecondition,
+            E::Unavailable(_) => Code::Unavailable,
+            E::Unauthenticated(_) => Code::Unauthenticated,
+            E::PermissionDenied(_) => Code::PermissionDenied,
+            E::ResourceExhausted(_) => Code::ResourceExhausted,
+            _ => Code::Internal,
+        };
+        Self::new(code, e.to_string())
     }
 }
 

@@ -47,6 +47,8 @@ pub struct Runtime {
     pub(crate) stats: Arc<crate::stats::Stats>,
     /// GetContainerEvents' subscribers and what they were sent.
     pub events: crate::events::Events,
+    /// CTs started ahead (`warm_pool`), set once after start-up reconciliation.
+    pub(crate) warm: std::sync::OnceLock<Arc<pve::WarmPool>>,
     pod_locks: Mutex<HashMap<String, Arc<tokio::sync::RwLock<()>>>>,
     ctr_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
@@ -78,9 +80,37 @@ impl Runtime {
             pods_dir,
             stats: Arc::default(),
             events: crate::events::Events::new(),
+            warm: std::sync::OnceLock::new(),
             pod_locks: Mutex::new(HashMap::new()),
             ctr_locks: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// Starts keeping `size` pod CTs warm.
+    pub fn start_warm_pool(&self, size: usize, podinit: PathBuf) {
+        let pool = pve::WarmPool::start(
+            self.pod_host.clone(),
+            size,
+            pve::WarmTemplate {
+                pods_dir: self.pods_dir.clone(),
+                podinit,
+                cgroup_driver: self.cgroup_driver,
+            },
+        );
+        let _ = self.warm.set(pool);
+        tracing::info!(size, "warm pool started");
+    }
+
+    /// Destroys the warm CTs nobody took (at shutdown).
+    pub async fn drain_warm_pool(&self) {
+        if let Some(pool) = self.warm.get() {
+            pool.drain().await;
+        }
+    }
+
+    /// Why pods cannot run right now (the pod host's backend), for RuntimeReady.
+    pub async fn pod_host_unavailable(&self) -> Option<String> {
+        self.pod_host.unavailable().await
     }
 
     pub fn pod_dir(&self, pod_id: &str) -> PathBuf {

@@ -60,6 +60,7 @@ fn pod_spec(rt: &Runtime, id: &str, config: &PodSandboxConfig, podinit: &Path) -
         id: id.to_string(),
         name: format!("{}/{}", m.namespace, m.name),
         namespace: m.namespace.clone(),
+        uid: m.uid.clone(),
         hostname,
         pod_dir: rt.pod_dir(id),
         podinit: podinit.to_path_buf(),
@@ -88,6 +89,7 @@ fn pod_spec(rt: &Runtime, id: &str, config: &PodSandboxConfig, podinit: &Path) -
         privileged: idmap.is_none(),
         idmap,
         labels: config.labels.clone().into_iter().collect(),
+        warm: false,
     }
 }
 
@@ -195,7 +197,15 @@ impl Runtime {
                 RuntimeError::precondition(format!("network plugin not ready: {e}"))
             })?)
         };
-        let id = ids::new_id();
+        let mut id = ids::new_id();
+        // A warm CT (if one is ready and fits the pod) gives the pod its id.
+        let warm = self.warm.get().and_then(|pool| {
+            let probe = pod_spec(self, &id, &config, &podinit);
+            pool.take(&probe)
+        });
+        if let Some(warm_id) = &warm {
+            id = warm_id.clone();
+        }
         let mut record = PodRecord {
             id: id.clone(),
             config: config.clone(),
@@ -208,23 +218,33 @@ impl Runtime {
         };
         let key = PodRecord::key(&config);
         // Reserves the name: a concurrent or repeated RunPodSandbox with this metadata fails here.
-        self.metadata
-            .put(Table::Pods, &id, Some(&key), &record)
-            .map_err(|e| match RuntimeError::from(e) {
-                e if e.code == tonic::Code::AlreadyExists => RuntimeError::already_exists(format!(
-                    "pod sandbox {} already exists",
-                    record.name()
-                )),
-                e => e,
-            })?;
+        let reserved =
+            self.metadata
+                .put(Table::Pods, &id, Some(&key), &record)
+                .map_err(|e| match RuntimeError::from(e) {
+                    e if e.code == tonic::Code::AlreadyExists => RuntimeError::already_exists(
+                        format!("pod sandbox {} already exists", record.name()),
+                    ),
+                    e => e,
+                });
+        if let Err(e) = reserved {
+            if warm.is_some() {
+                // The warm CT was taken from the pool; it must not linger.
+                self.tear_down(&record).await;
+            }
+            return Err(e);
+        }
         let lock = self.pod_lock(&id);
         let _guard = lock.write().await;
         let started = Instant::now();
-        match self.bring_up(&mut record, &podinit, network.as_ref()).await {
+        match self
+            .bring_up(&mut record, &podinit, network.as_ref(), warm.is_some())
+            .await
+        {
             Ok(()) => {
                 record.state = PodState::Ready;
                 self.metadata.put(Table::Pods, &id, Some(&key), &record)?;
-                tracing::info!(pod = %record.name(), id = %id, ms = started.elapsed().as_millis() as u64, "pod sandbox ready");
+                tracing::info!(pod = %record.name(), id = %id, warm = warm.is_some(), ms = started.elapsed().as_millis() as u64, "pod sandbox ready");
                 Ok(id)
             }
             Err(e) => {
@@ -241,6 +261,7 @@ impl Runtime {
         record: &mut PodRecord,
         podinit: &Path,
         network: Option<&crate::cni::config::NetworkConfigList>,
+        warm: bool,
     ) -> Result<()> {
         let id = record.id.clone();
         let spec = pod_spec(self, &id, &record.config, podinit);
@@ -276,15 +297,21 @@ impl Runtime {
             Ok(())
         })
         .await?;
-        self.pod_host
-            .create(&spec)
-            .await
-            .map_err(|e| RuntimeError::from(e).context("creating the pod CT"))?;
-        let ct = self
-            .pod_host
-            .start(&id)
-            .await
-            .map_err(|e| RuntimeError::from(e).context("starting the pod CT"))?;
+        let ct = if warm {
+            self.pod_host
+                .adopt(&spec)
+                .await
+                .map_err(|e| RuntimeError::from(e).context("adopting a warm pod CT"))?
+        } else {
+            self.pod_host
+                .create(&spec)
+                .await
+                .map_err(|e| RuntimeError::from(e).context("creating the pod CT"))?;
+            self.pod_host
+                .start(&id)
+                .await
+                .map_err(|e| RuntimeError::from(e).context("starting the pod CT"))?
+        };
         record.init_pid = Some(ct.init_pid);
         self.wait_for_podinit(&id).await?;
         if let Some(net) = network {

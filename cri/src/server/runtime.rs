@@ -36,15 +36,22 @@ impl RuntimeApi {
         Ok(&self.daemon.runtime)
     }
 
-    fn status_response(&self, verbose: bool) -> Result<StatusResponse, Status> {
-        let runtime_ready = match &self.daemon.runtime.podinit {
-            Some(_) => RuntimeCondition {
+    async fn status_response(&self, verbose: bool) -> Result<StatusResponse, Status> {
+        let host_down = self.daemon.runtime.pod_host_unavailable().await;
+        let runtime_ready = match (&self.daemon.runtime.podinit, host_down) {
+            (Some(_), None) => RuntimeCondition {
                 r#type: "RuntimeReady".into(),
                 status: true,
                 reason: String::new(),
                 message: String::new(),
             },
-            None => RuntimeCondition {
+            (Some(_), Some(why)) => RuntimeCondition {
+                r#type: "RuntimeReady".into(),
+                status: false,
+                reason: "PodHostUnavailable".into(),
+                message: why,
+            },
+            (None, _) => RuntimeCondition {
                 r#type: "RuntimeReady".into(),
                 status: false,
                 reason: "PodinitNotFound".into(),
@@ -138,7 +145,9 @@ runtime_service! {
             &self,
             request: Request<StatusRequest>,
         ) -> Result<Response<StatusResponse>, Status> {
-            self.status_response(request.get_ref().verbose).map(Response::new)
+            self.status_response(request.get_ref().verbose)
+                .await
+                .map(Response::new)
         }
 
         async fn runtime_config(
