@@ -32,6 +32,9 @@ pub struct DaemonOptions {
     pub extra_args: Vec<String>,
     /// Extra environment variables for the daemon.
     pub env: Vec<(String, String)>,
+    /// Run the daemon in the mount and UTS namespaces of this process (the pve-harness's
+    /// namespace holder, where `/etc/pve` is); its mounts are undone there at the end.
+    pub namespace_of: Option<u32>,
 }
 
 impl Default for DaemonOptions {
@@ -41,6 +44,7 @@ impl Default for DaemonOptions {
             log_level: "debug".to_owned(),
             extra_args: Vec::new(),
             env: Vec::new(),
+            namespace_of: None,
         }
     }
 }
@@ -96,7 +100,19 @@ impl Daemon {
             .create(true)
             .append(true)
             .open(&self.log_path)?;
-        let mut cmd = Command::new(&self.binary);
+        let mut cmd = match self.options.namespace_of {
+            // nsenter execs the daemon (no fork for mount and UTS namespaces): the child's pid
+            // is the daemon's, for kill9 and the like.
+            Some(pid) => {
+                let mut c = Command::new("nsenter");
+                c.arg("--target")
+                    .arg(pid.to_string())
+                    .args(["--mount", "--uts", "--"])
+                    .arg(&self.binary);
+                c
+            }
+            None => Command::new(&self.binary),
+        };
         cmd.arg("serve")
             .arg("--config")
             .arg(&self.config_path)
@@ -197,6 +213,11 @@ impl Drop for Daemon {
                 self.log()
             );
         }
+        if let Some(pid) = self.options.namespace_of
+            && let Err(e) = unmount_in_namespace(pid, &self.state_dir)
+        {
+            eprintln!("e2e: unmounting in the namespace of {pid}: {e:#}");
+        }
         if let Err(e) = unmount_under(&self.state_dir, |_| false) {
             // Removing a directory with something still mounted inside would delete through
             // the mount: keep it for inspection instead.
@@ -206,6 +227,25 @@ impl Drop for Daemon {
             }
         }
     }
+}
+
+/// Lazily unmounts everything at or below `dir` in the mount namespace of `pid`, deepest
+/// first.
+pub fn unmount_in_namespace(pid: u32, dir: &Path) -> anyhow::Result<()> {
+    let script = r#"for i in 1 2 3 4 5 6 7 8; do
+  m=$(awk -v d="$0" '$5 == d || index($5, d "/") == 1 { print $5 }' /proc/self/mountinfo | awk '{ print length($0) " " $0 }' | sort -rn | cut -d' ' -f2-)
+  [ -z "$m" ] && exit 0
+  for p in $m; do umount -l "$p" 2>/dev/null; done
+done
+exit 1"#;
+    crate::cmd::run(
+        Command::new("nsenter")
+            .arg("--target")
+            .arg(pid.to_string())
+            .args(["--mount", "--", "sh", "-c", script])
+            .arg(dir),
+    )?;
+    Ok(())
 }
 
 /// SIGTERM, wait up to `timeout`, then SIGKILL (and report that it had to).

@@ -18,6 +18,7 @@ pub mod mounts;
 pub mod pods;
 pub mod procs;
 pub mod proxy;
+pub mod pve;
 pub mod registry;
 pub mod streaming;
 pub mod tree;

@@ -23,28 +23,92 @@ use crate::cni::{NetworkOptions, TestNetwork};
 use crate::cri_client::RuntimeClient;
 use crate::daemon::{Daemon, DaemonOptions};
 use crate::images::{self, Compression, ImageFormat, TestImage};
+use crate::pve::PveHarness;
 use crate::registry::{Registry, RegistryOptions};
 use crate::zfs::{ScratchDataset, TestPool};
 
 /// Environment variable naming the static podinit binary to use.
 pub const PODINIT_ENV: &str = "PVECRI_PODINIT";
 
-/// Defines, for each async test function `name(store: Store)`, a module `name` with the
-/// tests `overlay` and `zfs`, so that every pod test runs on both layer stores.
+/// Defines, for each async test function `name(setup: Setup)`, a module `name` with the
+/// tests `overlay` and `zfs` (lxc driver), so that every pod test runs on both layer stores.
 #[macro_export]
 macro_rules! on_both_stores {
     ($($name:ident),* $(,)?) => { $(
         mod $name {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn overlay() {
-                super::$name($crate::pods::Store::Overlay).await
+                super::$name($crate::pods::Store::Overlay.into()).await
             }
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn zfs() {
-                super::$name($crate::pods::Store::Zfs).await
+                super::$name($crate::pods::Store::Zfs.into()).await
             }
         }
     )* };
+}
+
+/// Like [`on_both_stores`], for tests that need one store: `name::overlay` (lxc driver).
+#[macro_export]
+macro_rules! on_overlay {
+    ($($name:ident),* $(,)?) => { $(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn overlay() {
+                super::$name($crate::pods::Store::Overlay.into()).await
+            }
+        }
+    )* };
+}
+
+/// For each async test function `name(setup: Setup)`, the test `name::pve`: the same body
+/// with the Proxmox driver against the pve-harness (overlay store).
+#[macro_export]
+macro_rules! on_pve {
+    ($($name:ident),* $(,)?) => { $(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn pve() {
+                super::$name($crate::pods::Setup::pve()).await
+            }
+        }
+    )* };
+}
+
+/// The pod host a [`PodEnv`] runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Driver {
+    /// Plain LXC under the daemon's state directory.
+    Lxc,
+    /// Proxmox CTs through the pve-harness (the daemon runs in its namespace).
+    Pve,
+}
+
+/// Pod host and layer store of a [`PodEnv`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Setup {
+    pub store: Store,
+    pub driver: Driver,
+}
+
+impl Setup {
+    /// The pve driver on the overlay store (zfs-fuse's mounts are not seen inside the
+    /// harness's mount namespace).
+    pub fn pve() -> Setup {
+        Setup {
+            store: Store::Overlay,
+            driver: Driver::Pve,
+        }
+    }
+}
+
+impl From<Store> for Setup {
+    fn from(store: Store) -> Setup {
+        Setup {
+            store,
+            driver: Driver::Lxc,
+        }
+    }
 }
 
 /// The layer store a [`PodEnv`] runs on.
@@ -71,6 +135,12 @@ pub struct PodEnvOptions {
     pub config_top: String,
     /// Daemon log level; default `debug`.
     pub log_level: Option<String>,
+    /// `warm_pool` of the pod host.
+    pub warm_pool: usize,
+    /// pve driver: the API URL the daemon uses (default: the harness's), e.g. a proxy.
+    pub pve_api_url: Option<String>,
+    /// pve driver: the token line (`ID=SECRET`) instead of the harness's Administrator token.
+    pub pve_token: Option<String>,
 }
 
 /// Image references pushed to the env's registry (not yet pulled by the daemon).
@@ -98,6 +168,10 @@ pub struct PodEnv {
     /// The kubelet's `/var/log/pods` stand-in.
     pub log_root: TempDir,
     pub dataset: Option<ScratchDataset>,
+    pub setup: Setup,
+    /// pve driver: the harness (held until the env is gone) and the token file's directory.
+    pub pve: Option<PveHarness>,
+    pub pve_files: Option<TempDir>,
 }
 
 /// The static podinit: `$PVECRI_PODINIT`, else what `scripts/build-podinit` builds.
@@ -146,14 +220,24 @@ fn stop_signal_image() -> anyhow::Result<TestImage> {
 }
 
 impl PodEnv {
-    pub async fn start(store: Store) -> anyhow::Result<PodEnv> {
-        Self::start_with(store, PodEnvOptions::default()).await
+    pub async fn start(setup: impl Into<Setup>) -> anyhow::Result<PodEnv> {
+        Self::start_with(setup, PodEnvOptions::default()).await
     }
 
-    pub async fn start_with(store: Store, options: PodEnvOptions) -> anyhow::Result<PodEnv> {
+    pub async fn start_with(
+        setup: impl Into<Setup>,
+        options: PodEnvOptions,
+    ) -> anyhow::Result<PodEnv> {
+        let setup = setup.into();
+        let store = setup.store;
         anyhow::ensure!(
             nix::unistd::geteuid().is_root(),
             "pod tests need root (LXC, mounts, network namespaces)"
+        );
+        anyhow::ensure!(
+            setup.driver == Driver::Lxc || store == Store::Overlay,
+            "the pve driver runs on the overlay store: zfs-fuse's mounts are not seen in the \
+             pve-harness's mount namespace"
         );
         crate::cmd::require_program("/usr/bin/lxc-start", "lxc")?;
         let podinit = podinit_path()?;
@@ -170,15 +254,44 @@ impl PodEnv {
                 toml_str(&format!("{}/store", ds.name))
             ),
         };
-        let config = format!(
+        let mut config = format!(
             "podinit_path = {}\n{}\n{storage}\n{}",
             toml_str(&podinit.display().to_string()),
             options.config_top,
             net.daemon_config(),
         );
+        let (pve, pve_files, namespace_of) = match setup.driver {
+            Driver::Lxc => {
+                config.push_str(&format!(
+                    "\n[pod_host]\nwarm_pool = {}\n",
+                    options.warm_pool
+                ));
+                (None, None, None)
+            }
+            Driver::Pve => {
+                let harness = PveHarness::acquire()?;
+                // A test's daemon must not see CTs that earlier runs of this range left.
+                harness.destroy_range().await?;
+                let files = tempfile::Builder::new().prefix("pvecri-pve-").tempdir()?;
+                let line = match &options.pve_token {
+                    Some(l) => l.clone(),
+                    None => harness.token_line()?,
+                };
+                let token = harness.write_token_file(files.path(), &line)?;
+                let url = match &options.pve_api_url {
+                    Some(u) => u.clone(),
+                    None => harness.api_base()?.to_string(),
+                };
+                config.push('\n');
+                config.push_str(&harness.daemon_config(&token, &url, options.warm_pool));
+                let ns = harness.ns_pid()?;
+                (Some(harness), Some(files), Some(ns))
+            }
+        };
         let daemon = Daemon::start(DaemonOptions {
             config_toml_extra: config,
             log_level: options.log_level.unwrap_or_else(|| "debug".into()),
+            namespace_of,
             ..DaemonOptions::default()
         })?;
         let images = push_images(&registry).await?;
@@ -191,7 +304,45 @@ impl PodEnv {
             images,
             log_root,
             dataset,
+            setup,
+            pve,
+            pve_files,
         })
+    }
+
+    /// The daemon's warm pool counters (`Status` verbose info): `ready`, `taken`, `made`.
+    pub async fn warm_pool(&self) -> anyhow::Result<serde_json::Value> {
+        let mut rt = self.rt().await?;
+        let info = rt
+            .status(k8s_cri::v1::StatusRequest { verbose: true })
+            .await
+            .context("Status")?
+            .into_inner()
+            .info;
+        let text = info
+            .get("warmPool")
+            .context("Status has no warmPool info")?;
+        Ok(serde_json::from_str(text)?)
+    }
+
+    /// Waits until the warm pool holds `n` ready CTs.
+    pub async fn wait_warm_ready(&self, n: u64, timeout: Duration) -> anyhow::Result<()> {
+        eventually(&format!("{n} warm CT(s) ready"), timeout, || async move {
+            let stats = self.warm_pool().await?;
+            Ok((stats["ready"].as_u64().unwrap_or(0) >= n).then_some(()))
+        })
+        .await
+    }
+
+    /// The hostname host-network pods get: the node's (the harness's node name for pve).
+    pub fn node_hostname(&self) -> String {
+        match &self.pve {
+            Some(h) => h.node().unwrap_or_default().to_string(),
+            None => nix::unistd::gethostname()
+                .ok()
+                .and_then(|h| h.into_string().ok())
+                .unwrap_or_default(),
+        }
     }
 
     pub async fn rt(&self) -> anyhow::Result<RuntimeClient> {
@@ -297,6 +448,8 @@ impl Drop for PodEnv {
         let socket = self.daemon.socket.clone();
         let lxcpath = self.daemon.state_dir.join("lxc");
         let running = self.daemon.pid().is_some();
+        let daemon = &mut self.daemon;
+        let harness = self.pve.as_ref();
         // Dropped inside the test's runtime, which cannot block: clean up from another thread.
         std::thread::scope(|scope| {
             scope.spawn(|| {
@@ -309,6 +462,20 @@ impl Drop for PodEnv {
                 if running && let Err(e) = rt.block_on(crate::cri_client::remove_all_pods(&socket))
                 {
                     eprintln!("e2e: removing pods at the end of the test: {e:#}");
+                }
+                if let Some(h) = harness {
+                    // Stopped first: its warm pool must not make new CTs meanwhile.
+                    if running && let Err(e) = daemon.stop() {
+                        eprintln!("e2e: stopping the daemon: {e:#}");
+                    }
+                    match rt.block_on(h.destroy_range()) {
+                        Ok(0) => {}
+                        Ok(n) => {
+                            eprintln!("e2e: destroyed {n} CTs left behind in the test's range")
+                        }
+                        Err(e) => eprintln!("e2e: destroying CTs left behind: {e:#}"),
+                    }
+                    return;
                 }
                 // Whatever the daemon did not remove (it failed, or it was not running).
                 let Ok(driver) = pve::lxc::LxcDriver::new(pve::lxc::LxcOptions::new(lxcpath))

@@ -34,7 +34,14 @@ pub struct FaultProxy {
 
 impl FaultProxy {
     pub fn start(upstream: SocketAddr) -> anyhow::Result<FaultProxy> {
-        let listener = TcpListener::bind("127.0.0.1:0").context("cannot bind the proxy")?;
+        Self::start_on("127.0.0.1:0", upstream)
+    }
+
+    /// A proxy listening on `listen` (`127.0.0.1:PORT`; port 0 picks one). Starting one again
+    /// on the port of a dropped one brings a "server" back after an outage.
+    pub fn start_on(listen: &str, upstream: SocketAddr) -> anyhow::Result<FaultProxy> {
+        let listener = TcpListener::bind(listen)
+            .with_context(|| format!("cannot bind the proxy to {listen}"))?;
         let addr = listener.local_addr()?;
         let knobs = Arc::new(Knobs::default());
         let open = Arc::new(Mutex::new(Vec::new()));

@@ -40,6 +40,7 @@ async fn critest(store: Store, focus: Option<&str>) -> anyhow::Result<()> {
             network: NetworkOptions { portmap: true },
             config_top: stand_ins.mirrors_toml(),
             log_level: Some("info".into()),
+            ..Default::default()
         },
     )
     .await?;

@@ -907,6 +907,7 @@ async fn the_default_config_builds_the_lxc_driver_under_the_state_dir() {
         cgroups: pve::cgroup::CtCgroups::new(CgroupDriver::Cgroupfs, None, &id).unwrap(),
         privileged: true,
         host_pid: false,
+        warm: false,
     };
     std::fs::write(
         leftover.join("pod.json"),

@@ -871,7 +871,15 @@ impl Server {
             ));
         }
         let bundle = self.pod_dir.join(CTRS_DIR).join(id);
-        let cfg = spec::load(id, &bundle, &self.pod, passed.len()).map_err(|e| match e {
+        // The pod's hostname as it is now: a warm pool CT gets its pod's name when adopted,
+        // after podinit started.
+        let pod = PodContext {
+            hostname: nix::unistd::gethostname()
+                .map(|h| h.to_string_lossy().into_owned())
+                .unwrap_or_else(|_| self.pod.hostname.clone()),
+            ..self.pod.clone()
+        };
+        let cfg = spec::load(id, &bundle, &pod, passed.len()).map_err(|e| match e {
             SpecError::Read { ref source, .. } if source.kind() == io::ErrorKind::NotFound => {
                 ApiError::invalid(format!("no spec for container {id}: {e}"))
             }

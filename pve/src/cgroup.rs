@@ -43,6 +43,13 @@ pub enum CgroupError {
         #[source]
         source: io::Error,
     },
+    #[error("setting {file} = {value}: {source}")]
+    Write {
+        file: PathBuf,
+        value: String,
+        #[source]
+        source: io::Error,
+    },
     #[error("removing cgroup {path}: {source}")]
     Remove {
         path: PathBuf,
@@ -437,6 +444,47 @@ fn collect_procs(dir: &Path, found: &mut Vec<u32>) {
             collect_procs(&entry.path(), found);
         }
     }
+}
+
+/// Writes the limits of [`resource_keys`] straight into a running CT's cgroup `relative`
+/// (what LXC does at start from the same keys): `lxc.cgroup.<controller>.<file>` into that
+/// controller's v1 hierarchy, `lxc.cgroup2.<file>` into the unified one.
+pub fn apply_keys(
+    hierarchies: &Hierarchies,
+    relative: &str,
+    keys: &[(String, String)],
+) -> Result<(), CgroupError> {
+    for (key, value) in keys {
+        let file = if let Some(file) = key.strip_prefix("lxc.cgroup2.") {
+            let Some(root) = hierarchies
+                .roots
+                .iter()
+                .find(|r| r.ends_with("unified"))
+                .or_else(|| hierarchies.roots.first())
+            else {
+                return Err(CgroupError::NoHierarchy);
+            };
+            root.join(relative).join(file)
+        } else if let Some(file) = key.strip_prefix("lxc.cgroup.") {
+            let controller = file.split('.').next().unwrap_or_default();
+            let Some(root) = hierarchies.roots.iter().find(|r| {
+                r.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.split(',').any(|c| c == controller))
+            }) else {
+                return Err(CgroupError::NoHierarchy);
+            };
+            root.join(relative).join(file)
+        } else {
+            continue;
+        };
+        std::fs::write(&file, value).map_err(|source| CgroupError::Write {
+            file: file.clone(),
+            value: value.clone(),
+            source,
+        })?;
+    }
+    Ok(())
 }
 
 fn remove_tree(dir: &Path) -> Result<(), CgroupError> {

@@ -77,6 +77,17 @@ impl RuntimeApi {
             let config = serde_json::to_string(&self.daemon.config.redacted())
                 .map_err(|e| Status::internal(format!("encoding the config: {e}")))?;
             info.insert("config".to_string(), config);
+            if let Some(pool) = self.daemon.runtime.warm.get() {
+                let s = pool.stats();
+                let stats = serde_json::json!({
+                    "size": pool.size(),
+                    "ready": s.ready,
+                    "taken": s.taken,
+                    "made": s.made,
+                    "failed": s.failed,
+                });
+                info.insert("warmPool".to_string(), stats.to_string());
+            }
         }
         Ok(StatusResponse {
             status: Some(RuntimeStatus {

@@ -119,6 +119,9 @@ pub struct CtRecord {
     /// through its cgroup.
     #[serde(default)]
     pub host_pid: bool,
+    /// A warm pool CT not yet adopted by a pod.
+    #[serde(default)]
+    pub warm: bool,
 }
 
 /// Removes a directory tree; gone already is fine.
@@ -161,6 +164,7 @@ mod tests {
             },
             privileged: false,
             host_pid: false,
+            warm: false,
         };
         ct.write_record(&record).unwrap();
         assert_eq!(ct.read_record().unwrap(), record);

@@ -516,6 +516,7 @@ impl LxcDriver {
                     cgroups: cgroups.clone(),
                     privileged: spec.privileged,
                     host_pid: spec.host_pid,
+                    warm: spec.warm,
                 })
                 .map_err(|e| PodHostError::io_at("writing", &staging.record(), e))?;
             pod_dir::make_shared(&spec.pod_dir, pod_dir_bound)
@@ -736,8 +737,12 @@ impl PodHost for LxcDriver {
                     },
                     privileged: true,
                     host_pid: false,
+                    warm: false,
                 }
             });
+            if record.warm {
+                continue;
+            }
             found.push(CtInfo {
                 id: id.to_string(),
                 name: record.name,
@@ -749,6 +754,72 @@ impl PodHost for LxcDriver {
         }
         found.sort_by(|a, b| a.id.cmp(&b.id));
         Ok(found)
+    }
+
+    async fn list_warm(&self) -> Result<Vec<String>, PodHostError> {
+        let lxcpath = &self.opts.lxcpath;
+        let entries = std::fs::read_dir(lxcpath)
+            .map_err(|e| PodHostError::io_at("reading lxcpath", lxcpath, e))?;
+        let mut warm: Vec<String> = entries
+            .flatten()
+            .filter_map(|e| e.file_name().to_str().map(str::to_string))
+            .filter(|id| is_pod_id(id))
+            .filter(|id| CtDir::new(lxcpath, id).read_record().is_ok_and(|r| r.warm))
+            .collect();
+        warm.sort();
+        Ok(warm)
+    }
+
+    /// A warm CT is privileged with its own network; sysctls, limits and the hostname are
+    /// set on adoption. Its cgroup stays under the default parent.
+    fn warm_fits(&self, spec: &PodSpec) -> bool {
+        spec.privileged && spec.network == crate::spec::NetworkMode::Isolated
+    }
+
+    async fn adopt(&self, spec: &PodSpec) -> Result<CtRuntime, PodHostError> {
+        spec.validate()?;
+        let id = spec.id.as_str();
+        let ct = self.dir(id)?;
+        let lock = self.lock(id);
+        let _guard = lock.lock().await;
+        let mut record = ct
+            .read_record()
+            .ok()
+            .filter(|r| r.warm)
+            .ok_or_else(|| PodHostError::NotFound(id.to_string()))?;
+        let CtStatus::Running { init_pid } = self.status_of(&ct, id)? else {
+            return Err(PodHostError::Ct {
+                id: id.to_string(),
+                message: "the warm CT is not running".into(),
+                log: Self::log_report(&ct, 0),
+            });
+        };
+        let keys = cgroup::resource_keys(self.hierarchies.layout, &spec.resources);
+        cgroup::apply_keys(&self.hierarchies, &record.cgroups.container, &keys)?;
+        let hostname = spec.hostname.clone();
+        let sysctls = spec.sysctls.clone();
+        tokio::task::spawn_blocking(move || {
+            crate::nsenter::set_hostname(init_pid, &hostname)?;
+            crate::nsenter::apply_sysctls(init_pid, &sysctls)
+        })
+        .await
+        .map_err(|e| PodHostError::io("namespace worker", std::io::Error::other(e)))?
+        .map_err(|e| PodHostError::io(format!("pod CT {id}: hostname and sysctls"), e))?;
+        if let Some(wanted) = spec.oom_score_adj
+            && let Ok(own) = oom::current()
+        {
+            let adj = oom::clamp(wanted, own);
+            std::fs::write(format!("/proc/{init_pid}/oom_score_adj"), adj.to_string())
+                .map_err(|e| PodHostError::io(format!("pod CT {id}: oom_score_adj"), e))?;
+        }
+        record.warm = false;
+        record.name = spec.name.clone();
+        record.namespace = spec.namespace.clone();
+        record.labels = spec.labels.clone();
+        ct.write_record(&record)
+            .map_err(|e| PodHostError::io_at("writing", &ct.record(), e))?;
+        debug!(id, init_pid, "warm CT adopted");
+        Ok(CtRuntime::for_init(init_pid))
     }
 }
 
