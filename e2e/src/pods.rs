@@ -450,6 +450,7 @@ impl Drop for PodEnv {
         let running = self.daemon.pid().is_some();
         let daemon = &mut self.daemon;
         let harness = self.pve.as_ref();
+        let mut rejected = Vec::new();
         // Dropped inside the test's runtime, which cannot block: clean up from another thread.
         std::thread::scope(|scope| {
             scope.spawn(|| {
@@ -459,6 +460,16 @@ impl Drop for PodEnv {
                 else {
                     return;
                 };
+                // Every CT config pvecri wrote and still has must pass Proxmox's strict parser.
+                if let Some(h) = harness
+                    && let Ok(cts) = rt.block_on(h.our_cts())
+                {
+                    for ct in cts {
+                        if let Err(e) = h.parse_conf(ct.vmid) {
+                            rejected.push(format!("{e:#}"));
+                        }
+                    }
+                }
                 if running && let Err(e) = rt.block_on(crate::cri_client::remove_all_pods(&socket))
                 {
                     eprintln!("e2e: removing pods at the end of the test: {e:#}");
@@ -491,6 +502,9 @@ impl Drop for PodEnv {
                 }
             });
         });
+        if !rejected.is_empty() && !std::thread::panicking() {
+            panic!("CT configs Proxmox rejects:\n{}", rejected.join("\n"));
+        }
     }
 }
 

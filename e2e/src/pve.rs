@@ -232,30 +232,33 @@ impl PveHarness {
             .map_err(|e| anyhow::anyhow!(e))
     }
 
-    /// Adds an API token `user@pve!name` (a new user) with `role` on `path` (no ACL when
-    /// `None`), written into pmxcfs as `pveum` would (the harness has no `/access` API);
-    /// returns its `ID=SECRET` line.
+    /// Adds an API token `user@pve!name` (a new user whose rights the token has) with the
+    /// ACL entries `(path, role)`, and the `roles` `(name, privileges)` they use; written into
+    /// pmxcfs as `pveum` would (the harness has no `/access` API). Returns `ID=SECRET`.
     pub fn add_token(
         &self,
         user: &str,
         name: &str,
-        acl: Option<(&str, &str)>,
+        roles: &[(&str, &[&str])],
+        acls: &[(&str, &str)],
     ) -> anyhow::Result<String> {
         let secret = format!("{:032x}", rand::random::<u128>());
         let userid = format!("{user}@pve");
         let tokenid = format!("{userid}!{name}");
-        let acl_line = acl
-            .map(|(path, role)| format!("acl:1:{path}:{userid}:{role}:\n"))
-            .unwrap_or_default();
-        // privsep=0: the token has its user's rights, given by the ACL on the user.
-        let script = format!(
-            "set -e\n\
-             printf 'user:{userid}:1:0::::::\\ntoken:{tokenid}:0:0::\\n{acl_line}' >> /etc/pve/user.cfg\n\
-             printf '{tokenid} {secret}\\n' >> /etc/pve/priv/token.cfg\n"
-        );
+        let mut lines = format!("user:{userid}:1:0::::::\ntoken:{tokenid}:0:0::\n");
+        for (role, privs) in roles {
+            lines.push_str(&format!("role:{role}:{}:\n", privs.join(",")));
+        }
+        for (path, role) in acls {
+            lines.push_str(&format!("acl:1:{path}:{userid}:{role}:\n"));
+        }
+        let script = "set -e; printf '%s' \"$1\" >> /etc/pve/user.cfg; \
+                      printf '%s %s\\n' \"$2\" \"$3\" >> /etc/pve/priv/token.cfg";
         run(Command::new(&self.script)
-            .args(["exec", "sh", "-c"])
-            .arg(script))?;
+            .args(["exec", "sh", "-c", script, "sh"])
+            .arg(&lines)
+            .arg(&tokenid)
+            .arg(&secret))?;
         Ok(format!("{tokenid}={secret}"))
     }
 

@@ -29,12 +29,14 @@ pub enum ApiError {
          and secret in pve.token_file, and that the token exists and has not expired"
     )]
     Unauthenticated { token: String, message: String },
-    #[error("{}", forbidden_message(token, method, path, message))]
+    #[error("{}", forbidden_message(token, method, path, message, needs))]
     Forbidden {
         token: String,
         method: String,
         path: String,
         message: String,
+        /// What Proxmox documents for the endpoint, for messages that name no privilege.
+        needs: String,
     },
     #[error("Proxmox API {method} {path}: HTTP {status}: {message}")]
     Http {
@@ -61,16 +63,65 @@ pub enum ApiError {
 
 /// "Permission check failed (/vms/900001, VM.PowerMgmt)" names the path and privilege; say
 /// it in words an admin can act on.
-fn forbidden_message(token: &str, method: &str, path: &str, message: &str) -> String {
+fn forbidden_message(token: &str, method: &str, path: &str, message: &str, needs: &str) -> String {
     match missing_privilege(message) {
         Some((acl_path, privilege)) => format!(
             "the API token {token} lacks the privilege {privilege} on {acl_path} ({method} {path}: \
              {message}); grant it a role with {privilege} on {acl_path} (see docs/proxmox.md)"
         ),
         None => format!(
-            "the API token {token} is not allowed to {method} {path}: {message} (see docs/proxmox.md \
-             for the privileges pvecri needs)"
+            "the API token {token} lacks a privilege for {method} {path}, which needs {needs} \
+             (Proxmox: {message}); see docs/proxmox.md for the role pvecri's token needs"
         ),
+    }
+}
+
+/// The privileges Proxmox documents for the endpoints pvecri calls (API schema
+/// `permissions`), with `{vmid}`-like parts filled in from the path.
+pub fn documented_privileges(method: &str, segments: &[&str], form: &[(&str, String)]) -> String {
+    let param = |k: &str| {
+        form.iter()
+            .find(|(key, _)| *key == k)
+            .map(|(_, v)| v.as_str())
+    };
+    let vm = |id: &str| format!("/vms/{id}");
+    match (method, segments) {
+        ("POST", ["nodes", _, "lxc"]) => {
+            let vmid = param("vmid").unwrap_or("{vmid}");
+            let storage = param("rootfs")
+                .and_then(|r| r.split(':').next())
+                .unwrap_or("{storage}");
+            let template = param("ostemplate")
+                .and_then(|r| r.split(':').next())
+                .unwrap_or("{storage}");
+            format!(
+                "VM.Allocate on {}{}, VM.Config.Disk, VM.Config.CPU, VM.Config.Memory, \
+                 VM.Config.Network and VM.Config.Options on it, Datastore.AllocateSpace on \
+                 /storage/{storage}, Datastore.Audit on /storage/{template}",
+                vm(vmid),
+                param("pool")
+                    .map(|p| format!(" (or /pool/{p})"))
+                    .unwrap_or_default()
+            )
+        }
+        ("GET", ["nodes", _, "lxc"]) => "VM.Audit on each /vms/{vmid}".into(),
+        ("DELETE", ["nodes", _, "lxc", id]) => format!("VM.Allocate on {}", vm(id)),
+        ("GET", ["nodes", _, "lxc", id, ..]) => format!("VM.Audit on {}", vm(id)),
+        ("PUT", ["nodes", _, "lxc", id, "config"]) => format!(
+            "VM.Config.CPU, VM.Config.Memory, VM.Config.Network and VM.Config.Options on {}",
+            vm(id)
+        ),
+        ("POST", ["nodes", _, "lxc", id, "status", _]) => format!("VM.PowerMgmt on {}", vm(id)),
+        ("GET", ["nodes", _, "storage", sid, "content"]) => {
+            format!("Datastore.Audit on /storage/{sid}")
+        }
+        ("POST", ["nodes", _, "storage", sid, "upload"]) => {
+            format!("Datastore.AllocateTemplate on /storage/{sid}")
+        }
+        ("GET", ["nodes", node, "tasks", ..]) => {
+            format!("Sys.Audit on /nodes/{node} for tasks of other users")
+        }
+        _ => "a privilege (see the Proxmox API documentation)".into(),
     }
 }
 
@@ -287,6 +338,7 @@ impl Api {
             403 => {
                 return Err(ApiError::Forbidden {
                     token: self.token_id.clone(),
+                    needs: documented_privileges(method.as_str(), segments, form.unwrap_or(&[])),
                     method: method.to_string(),
                     path: shown_path,
                     message,
@@ -614,12 +666,42 @@ mod tests {
             method: "POST".into(),
             path: "/nodes/pve1/lxc".into(),
             message: "Permission check failed (/vms/900000, VM.Allocate)".into(),
+            needs: String::new(),
         }
         .to_string();
         assert!(
             e.contains("lacks the privilege VM.Allocate on /vms/900000")
                 && e.contains("k8s@pve!pvecri"),
             "{e}"
+        );
+    }
+
+    #[test]
+    fn bare_permission_errors_say_what_the_endpoint_needs() {
+        let form = vec![
+            ("vmid", "900001".to_string()),
+            ("rootfs", "local-zfs:0".to_string()),
+            ("ostemplate", "local:vztmpl/x.tar.gz".to_string()),
+        ];
+        let needs = documented_privileges("POST", &["nodes", "pve1", "lxc"], &form);
+        assert!(
+            needs.starts_with("VM.Allocate on /vms/900001,")
+                && needs.contains("Datastore.AllocateSpace on /storage/local-zfs")
+                && needs.contains("Datastore.Audit on /storage/local"),
+            "{needs}"
+        );
+        let e = ApiError::Forbidden {
+            token: "k8s@pve!pvecri".into(),
+            method: "POST".into(),
+            path: "/nodes/pve1/lxc".into(),
+            message: "Permission check failed".into(),
+            needs,
+        }
+        .to_string();
+        assert!(e.contains("lacks a privilege for POST /nodes/pve1/lxc, which needs VM.Allocate"), "{e}");
+        assert_eq!(
+            documented_privileges("POST", &["nodes", "pve1", "lxc", "900001", "status", "start"], &[]),
+            "VM.PowerMgmt on /vms/900001"
         );
     }
 
