@@ -146,6 +146,11 @@ async fn critest(setup: impl Into<Setup>, focus: Option<&str>) -> anyhow::Result
     for m in left {
         problems.push(format!("still mounted after every pod was removed: {m}"));
     }
+    // The daemon's log goes with the report: it is removed with the daemon.
+    let _ = std::fs::copy(
+        &env.daemon.log_path,
+        dir.join(format!("{}-daemon.log", label(setup))),
+    );
     if !problems.is_empty() {
         bail!(
             "critest on the {} store: {} finding(s):\n{}\n(daemon log: {})",

@@ -70,7 +70,10 @@ pub struct PveDriver {
     templates: tokio::sync::Mutex<HashMap<(PathBuf, u64, i64), String>>,
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     health: Mutex<Option<(Instant, Option<String>)>>,
-    cts: tokio::sync::Mutex<Option<(Instant, Vec<CtState>)>>,
+    /// The last CT list, with the generation it was asked for in.
+    cts: tokio::sync::Mutex<Option<(Instant, u64, Vec<CtState>)>>,
+    /// Bumped by every change pvecri makes; a list asked for before it is stale.
+    generation: std::sync::atomic::AtomicU64,
     /// Init PIDs learned from `status/current`, per vmid, while the CT runs.
     pids: Mutex<HashMap<u32, u32>>,
 }
@@ -123,6 +126,7 @@ impl PveDriver {
             locks: Mutex::new(HashMap::new()),
             health: Mutex::new(None),
             cts: tokio::sync::Mutex::new(None),
+            generation: std::sync::atomic::AtomicU64::new(0),
             pids: Mutex::new(HashMap::new()),
         })
     }
@@ -166,21 +170,24 @@ impl PveDriver {
     }
 
     fn invalidate_list(&self) {
-        if let Ok(mut cts) = self.cts.try_lock() {
-            *cts = None;
-        }
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     }
 
+    /// Every CT on the node; a list up to [`LIST_TTL`] old unless `fresh`, never one asked
+    /// for before pvecri's last change.
     async fn list_cts(&self, fresh: bool) -> Result<Vec<CtState>, PodHostError> {
         let mut cached = self.cts.lock().await;
+        let generation = self.generation.load(std::sync::atomic::Ordering::SeqCst);
         if !fresh
-            && let Some((at, list)) = cached.as_ref()
+            && let Some((at, seen, list)) = cached.as_ref()
             && at.elapsed() < LIST_TTL
+            && *seen == generation
         {
             return Ok(list.clone());
         }
         let list = self.observe(self.api.list_cts().await)?;
-        *cached = Some((Instant::now(), list.clone()));
+        *cached = Some((Instant::now(), generation, list.clone()));
         Ok(list)
     }
 
