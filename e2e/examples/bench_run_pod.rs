@@ -218,7 +218,10 @@ async fn bench(rounds: usize) -> anyhow::Result<()> {
     }
     eprintln!();
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    println!("RunPodSandbox, {rounds} rounds (isolated network, no containers); load average at the end: {}", load.trim());
+    println!(
+        "RunPodSandbox, {rounds} rounds (isolated network, no containers); load average at the end: {}",
+        load.trim()
+    );
     println!();
     println!("| target | median | p95 | min | max |");
     println!("|---|---|---|---|---|");

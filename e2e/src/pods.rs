@@ -334,6 +334,22 @@ impl PodEnv {
         .await
     }
 
+    /// The mount namespace of the "node" as the daemon sees it: the pve-harness's namespace
+    /// holder for pve (`None`: the test's own).
+    pub fn node_mount_ns(&self) -> Option<u32> {
+        self.pve.as_ref().and_then(|h| h.ns_pid().ok())
+    }
+
+    /// A node path as this test reaches it: through the harness's namespace for pve (its
+    /// `/dev/shm` and mounts made there are its own), as it is for lxc.
+    pub fn node_path(&self, path: &Path) -> PathBuf {
+        match self.node_mount_ns() {
+            Some(pid) => PathBuf::from(format!("/proc/{pid}/root"))
+                .join(path.strip_prefix("/").unwrap_or(path)),
+            None => path.to_path_buf(),
+        }
+    }
+
     /// The hostname host-network pods get: the node's (the harness's node name for pve).
     pub fn node_hostname(&self) -> String {
         match &self.pve {

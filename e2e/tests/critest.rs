@@ -129,10 +129,12 @@ async fn critest(setup: impl Into<Setup>, focus: Option<&str>) -> anyhow::Result
     let left: Vec<String> = match &env.pve {
         // The daemon runs in the harness's mount namespace: look there.
         Some(h) => {
-            let out = e2e::cmd::run(
-                Command::new(h.script())
-                    .args(["exec", "awk", "{ print $5 }", "/proc/self/mountinfo"]),
-            )?;
+            let out = e2e::cmd::run(Command::new(h.script()).args([
+                "exec",
+                "awk",
+                "{ print $5 }",
+                "/proc/self/mountinfo",
+            ]))?;
             out.lines()
                 .filter(|m| std::path::Path::new(m).starts_with(&pods_dir))
                 .map(str::to_string)

@@ -22,6 +22,7 @@ use k8s_cri::v1::{
     ContainerState, ListPodSandboxRequest, PodSandboxState, RemovePodSandboxRequest,
     RunPodSandboxRequest, StatusRequest,
 };
+use pod_tests::host_namespaces::*;
 use pod_tests::pods::*;
 use pod_tests::pods_cri::*;
 use tonic::Code;
@@ -40,6 +41,13 @@ e2e::on_pve!(
     bad_requests_get_their_status_and_leave_the_rest_running,
     ids_names_lists_and_idempotent_removal,
     pods_start_and_go_concurrently,
+    stopping_a_pod_with_exited_and_created_containers_is_quiet,
+    verbose_container_status_gives_the_host_pid,
+    a_host_namespace_pod_sees_the_host_and_ends_only_its_own,
+    a_crashed_host_pid_pod_leaves_no_process_behind,
+    containers_cannot_have_host_namespaces_their_pod_lacks,
+    a_privileged_node_agent_with_a_bidirectional_volume,
+    a_host_pid_pod_survives_a_daemon_restart,
 );
 
 const RUNNING: Duration = Duration::from_secs(30);
@@ -54,7 +62,10 @@ async fn vmid_of(env: &PodEnv, sandbox: &str) -> u32 {
     let api = h.api().unwrap();
     for ct in h.our_cts().await.unwrap() {
         let cfg = api.ct_config(ct.vmid).await.unwrap();
-        let descr = cfg.get("description").and_then(|d| d.as_str()).unwrap_or_default();
+        let descr = cfg
+            .get("description")
+            .and_then(|d| d.as_str())
+            .unwrap_or_default();
         if descr.contains(&format!("sandbox: {sandbox}")) {
             return ct.vmid;
         }
@@ -101,8 +112,14 @@ async fn cts_show_in_proxmox_and_every_config_parses_strictly() {
     // Another guest (not pvecri's) on the first vmid of the range.
     let params = vec![
         ("vmid", first.to_string()),
-        ("ostemplate", h.get("PVE_HARNESS_TEMPLATE").unwrap().to_string()),
-        ("rootfs", format!("{}:0", h.get("PVE_HARNESS_STORAGE").unwrap())),
+        (
+            "ostemplate",
+            h.get("PVE_HARNESS_TEMPLATE").unwrap().to_string(),
+        ),
+        (
+            "rootfs",
+            format!("{}:0", h.get("PVE_HARNESS_STORAGE").unwrap()),
+        ),
         ("ostype", "unmanaged".to_string()),
         ("hostname", "not-a-pod".to_string()),
         ("tags", "someone-else".to_string()),
@@ -124,7 +141,10 @@ async fn cts_show_in_proxmox_and_every_config_parses_strictly() {
         }),
         sysctls: std::collections::HashMap::from([
             ("kernel.shm_rmid_forced".to_string(), "1".to_string()),
-            ("net.ipv4.ping_group_range".to_string(), "0 2147483647".to_string()),
+            (
+                "net.ipv4.ping_group_range".to_string(),
+                "0 2147483647".to_string(),
+            ),
         ]),
         ..Default::default()
     });
@@ -300,10 +320,14 @@ async fn kill_during(env: &mut PodEnv, what: &str, ready: impl AsyncFn(&PodEnv) 
     env.daemon.restart().unwrap();
     let h = harness(env);
     // Proxmox's task may still be running; reconciliation waits for it and removes the CT.
-    let cts = eventually(&format!("{what}: no CT left"), Duration::from_secs(120), || async {
-        let cts = h.our_cts().await?;
-        Ok(cts.is_empty().then_some(cts))
-    })
+    let cts = eventually(
+        &format!("{what}: no CT left"),
+        Duration::from_secs(120),
+        || async {
+            let cts = h.our_cts().await?;
+            Ok(cts.is_empty().then_some(cts))
+        },
+    )
     .await;
     if cts.is_err() {
         panic!(
@@ -421,7 +445,10 @@ async fn api_outage_is_unavailable_and_recovers() {
     let (ready, why) = eventually("RuntimeReady false", Duration::from_secs(30), || {
         let mut rt = rt.clone();
         async move {
-            let s = rt.status(StatusRequest { verbose: false }).await?.into_inner();
+            let s = rt
+                .status(StatusRequest { verbose: false })
+                .await?
+                .into_inner();
             let (ready, why) = runtime_ready(&s);
             Ok((!ready).then_some((ready, why)))
         }
@@ -440,19 +467,28 @@ async fn api_outage_is_unavailable_and_recovers() {
     assert_eq!(err.code(), Code::Unavailable, "{err:?}");
     assert!(err.message().contains("unreachable"), "{}", err.message());
     // The pod's containers do not need the API.
-    assert_eq!(exec_ok(&mut rt, &ctr, "echo alive").await.unwrap(), "alive\n");
+    assert_eq!(
+        exec_ok(&mut rt, &ctr, "echo alive").await.unwrap(),
+        "alive\n"
+    );
 
     let _proxy = e2e::proxy::FaultProxy::start_on(&listen, upstream).unwrap();
     eventually("RuntimeReady true again", Duration::from_secs(30), || {
         let mut rt = rt.clone();
         async move {
-            let s = rt.status(StatusRequest { verbose: false }).await?.into_inner();
+            let s = rt
+                .status(StatusRequest { verbose: false })
+                .await?
+                .into_inner();
             Ok(runtime_ready(&s).0.then_some(()))
         }
     })
     .await
     .unwrap();
-    let after = env.run_pod(&mut rt, &env.pod_config("after")).await.unwrap();
+    let after = env
+        .run_pod(&mut rt, &env.pod_config("after"))
+        .await
+        .unwrap();
     for id in [&before, &after] {
         assert_eq!(
             pod_status(&mut rt, id).await.unwrap().state,
@@ -490,7 +526,11 @@ async fn a_token_without_the_privileges_gets_a_clear_error() {
     .await
     .unwrap();
     let mut rt = env.rt().await.unwrap();
-    let s = rt.status(StatusRequest { verbose: false }).await.unwrap().into_inner();
+    let s = rt
+        .status(StatusRequest { verbose: false })
+        .await
+        .unwrap()
+        .into_inner();
     assert!(runtime_ready(&s).0, "the API answers: {s:?}");
     let err = rt
         .run_pod_sandbox(RunPodSandboxRequest {
@@ -503,12 +543,19 @@ async fn a_token_without_the_privileges_gets_a_clear_error() {
     let msg = err.message();
     let token_id = auditor.rsplit_once('=').unwrap().0;
     assert!(
-        msg.contains(token_id) && msg.contains("lacks a privilege") && msg.contains("VM.Allocate on /vms/"),
+        msg.contains(token_id)
+            && msg.contains("lacks a privilege")
+            && msg.contains("VM.Allocate on /vms/"),
         "{msg}"
     );
-    assert!(!msg.contains(auditor.rsplit_once('=').unwrap().1), "the secret leaked: {msg}");
     assert!(
-        !env.daemon.log().contains(auditor.rsplit_once('=').unwrap().1),
+        !msg.contains(auditor.rsplit_once('=').unwrap().1),
+        "the secret leaked: {msg}"
+    );
+    assert!(
+        !env.daemon
+            .log()
+            .contains(auditor.rsplit_once('=').unwrap().1),
         "the secret is in the log"
     );
     let pods = rt
@@ -532,7 +579,11 @@ async fn a_token_without_the_privileges_gets_a_clear_error() {
     .await
     .unwrap();
     let mut rt = env.rt().await.unwrap();
-    let s = rt.status(StatusRequest { verbose: false }).await.unwrap().into_inner();
+    let s = rt
+        .status(StatusRequest { verbose: false })
+        .await
+        .unwrap()
+        .into_inner();
     let (ready, why) = runtime_ready(&s);
     assert!(!ready && why.contains("rejected the API token"), "{why}");
     let err = rt
@@ -604,8 +655,14 @@ async fn the_documented_least_privilege_token_runs_pods() {
         .add_token(
             &name,
             "pvecri",
-            &[("PVECRIVM", VM_PRIVILEGES), ("PVECRIStorage", STORAGE_PRIVILEGES)],
-            &[("/vms", "PVECRIVM"), (&format!("/storage/{storage}"), "PVECRIStorage")],
+            &[
+                ("PVECRIVM", VM_PRIVILEGES),
+                ("PVECRIStorage", STORAGE_PRIVILEGES),
+            ],
+            &[
+                ("/vms", "PVECRIVM"),
+                (&format!("/storage/{storage}"), "PVECRIStorage"),
+            ],
         )
         .unwrap();
     drop(h);

@@ -132,6 +132,8 @@ impl WarmPool {
             pod_dir: self.template.pods_dir.join(id),
             podinit: self.template.podinit.clone(),
             network: NetworkMode::Isolated,
+            host_pid: false,
+            host_ipc: false,
             cgroup_parent: None,
             cgroup_driver: self.template.cgroup_driver,
             oom_score_adj: None,

@@ -70,4 +70,20 @@ impl PodHost for TimedPodHost {
     async fn list(&self) -> Result<Vec<CtInfo>, PodHostError> {
         self.inner.list().await
     }
+
+    async fn unavailable(&self) -> Option<String> {
+        self.inner.unavailable().await
+    }
+
+    async fn list_warm(&self) -> Result<Vec<String>, PodHostError> {
+        self.inner.list_warm().await
+    }
+
+    fn warm_fits(&self, spec: &PodSpec) -> bool {
+        self.inner.warm_fits(spec)
+    }
+
+    async fn adopt(&self, spec: &PodSpec) -> Result<CtRuntime, PodHostError> {
+        self.inner.adopt(spec).await
+    }
 }

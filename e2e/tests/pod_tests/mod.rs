@@ -4,5 +4,6 @@
 // Each including test file runs only some of the bodies.
 #![allow(dead_code)]
 
+pub mod host_namespaces;
 pub mod pods;
 pub mod pods_cri;

@@ -2,7 +2,6 @@
 //! getting the right gRPC status and leaving everything else running. `tests/pods_cri.rs`
 //! runs them with the lxc driver, `tests/pve.rs` with the pve driver.
 
-
 use std::collections::HashMap;
 use std::time::Duration;
 

@@ -773,7 +773,10 @@ impl PodHost for LxcDriver {
     /// A warm CT is privileged with its own network; sysctls, limits and the hostname are
     /// set on adoption. Its cgroup stays under the default parent.
     fn warm_fits(&self, spec: &PodSpec) -> bool {
-        spec.privileged && spec.network == crate::spec::NetworkMode::Isolated
+        spec.privileged
+            && spec.network == crate::spec::NetworkMode::Isolated
+            && !spec.host_pid
+            && !spec.host_ipc
     }
 
     async fn adopt(&self, spec: &PodSpec) -> Result<CtRuntime, PodHostError> {

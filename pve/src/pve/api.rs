@@ -698,9 +698,16 @@ mod tests {
             needs,
         }
         .to_string();
-        assert!(e.contains("lacks a privilege for POST /nodes/pve1/lxc, which needs VM.Allocate"), "{e}");
+        assert!(
+            e.contains("lacks a privilege for POST /nodes/pve1/lxc, which needs VM.Allocate"),
+            "{e}"
+        );
         assert_eq!(
-            documented_privileges("POST", &["nodes", "pve1", "lxc", "900001", "status", "start"], &[]),
+            documented_privileges(
+                "POST",
+                &["nodes", "pve1", "lxc", "900001", "status", "start"],
+                &[]
+            ),
             "VM.PowerMgmt on /vms/900001"
         );
     }

@@ -57,6 +57,8 @@ const HEALTH_TTL: Duration = Duration::from_secs(2);
 const LIST_TTL: Duration = Duration::from_millis(1000);
 /// Lines of a failed start's stderr and console quoted in the error.
 const LOG_LINES: usize = 20;
+/// How long what a host-PID pod left may take to die after SIGKILL.
+const KILL_GRACE: Duration = Duration::from_secs(10);
 
 pub struct PveDriver {
     api: Api,
@@ -66,6 +68,7 @@ pub struct PveDriver {
     records: Records,
     alloc: vmid::Allocator,
     layout: Layout,
+    hierarchies: cgroup::Hierarchies,
     /// Template volume per podinit (path, size, mtime).
     templates: tokio::sync::Mutex<HashMap<(PathBuf, u64, i64), String>>,
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
@@ -109,7 +112,8 @@ impl PveDriver {
         let base = config.api_base().map_err(|e| unavailable(e.to_string()))?;
         let node = config.node_name().map_err(|e| unavailable(e.to_string()))?;
         let api = Api::new(&base, &node, &token, tls).map_err(unavailable)?;
-        let layout = cgroup::Hierarchies::detect()?.layout;
+        let hierarchies = cgroup::Hierarchies::detect()?;
+        let layout = hierarchies.layout;
         let records = Records::new(state_dir.join("pve").join("cts"));
         std::fs::create_dir_all(records.dir())
             .map_err(|e| PodHostError::io_at("creating", records.dir(), e))?;
@@ -122,6 +126,7 @@ impl PveDriver {
             records,
             alloc: vmid::Allocator::default(),
             layout,
+            hierarchies,
             templates: tokio::sync::Mutex::new(HashMap::new()),
             locks: Mutex::new(HashMap::new()),
             health: Mutex::new(None),
@@ -327,18 +332,23 @@ impl PveDriver {
     }
 
     /// The config text for the harness-free check in unit tests and the raw keys written.
-    fn raw_keys(&self, record: &CtRecord) -> Vec<(String, String)> {
+    async fn write_raw(&self, record: &CtRecord) -> Result<(), PodHostError> {
         let log = self.records.console_log(&record.id);
-        raw::raw_keys(&raw::RawInput {
+        let include = self.records.included(&record.id);
+        let input = raw::RawInput {
             pod_dir: &record.pod_dir,
             network: record.network,
+            host_pid: record.host_pid,
+            host_ipc: record.host_ipc,
             layout: self.layout,
             console_log: &log,
-        })
-    }
-
-    async fn write_raw(&self, record: &CtRecord) -> Result<(), PodHostError> {
-        let keys = self.raw_keys(record);
+            include: &include,
+        };
+        if let Some(text) = raw::included_config(&input) {
+            std::fs::write(&include, text)
+                .map_err(|e| PodHostError::io_at("writing", &include, e))?;
+        }
+        let keys = raw::raw_keys(&input);
         let paths = self.paths.clone();
         let vmid = record.vmid;
         tokio::task::spawn_blocking(move || ctconf::write_raw_keys(&paths, vmid, &keys))
@@ -370,6 +380,8 @@ impl PveDriver {
             pod_dir_bound,
             privileged: spec.privileged,
             network: spec.network,
+            host_pid: spec.host_pid,
+            host_ipc: spec.host_ipc,
             sysctls: spec.sysctls.clone(),
             created: false,
             warm: spec.warm,
@@ -486,6 +498,9 @@ impl PveDriver {
                                 return Err(self.fail(e));
                             }
                         }
+                    }
+                    if record.host_pid {
+                        self.kill_leftovers(record).await?;
                     }
                     info!(id = %record.id, vmid, "pod CT destroyed");
                 }
@@ -703,7 +718,13 @@ impl PveDriver {
         let vmid = record.vmid;
         match self.current(vmid).await? {
             None => return Ok(()),
-            Some(s) if !s.running() => return Ok(()),
+            Some(s) if !s.running() => {
+                // Its init is gone, but a host-PID pod's processes may not be.
+                if record.host_pid {
+                    self.kill_leftovers(record).await?;
+                }
+                return Ok(());
+            }
             Some(_) => {}
         }
         let r = if timeout.is_zero() {
@@ -728,16 +749,60 @@ impl PveDriver {
             .unwrap_or_else(|e| e.into_inner())
             .remove(&vmid);
         match r {
-            Ok(()) => Ok(()),
-            Err(e) if e.is_not_running() || e.is_not_found() => Ok(()),
+            Ok(()) => {}
+            Err(e) if e.is_not_running() || e.is_not_found() => {}
             Err(e) => {
                 // A stop task that failed but left the CT down did its job.
-                match self.current(vmid).await? {
-                    Some(s) if s.running() => Err(self.fail(e)),
-                    _ => Ok(()),
+                if let Some(s) = self.current(vmid).await?
+                    && s.running()
+                {
+                    return Err(self.fail(e));
                 }
             }
         }
+        if record.host_pid {
+            self.kill_leftovers(record).await?;
+        }
+        Ok(())
+    }
+
+    /// Proxmox's cgroup of the CT (`lxc.cgroup.dir.container`).
+    fn ct_cgroup(vmid: u32) -> String {
+        format!("lxc/{vmid}")
+    }
+
+    /// A CT in the host's PID namespace does not end with its init: what the pod left
+    /// running lives on, and only the CT's cgroup says whose it is. SIGKILLs it until none
+    /// is left, then removes the cgroup so that LXC can make it again.
+    async fn kill_leftovers(&self, record: &CtRecord) -> Result<(), PodHostError> {
+        let relative = Self::ct_cgroup(record.vmid);
+        let deadline = Instant::now() + KILL_GRACE;
+        loop {
+            let left = cgroup::procs_everywhere(&self.hierarchies.roots, &relative);
+            if left.is_empty() {
+                break;
+            }
+            if Instant::now() >= deadline {
+                return Err(PodHostError::Ct {
+                    id: record.id.clone(),
+                    message: format!(
+                        "processes {left:?} are still in the cgroup {relative} of CT {} {:?} after \
+                         SIGKILL",
+                        record.vmid, KILL_GRACE
+                    ),
+                    log: String::new(),
+                });
+            }
+            debug!(id = %record.id, ?left, "killing what the pod CT left in its cgroup");
+            for pid in left {
+                crate::process::kill_now(pid).map_err(|e| {
+                    PodHostError::io(format!("pod CT {}: killing {pid}", record.id), e)
+                })?;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        cgroup::remove_everywhere(&self.hierarchies.roots, &relative)?;
+        Ok(())
     }
 
     /// Makes a warm CT the pod's: its name in Proxmox, limits, hostname, sysctls.
@@ -818,6 +883,8 @@ fn orphan_record(id: &str, vmid: u32, warm: bool) -> CtRecord {
         pod_dir_bound: false,
         privileged: true,
         network: crate::spec::NetworkMode::Isolated,
+        host_pid: false,
+        host_ipc: false,
         sysctls: Default::default(),
         created: true,
         warm,
@@ -1044,7 +1111,10 @@ impl PodHost for PveDriver {
     }
 
     fn warm_fits(&self, spec: &PodSpec) -> bool {
-        spec.privileged && spec.network == crate::spec::NetworkMode::Isolated
+        spec.privileged
+            && spec.network == crate::spec::NetworkMode::Isolated
+            && !spec.host_pid
+            && !spec.host_ipc
     }
 
     async fn adopt(&self, spec: &PodSpec) -> Result<CtRuntime, PodHostError> {

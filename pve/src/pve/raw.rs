@@ -18,28 +18,45 @@
 //!
 //! Sysctls are not here: Proxmox accepts `lxc.sysctl.*` only for a few IPC names, so the
 //! driver writes them inside the CT's namespaces after start.
+//!
+//! Host namespaces (`hostPID`, `hostIPC`): Proxmox refuses `lxc.namespace.*` keys, but passes
+//! `lxc.include` to LXC as it is; the `lxc.namespace.keep` line (the `lxc` driver's, see
+//! [`kept_namespaces`]) goes into a file of pvecri's that the config includes. A `hostIPC`
+//! pod's `/dev/shm` is the host's, bound, and podinit is told so (`--host-ipc`).
 
 use std::path::Path;
 
 use crate::cgroup::Layout;
-use crate::lxc::render::{POD_DIR_IN_CT, PODINIT_IN_CT, SHM_SIZE_BYTES};
+use crate::lxc::render::{POD_DIR_IN_CT, SHM_SIZE_BYTES, kept_namespaces, podinit_command};
 use crate::mountinfo::escape;
 use crate::spec::NetworkMode;
 
 pub struct RawInput<'a> {
     pub pod_dir: &'a Path,
     pub network: NetworkMode,
+    pub host_pid: bool,
+    pub host_ipc: bool,
     pub layout: Layout,
     pub console_log: &'a Path,
+    /// The file [`included_config`] goes into.
+    pub include: &'a Path,
+}
+
+/// What the CT's config includes (`lxc.namespace.keep`), or `None` when it keeps no host
+/// namespace.
+pub fn included_config(r: &RawInput<'_>) -> Option<String> {
+    kept_namespaces(r.network, r.host_pid, r.host_ipc).map(|kept| {
+        format!(
+            "# pod CT's host namespaces; written by pvecri, included from the Proxmox config\n\
+             lxc.namespace.keep = {kept}\n"
+        )
+    })
 }
 
 pub fn raw_keys(r: &RawInput<'_>) -> Vec<(String, String)> {
     let mut keys: Vec<(String, String)> = Vec::new();
     let mut key = |k: &str, v: String| keys.push((k.to_string(), v));
-    key(
-        "lxc.init.cmd",
-        format!("{PODINIT_IN_CT} --pod-dir {POD_DIR_IN_CT}"),
-    );
+    key("lxc.init.cmd", podinit_command(r.host_ipc));
     key("lxc.signal.halt", "SIGTERM".into());
     key(
         "lxc.mount.auto",
@@ -53,12 +70,19 @@ pub fn raw_keys(r: &RawInput<'_>) -> Vec<(String, String)> {
             &POD_DIR_IN_CT[1..]
         ),
     );
-    key(
-        "lxc.mount.entry",
-        format!(
-            "shm dev/shm tmpfs rw,nosuid,nodev,noexec,mode=1777,size={SHM_SIZE_BYTES},create=dir 0 0"
-        ),
-    );
+    if r.host_ipc {
+        key(
+            "lxc.mount.entry",
+            "/dev/shm dev/shm none rbind,create=dir 0 0".into(),
+        );
+    } else {
+        key(
+            "lxc.mount.entry",
+            format!(
+                "shm dev/shm tmpfs rw,nosuid,nodev,noexec,mode=1777,size={SHM_SIZE_BYTES},create=dir 0 0"
+            ),
+        );
+    }
     match r.network {
         NetworkMode::Isolated => {
             key("lxc.net.0.type", "empty".into());
@@ -74,6 +98,9 @@ pub fn raw_keys(r: &RawInput<'_>) -> Vec<(String, String)> {
         Layout::Legacy | Layout::Hybrid => key("lxc.cgroup.devices.allow", "a".into()),
     }
     key("lxc.console.logfile", r.console_log.display().to_string());
+    if included_config(r).is_some() {
+        key("lxc.include", r.include.display().to_string());
+    }
     keys
 }
 
@@ -84,14 +111,54 @@ mod tests {
     use std::path::PathBuf;
 
     fn input(network: NetworkMode, layout: Layout) -> Vec<(String, String)> {
+        with_host(network, layout, false, false).0
+    }
+
+    fn with_host(
+        network: NetworkMode,
+        layout: Layout,
+        host_pid: bool,
+        host_ipc: bool,
+    ) -> (Vec<(String, String)>, Option<String>) {
         let pod_dir = PathBuf::from("/var/lib/pvecri/pods/a b");
         let log = PathBuf::from("/var/lib/pvecri/pve/cts/x.console.log");
-        raw_keys(&RawInput {
+        let include = PathBuf::from("/var/lib/pvecri/pve/cts/x.lxc.conf");
+        let r = RawInput {
             pod_dir: &pod_dir,
             network,
+            host_pid,
+            host_ipc,
             layout,
             console_log: &log,
-        })
+            include: &include,
+        };
+        (raw_keys(&r), included_config(&r))
+    }
+
+    #[test]
+    fn host_namespaces_go_into_an_included_file() {
+        let (keys, included) = with_host(NetworkMode::Host, Layout::Unified, true, true);
+        ctconf::check_raw_keys(&keys).unwrap();
+        assert!(keys.contains(&(
+            "lxc.include".into(),
+            "/var/lib/pvecri/pve/cts/x.lxc.conf".into()
+        )));
+        assert!(keys.contains(&(
+            "lxc.init.cmd".into(),
+            "/sbin/podinit --pod-dir /pvecri --host-ipc".into()
+        )));
+        assert!(keys.contains(&(
+            "lxc.mount.entry".into(),
+            "/dev/shm dev/shm none rbind,create=dir 0 0".into()
+        )));
+        assert!(
+            included
+                .unwrap()
+                .ends_with("\nlxc.namespace.keep = user time net pid ipc\n")
+        );
+        let (keys, included) = with_host(NetworkMode::Isolated, Layout::Unified, false, false);
+        assert!(included.is_none());
+        assert!(!keys.iter().any(|(k, _)| k == "lxc.include"));
     }
 
     #[test]

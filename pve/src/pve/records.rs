@@ -29,6 +29,10 @@ pub struct CtRecord {
     pub privileged: bool,
     pub network: NetworkMode,
     #[serde(default)]
+    pub host_pid: bool,
+    #[serde(default)]
+    pub host_ipc: bool,
+    #[serde(default)]
     pub sysctls: BTreeMap<String, String>,
     /// Set once the create task finished and the raw keys are written.
     pub created: bool,
@@ -58,6 +62,11 @@ impl Records {
     /// podinit's console output (LXC's console log) of the CT.
     pub fn console_log(&self, id: &str) -> PathBuf {
         self.dir.join(format!("{id}.console.log"))
+    }
+
+    /// The LXC config the CT's Proxmox config includes (host namespaces).
+    pub fn included(&self, id: &str) -> PathBuf {
+        self.dir.join(format!("{id}.lxc.conf"))
     }
 
     pub fn get(&self, id: &str) -> std::io::Result<Option<CtRecord>> {
@@ -92,7 +101,7 @@ impl Records {
     }
 
     pub fn remove(&self, id: &str) -> std::io::Result<()> {
-        for path in [self.path(id), self.console_log(id)] {
+        for path in [self.path(id), self.console_log(id), self.included(id)] {
             match std::fs::remove_file(&path) {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
                 _ => {}
@@ -146,6 +155,8 @@ mod tests {
             pod_dir_bound: true,
             privileged: true,
             network: NetworkMode::Isolated,
+            host_pid: false,
+            host_ipc: false,
             sysctls: BTreeMap::new(),
             created: false,
             warm: false,
