@@ -160,7 +160,15 @@ impl ApiError {
     pub fn is_unreachable(&self) -> bool {
         matches!(self, Self::Unreachable { .. })
     }
+    /// Proxmox could not fork the task's worker (seen on a loaded node): nothing started, the
+    /// request may be sent again.
+    pub fn is_worker_not_started(&self) -> bool {
+        self.message().contains("got no worker upid")
+    }
 }
+
+/// Tries of a task request that Proxmox could not fork a worker for.
+const WORKER_TRIES: u32 = 5;
 
 pub type ApiResult<T> = Result<T, ApiError>;
 
@@ -468,35 +476,53 @@ impl Api {
         params: &[(&str, String)],
     ) -> ApiResult<String> {
         let id = vmid.to_string();
-        let v = self
-            .call(
-                Method::POST,
-                &["nodes", &self.node, "lxc", &id, "status", action],
-                &[],
-                Some(params),
-                None,
-            )
-            .await?;
-        self.upid(v, action)
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let r = self
+                .call(
+                    Method::POST,
+                    &["nodes", &self.node, "lxc", &id, "status", action],
+                    &[],
+                    Some(params),
+                    None,
+                )
+                .await;
+            match r {
+                Err(e) if e.is_worker_not_started() && tries < WORKER_TRIES => {
+                    tokio::time::sleep(Duration::from_millis(300 * u64::from(tries))).await;
+                }
+                r => return self.upid(r?, action),
+            }
+        }
     }
 
     /// Destroys the CT (stopping it first) and drops it from jobs; returns the task.
     pub async fn destroy_ct(&self, vmid: u32) -> ApiResult<String> {
         let id = vmid.to_string();
-        let v = self
-            .call(
-                Method::DELETE,
-                &["nodes", &self.node, "lxc", &id],
-                &[
-                    ("purge", "1"),
-                    ("force", "1"),
-                    ("destroy-unreferenced-disks", "1"),
-                ],
-                None,
-                None,
-            )
-            .await?;
-        self.upid(v, "DELETE /nodes/{node}/lxc/{vmid}")
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let r = self
+                .call(
+                    Method::DELETE,
+                    &["nodes", &self.node, "lxc", &id],
+                    &[
+                        ("purge", "1"),
+                        ("force", "1"),
+                        ("destroy-unreferenced-disks", "1"),
+                    ],
+                    None,
+                    None,
+                )
+                .await;
+            match r {
+                Err(e) if e.is_worker_not_started() && tries < WORKER_TRIES => {
+                    tokio::time::sleep(Duration::from_millis(300 * u64::from(tries))).await;
+                }
+                r => return self.upid(r?, "DELETE /nodes/{node}/lxc/{vmid}"),
+            }
+        }
     }
 
     /// Volume ids of a storage's templates (`content=vztmpl`).

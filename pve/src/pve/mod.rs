@@ -57,6 +57,8 @@ const HEALTH_TTL: Duration = Duration::from_secs(2);
 const LIST_TTL: Duration = Duration::from_millis(1000);
 /// Lines of a failed start's stderr and console quoted in the error.
 const LOG_LINES: usize = 20;
+/// How long after its record a create request may still reach Proxmox.
+const CREATE_REQUEST_GRACE: Duration = Duration::from_secs(10);
 /// How long what a host-PID pod left may take to die after SIGKILL.
 const KILL_GRACE: Duration = Duration::from_secs(10);
 
@@ -407,7 +409,7 @@ impl PveDriver {
         if result.is_err() {
             // Leave nothing behind: the CT if it was made, the mount, the record.
             if record.vmid != 0 {
-                if let Err(e) = self.remove_ct(&record).await {
+                if let Err(e) = self.remove_ct(&record, false).await {
                     warn!(id = %spec.id, vmid = record.vmid, error = %e, "removing the CT of a failed create");
                     return result;
                 }
@@ -474,11 +476,25 @@ impl PveDriver {
     }
 
     /// Destroys the record's CT (if it is still the record's) and everything local.
-    async fn remove_ct(&self, record: &CtRecord) -> Result<(), PodHostError> {
+    /// `in_flight`: the record may be of a create whose request a crash cut off, so a CT may
+    /// still appear.
+    async fn remove_ct(&self, record: &CtRecord, in_flight: bool) -> Result<(), PodHostError> {
         let vmid = record.vmid;
         if vmid != 0 {
             self.wait_create_lock(vmid).await?;
-            match self.owned(vmid, &record.id).await? {
+            let mut owned = self.owned(vmid, &record.id).await?;
+            if owned.is_none() && !record.created && in_flight {
+                // A create request sent just before a crash may not have reached Proxmox's
+                // handler yet: give it time to show before the record (the only trace of
+                // it) goes.
+                let age = self.records.age(&record.id).unwrap_or(CREATE_REQUEST_GRACE);
+                if let Some(left) = CREATE_REQUEST_GRACE.checked_sub(age) {
+                    tokio::time::sleep(left).await;
+                    self.wait_create_lock(vmid).await?;
+                    owned = self.owned(vmid, &record.id).await?;
+                }
+            }
+            match owned {
                 None => debug!(id = %record.id, vmid, "CT already gone"),
                 Some(false) => warn!(
                     id = %record.id, vmid,
@@ -1033,7 +1049,7 @@ impl PodHost for PveDriver {
         let lock = self.lock(id);
         let guard = lock.lock().await;
         if let Some(record) = self.find(id).await? {
-            self.remove_ct(&record).await?;
+            self.remove_ct(&record, true).await?;
         }
         drop(guard);
         self.forget_lock(id);

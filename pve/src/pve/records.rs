@@ -100,6 +100,14 @@ impl Records {
         Ok(())
     }
 
+    /// How long ago the record was last written.
+    pub fn age(&self, id: &str) -> Option<std::time::Duration> {
+        std::fs::metadata(self.path(id))
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+    }
+
     pub fn remove(&self, id: &str) -> std::io::Result<()> {
         for path in [self.path(id), self.console_log(id), self.included(id)] {
             match std::fs::remove_file(&path) {
