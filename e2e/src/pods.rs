@@ -519,9 +519,15 @@ impl Drop for PodEnv {
             });
         });
         if !rejected.is_empty() && !std::thread::panicking() {
-            panic!("CT configs Proxmox rejects:\n{}", rejected.join("\n"));
+            fail_test(&format!("CT configs Proxmox rejects:\n{}", rejected.join("\n")));
         }
     }
+}
+
+/// Fails the running test from a Drop, which has no other way to.
+#[allow(clippy::panic)]
+fn fail_test(message: &str) {
+    panic!("{message}");
 }
 
 async fn push_images(registry: &Registry) -> anyhow::Result<Images> {

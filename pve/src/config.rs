@@ -22,8 +22,10 @@ use crate::pve::config::PveConfig;
 pub struct PodHostConfig {
     /// The pod host's driver.
     pub driver: DriverKind,
-    /// Pod CTs kept created and started ahead (either driver; `[pve] warm_pool` also sets
-    /// it for the pve driver).
+    /// Pod CTs kept created and started ahead, with podinit idle, for RunPodSandbox to adopt
+    /// (hostname, limits, sysctls; on Proxmox also tags and notes) instead of making one; the
+    /// pool refills in the background. Host-network, host-namespace and user-namespace pods
+    /// are made as usual. Either driver; `pve.warm_pool` also sets it for the pve driver.
     pub warm_pool: usize,
 }
 
@@ -43,7 +45,7 @@ pub enum DriverKind {
     /// Plain LXC under pvecri's own lxcpath, `<state_dir>/lxc`.
     #[default]
     Lxc,
-    /// Proxmox VE CTs through the PVE API.
+    /// Proxmox VE CTs through the Proxmox API, configured in `[pve]` (see docs/proxmox.md).
     Pve,
 }
 

@@ -20,6 +20,7 @@ use std::fmt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// Where the cluster CA lives on every Proxmox node; verified against when neither
@@ -56,27 +57,38 @@ fn invalid(
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// The Proxmox driver (`pod_host.driver = "pve"`): every pod a Proxmox CT, made through the
+/// Proxmox API with an API token. See docs/proxmox.md for the token's privileges.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct PveConfig {
-    /// The API's base URL; `/api2/json` is added when the path lacks it.
+    /// The API's base URL (https only); `/api2/json` is added when the path lacks it.
     pub api_url: String,
-    /// The node the pod CTs live on; default: this host's name (as Proxmox names its node).
+    /// The Proxmox node the pod CTs live on; unset: this host's name, as Proxmox names its
+    /// node.
     pub node: Option<String>,
+    /// The API token: one line `USER@REALM!TOKENID=SECRET`, in a file owned by root with
+    /// mode 0600 (pvecri refuses to start otherwise). The secret is never logged.
     pub token_file: PathBuf,
-    /// SHA-256 fingerprint of the API's TLS certificate (`AA:BB:...`, as the UI shows it).
+    /// The SHA-256 fingerprint of the API's TLS certificate (`AA:BB:...`, as `pvenode cert
+    /// info` shows it), pinned. Set this or `ca_file`; with neither, the cluster CA
+    /// `/etc/pve/pve-root-ca.pem` is used. TLS is always verified.
     pub fingerprint: Option<String>,
-    /// CA certificate(s) (PEM) the API's certificate must chain to.
+    /// PEM CA certificate(s) the API's certificate must chain to (instead of `fingerprint`).
     pub ca_file: Option<PathBuf>,
-    /// Proxmox storage for the CTs' root volumes.
+    /// The Proxmox storage for the CTs' root volumes (which hold podinit only; containers use
+    /// the layer store). It must make subvolumes for size 0: `dir`, `zfspool`, `btrfs`,
+    /// `nfs`, `cifs`.
     pub storage: String,
-    /// vmids pvecri may take; it never uses one that any guest of the cluster has.
+    /// The vmids pvecri may use, `[first, last]` or `"first-last"`; it never takes one that a
+    /// guest of the cluster has. A full range fails RunPodSandbox with ResourceExhausted.
     pub vmid_range: VmidRange,
-    /// Resource pool the CTs join (optional).
+    /// A resource pool the CTs join (it must exist).
     pub pool: Option<String>,
-    /// Storage for pvecri's CT template (content `vztmpl`); default: `storage`.
+    /// The file-based storage (content `vztmpl`) for pvecri's CT template; unset: `storage`.
     pub template_storage: Option<String>,
-    /// Pod CTs kept created and started ahead of RunPodSandbox.
+    /// Pod CTs kept created and started ahead, for RunPodSandbox to adopt (the larger of this
+    /// and `pod_host.warm_pool`).
     pub warm_pool: usize,
 }
 
@@ -271,6 +283,27 @@ impl VmidRange {
 
     pub fn contains(&self, vmid: u32) -> bool {
         (self.first..=self.last).contains(&vmid)
+    }
+}
+
+impl JsonSchema for VmidRange {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "VmidRange".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "An inclusive vmid range: `[first, last]` or `\"first-last\"`.",
+            "anyOf": [
+                {
+                    "type": "array",
+                    "items": { "type": "integer", "minimum": VMID_MIN, "maximum": VMID_MAX },
+                    "minItems": 2,
+                    "maxItems": 2
+                },
+                { "type": "string", "pattern": "^[0-9]+-[0-9]+$" }
+            ]
+        })
     }
 }
 
