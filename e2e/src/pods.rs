@@ -519,7 +519,10 @@ impl Drop for PodEnv {
             });
         });
         if !rejected.is_empty() && !std::thread::panicking() {
-            fail_test(&format!("CT configs Proxmox rejects:\n{}", rejected.join("\n")));
+            fail_test(&format!(
+                "CT configs Proxmox rejects:\n{}",
+                rejected.join("\n")
+            ));
         }
     }
 }
