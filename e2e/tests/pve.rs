@@ -25,6 +25,7 @@ use k8s_cri::v1::{
 use pod_tests::host_namespaces::*;
 use pod_tests::pods::*;
 use pod_tests::pods_cri::*;
+use pod_tests::user_namespaces::*;
 use tonic::Code;
 
 e2e::on_pve!(
@@ -48,6 +49,8 @@ e2e::on_pve!(
     containers_cannot_have_host_namespaces_their_pod_lacks,
     a_privileged_node_agent_with_a_bidirectional_volume,
     a_host_pid_pod_survives_a_daemon_restart,
+    a_user_namespace_pod_owns_its_image_and_volumes,
+    bad_user_namespaces_are_refused,
 );
 
 const RUNNING: Duration = Duration::from_secs(30);

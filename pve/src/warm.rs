@@ -140,6 +140,7 @@ impl WarmPool {
             resources: PodResources::default(),
             sysctls: Default::default(),
             privileged: true,
+            idmap: None,
             labels: Default::default(),
             warm: true,
         }

@@ -7,3 +7,4 @@
 pub mod host_namespaces;
 pub mod pods;
 pub mod pods_cri;
+pub mod user_namespaces;

@@ -525,6 +525,23 @@ impl Api {
         }
     }
 
+    /// Where a volume lives on the node (`GET .../storage/{storage}/content/{volume}`).
+    pub async fn volume_path(&self, storage: &str, volid: &str) -> ApiResult<String> {
+        let v = self
+            .call(
+                Method::GET,
+                &["nodes", &self.node, "storage", storage, "content", volid],
+                &[],
+                None,
+                None,
+            )
+            .await?;
+        v.get("path")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .ok_or_else(|| self.bad("GET", "storage content", format!("no path in {v}")))
+    }
+
     /// Volume ids of a storage's templates (`content=vztmpl`).
     pub async fn templates(&self, storage: &str) -> ApiResult<Vec<String>> {
         let v = self

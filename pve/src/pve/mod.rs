@@ -19,6 +19,7 @@ pub mod api;
 pub mod config;
 pub mod ctconf;
 pub mod describe;
+pub mod idshift;
 pub mod raw;
 pub mod records;
 pub mod template;
@@ -35,7 +36,7 @@ use tracing::{debug, info, warn};
 
 use crate::cgroup::{self, Layout};
 use crate::error::PodHostError;
-use crate::spec::{CtInfo, CtRuntime, CtStatus, PodResources, PodSpec, is_pod_id};
+use crate::spec::{CtInfo, CtRuntime, CtStatus, IdMap, PodResources, PodSpec, is_pod_id};
 use crate::{PodHost, nsenter, oom, pod_dir, reach};
 use api::{Api, ApiError, CtState};
 use config::{PveConfig, Token};
@@ -339,6 +340,7 @@ impl PveDriver {
         let include = self.records.included(&record.id);
         let input = raw::RawInput {
             pod_dir: &record.pod_dir,
+            idmap: record.idmap,
             network: record.network,
             host_pid: record.host_pid,
             host_ipc: record.host_ipc,
@@ -382,6 +384,7 @@ impl PveDriver {
             pod_dir_bound,
             privileged: spec.privileged,
             network: spec.network,
+            idmap: spec.user_idmap(),
             host_pid: spec.host_pid,
             host_ipc: spec.host_ipc,
             sysctls: spec.sysctls.clone(),
@@ -398,6 +401,11 @@ impl PveDriver {
                 })?;
             }
             let vmid = self.create_ct(spec, &mut record, &template).await?;
+            if let Some(map) = record.idmap
+                && map != IdMap::PROXMOX_DEFAULT
+            {
+                self.shift_rootfs(vmid, map).await?;
+            }
             self.write_raw(&record).await?;
             record.created = true;
             self.put_record(&record)?;
@@ -421,6 +429,27 @@ impl PveDriver {
             }
         }
         result
+    }
+
+    /// Proxmox extracts the template of an unprivileged CT with its default map (root is
+    /// 100000); a CT with another map gets its root volume's owners shifted to it before its
+    /// first start, as its files would have been extracted with that map.
+    async fn shift_rootfs(&self, vmid: u32, map: IdMap) -> Result<(), PodHostError> {
+        let cfg = self.observe(self.api.ct_config(vmid).await)?;
+        let volid = cfg
+            .get("rootfs")
+            .and_then(|r| r.as_str())
+            .and_then(|r| r.split(',').next())
+            .map(|v| v.trim_start_matches("volume=").to_string())
+            .ok_or_else(|| PodHostError::Backend(format!("CT {vmid} has no rootfs volume")))?;
+        let path = self.observe(self.api.volume_path(&self.config.storage, &volid).await)?;
+        let root = PathBuf::from(&path);
+        tokio::task::spawn_blocking(move || idshift::shift_tree(&root, IdMap::PROXMOX_DEFAULT, map))
+            .await
+            .map_err(|e| PodHostError::Backend(format!("id shift worker: {e}")))?
+            .map_err(|e| {
+                PodHostError::io(format!("shifting the owners of CT {vmid}'s root {path}"), e)
+            })
     }
 
     /// Is the CT at `vmid` the one of sandbox `id`? Reads its config; `None` when the CT
@@ -899,6 +928,7 @@ fn orphan_record(id: &str, vmid: u32, warm: bool) -> CtRecord {
         pod_dir_bound: false,
         privileged: true,
         network: crate::spec::NetworkMode::Isolated,
+        idmap: None,
         host_pid: false,
         host_ipc: false,
         sysctls: Default::default(),
@@ -975,6 +1005,10 @@ impl PodHost for PveDriver {
         "pve"
     }
 
+    fn supports_user_namespaces(&self) -> bool {
+        true
+    }
+
     async fn unavailable(&self) -> Option<String> {
         let cached = self
             .health
@@ -1003,6 +1037,14 @@ impl PodHost for PveDriver {
             return Err(PodHostError::Unsupported {
                 id: id.to_string(),
                 reason: format!("podinit {} is not a file", spec.podinit.display()),
+            });
+        }
+        if let Some(map) = spec.user_idmap()
+            && let Some(reason) = crate::subid::check_root_delegation(&map)
+        {
+            return Err(PodHostError::Unsupported {
+                id: id.to_string(),
+                reason,
             });
         }
         if !spec.privileged {

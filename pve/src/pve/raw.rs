@@ -29,10 +29,13 @@ use std::path::Path;
 use crate::cgroup::Layout;
 use crate::lxc::render::{POD_DIR_IN_CT, SHM_SIZE_BYTES, kept_namespaces, podinit_command};
 use crate::mountinfo::escape;
-use crate::spec::NetworkMode;
+use crate::spec::{IdMap, NetworkMode};
 
 pub struct RawInput<'a> {
     pub pod_dir: &'a Path,
+    /// An unprivileged CT's ID map (written out even when it is Proxmox's default, which
+    /// Proxmox then does not add).
+    pub idmap: Option<IdMap>,
     pub network: NetworkMode,
     pub host_pid: bool,
     pub host_ipc: bool,
@@ -98,6 +101,16 @@ pub fn raw_keys(r: &RawInput<'_>) -> Vec<(String, String)> {
         Layout::Legacy | Layout::Hybrid => key("lxc.cgroup.devices.allow", "a".into()),
     }
     key("lxc.console.logfile", r.console_log.display().to_string());
+    if let Some(map) = &r.idmap {
+        key(
+            "lxc.idmap",
+            format!("u 0 {} {}", map.uid.host, map.uid.count),
+        );
+        key(
+            "lxc.idmap",
+            format!("g 0 {} {}", map.gid.host, map.gid.count),
+        );
+    }
     if included_config(r).is_some() {
         key("lxc.include", r.include.display().to_string());
     }
@@ -125,6 +138,7 @@ mod tests {
         let include = PathBuf::from("/var/lib/pvecri/pve/cts/x.lxc.conf");
         let r = RawInput {
             pod_dir: &pod_dir,
+            idmap: None,
             network,
             host_pid,
             host_ipc,
@@ -133,6 +147,38 @@ mod tests {
             include: &include,
         };
         (raw_keys(&r), included_config(&r))
+    }
+
+    #[test]
+    fn an_id_map_is_written_out() {
+        let pod_dir = PathBuf::from("/p");
+        let map = IdMap {
+            uid: crate::spec::IdRange {
+                host: 65536,
+                count: 65536,
+            },
+            gid: crate::spec::IdRange {
+                host: 131072,
+                count: 65536,
+            },
+        };
+        let keys = raw_keys(&RawInput {
+            pod_dir: &pod_dir,
+            idmap: Some(map),
+            network: NetworkMode::Isolated,
+            host_pid: false,
+            host_ipc: false,
+            layout: Layout::Unified,
+            console_log: &pod_dir,
+            include: &pod_dir,
+        });
+        ctconf::check_raw_keys(&keys).unwrap();
+        let maps: Vec<&str> = keys
+            .iter()
+            .filter(|(k, _)| k == "lxc.idmap")
+            .map(|(_, v)| v.as_str())
+            .collect();
+        assert_eq!(maps, ["u 0 65536 65536", "g 0 131072 65536"]);
     }
 
     #[test]

@@ -28,6 +28,9 @@ pub struct CtRecord {
     pub pod_dir_bound: bool,
     pub privileged: bool,
     pub network: NetworkMode,
+    /// The unprivileged CT's ID map; `None` for a privileged CT.
+    #[serde(default)]
+    pub idmap: Option<crate::spec::IdMap>,
     #[serde(default)]
     pub host_pid: bool,
     #[serde(default)]
@@ -163,6 +166,7 @@ mod tests {
             pod_dir_bound: true,
             privileged: true,
             network: NetworkMode::Isolated,
+            idmap: None,
             host_pid: false,
             host_ipc: false,
             sysctls: BTreeMap::new(),
