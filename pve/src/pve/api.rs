@@ -165,7 +165,17 @@ impl ApiError {
     pub fn is_worker_not_started(&self) -> bool {
         self.message().contains("got no worker upid")
     }
+    /// A read failed because a signal interrupted Proxmox's own IPC with the CT's LXC command
+    /// socket (`status/current` while the API server reaps a worker, seen under load): EINTR,
+    /// nothing about the CT; the read may be sent again.
+    pub fn is_interrupted(&self) -> bool {
+        matches!(self, Self::Http { status: 500.., .. })
+            && self.message().contains("Interrupted system call")
+    }
 }
+
+/// Tries of a read that Proxmox failed with EINTR.
+const READ_TRIES: u32 = 4;
 
 /// Tries of a task request that Proxmox could not fork a worker for.
 const WORKER_TRIES: u32 = 5;
@@ -282,8 +292,38 @@ impl Api {
         url
     }
 
-    /// Sends a request and returns `data`.
+    /// Sends a request and returns `data`. A read (GET) that Proxmox failed only because a
+    /// signal interrupted its own IPC is sent again, a few times.
     async fn call(
+        &self,
+        method: Method,
+        segments: &[&str],
+        query: &[(&str, &str)],
+        form: Option<&[(&str, String)]>,
+        multipart: Option<reqwest::multipart::Form>,
+    ) -> ApiResult<Value> {
+        if method != Method::GET || multipart.is_some() {
+            return self
+                .call_once(method, segments, query, form, multipart)
+                .await;
+        }
+        let mut tries = 1;
+        loop {
+            match self
+                .call_once(Method::GET, segments, query, form, None)
+                .await
+            {
+                Err(e) if e.is_interrupted() && tries < READ_TRIES => {
+                    debug!(error = %e, tries, "Proxmox read interrupted, sending it again");
+                    tries += 1;
+                    tokio::time::sleep(Duration::from_millis(50 * u64::from(tries))).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn call_once(
         &self,
         method: Method,
         segments: &[&str],
@@ -783,6 +823,8 @@ mod tests {
         );
         assert!(e("CT 900000 not running").is_not_running());
         assert!(e("CT 900000 already running").is_already_running());
+        assert!(e("failed to read from command socket: Interrupted system call").is_interrupted());
+        assert!(!e("CT 900000 not running").is_interrupted());
     }
 
     #[test]
