@@ -306,8 +306,60 @@ fn take_range() -> anyhow::Result<(Flock<File>, u32)> {
     bail!("all {RANGE_SLOTS} test vmid ranges are in use")
 }
 
+/// Where the API server spools an upload (`PVE::APIServer::AnyEvent`).
+const UPLOAD_SPOOL_DIR: &str = "/var/tmp";
+const UPLOAD_SPOOL_PREFIX: &str = "pveupload-";
+
+impl PveHarness {
+    /// Removes the API server's spooled copies of pvecri's template uploads. The harness runs
+    /// the API in one process, without pveproxy handing the spooled file to pvedaemon, so the
+    /// upload handler refuses it ("missing temporary file name", and pvecri writes the
+    /// template into the storage directory instead) and the spooled copy stays in /var/tmp;
+    /// on a real node the handler's worker removes it. Only files whose bytes are those of a
+    /// pvecri template in the harness's storage are removed.
+    fn remove_spooled_template_uploads(&self) {
+        let Ok(storage) = self.get("PVE_HARNESS_STORAGE_PATH") else {
+            return;
+        };
+        let cache = Path::new(storage).join("template/cache");
+        let templates: Vec<Vec<u8>> = std::fs::read_dir(&cache)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .starts_with("pvecri-podinit-")
+            })
+            .filter_map(|e| std::fs::read(e.path()).ok())
+            .collect();
+        let Ok(spool) = std::fs::read_dir(UPLOAD_SPOOL_DIR) else {
+            return;
+        };
+        for entry in spool.flatten() {
+            if !entry
+                .file_name()
+                .to_string_lossy()
+                .starts_with(UPLOAD_SPOOL_PREFIX)
+            {
+                continue;
+            }
+            let Ok(meta) = entry.metadata() else { continue };
+            if !meta.is_file() || !templates.iter().any(|t| t.len() as u64 == meta.len()) {
+                continue;
+            }
+            if let Ok(bytes) = std::fs::read(entry.path())
+                && templates.contains(&bytes)
+            {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+    }
+}
+
 impl Drop for PveHarness {
     fn drop(&mut self) {
+        self.remove_spooled_template_uploads();
         self.range = None;
         self.users = None;
         let Ok(_setup) = FileLock::exclusive(Path::new(SETUP_LOCK)) else {
