@@ -87,10 +87,11 @@ impl PortForward {
         let mut child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(Stdio::piped())
             .spawn()
             .with_context(|| format!("spawning {}", crate::cmd::describe(&cmd)))?;
         let stdout = child.stdout.take().context("stdout")?;
+        let stderr = child.stderr.take().context("stderr")?;
         let pf = PortForward { child, local_port };
         // "Forwarding from 127.0.0.1:PORT -> REMOTE" once it listens.
         let (tx, rx) = std::sync::mpsc::channel();
@@ -104,8 +105,37 @@ impl PortForward {
                 }
             }
         });
-        rx.recv_timeout(Duration::from_secs(20))
-            .context("the port-forward did not start listening within 20 s")?;
+        // Its complaints, for the error if it does not start (read all along, so that a
+        // chatty forwarder never blocks on a full pipe).
+        let complaints = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let (err_tx, err_rx) = std::sync::mpsc::channel::<()>();
+        {
+            let complaints = complaints.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                    // crictl's warning about its missing config file is not one.
+                    if line.starts_with("time=") && line.contains("level=warning") {
+                        continue;
+                    }
+                    if let Ok(mut c) = complaints.lock()
+                        && c.len() < 4096
+                    {
+                        c.push_str(&line);
+                        c.push('\n');
+                    }
+                }
+                drop(err_tx);
+            });
+        }
+        if rx.recv_timeout(Duration::from_secs(20)).is_err() {
+            // Exited (stdout closed) or hung: what it said, once stderr is read or 2 s on.
+            let _ = err_rx.recv_timeout(Duration::from_secs(2));
+            let said = complaints
+                .lock()
+                .map(|c| c.trim().to_string())
+                .unwrap_or_default();
+            bail!("the port-forward did not start listening: {said}");
+        }
         Ok(pf)
     }
 }
