@@ -72,6 +72,31 @@ async fn setup(store: Store, options: PodEnvOptions) -> Setup {
         ids.push(id);
     }
     let [sh, att, web] = <[String; 3]>::try_from(ids).unwrap();
+    // Running is when the shell started, not when httpd listens.
+    e2e::pods::eventually("httpd in the pod to answer", RUNNING, || {
+        let mut rt = rt.clone();
+        let id = sh.clone();
+        async move {
+            Ok(e2e::pods::exec(
+                &mut rt,
+                &id,
+                &[
+                    "wget",
+                    "-q",
+                    "-O",
+                    "/dev/null",
+                    "http://127.0.0.1:8080/index.html",
+                ],
+                10,
+            )
+            .await?
+            .exit_code
+            .eq(&0)
+            .then_some(()))
+        }
+    })
+    .await
+    .unwrap();
     Setup {
         env,
         pod_id,
@@ -298,7 +323,12 @@ async fn websocket_clients(store: Store) {
     .unwrap();
     let ch = ws_collect(&mut ws, Duration::from_secs(20)).await.unwrap();
     assert_eq!(&ch[0][..2], &8080u16.to_le_bytes(), "port prefix on data");
-    assert_eq!(&ch[1][..], &8080u16.to_le_bytes(), "port prefix, no error");
+    assert_eq!(
+        &ch[1][..],
+        &8080u16.to_le_bytes(),
+        "port prefix, no error: {:?}",
+        String::from_utf8_lossy(&ch[1][2..])
+    );
     let resp = String::from_utf8_lossy(&ch[0][2..]);
     assert!(
         resp.starts_with("HTTP/1.") && resp.contains(" 200 "),
@@ -390,7 +420,7 @@ async fn stress_concurrent_execs_and_a_large_port_forward_leak_nothing() {
     assert_eq!(run_with_input(warm, b"").unwrap().0, 0);
     let fds = || (fd_count(daemon_pid), fd_count(podinit_pid));
     let before = fds();
-    let procs_before = exec_ok(&mut rt, &s.sh, "ps -o pid= | wc -l").await.unwrap();
+    let procs_before = processes(&mut rt, &s.sh).await;
 
     // 50 execs at once, each with 10 000 lines of output.
     let expected: String = (1..=10_000).map(|i| format!("{i}\n")).collect();
@@ -434,11 +464,8 @@ async fn stress_concurrent_execs_and_a_large_port_forward_leak_nothing() {
     }
 
     // Nothing left: no exec'd process in the container, no fd in the daemon or podinit.
-    let procs_after = exec_ok(&mut rt, &s.sh, "ps -o pid= | wc -l").await.unwrap();
-    if procs_before != procs_after {
-        let ps = exec_ok(&mut rt, &s.sh, "ps -o pid,args").await.unwrap();
-        panic!("processes left in the container ({procs_before} -> {procs_after}):\n{ps}");
-    }
+    let procs_after = processes(&mut rt, &s.sh).await;
+    assert_eq!(procs_before, procs_after, "processes left in the container");
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let now = fds();
@@ -462,6 +489,21 @@ async fn stress_concurrent_execs_and_a_large_port_forward_leak_nothing() {
                 && e2e::procs::comm(p) == "crictl"),
         "a crictl port-forward was left running"
     );
+}
+
+/// The container's processes (`PID ARGS`) but the `ps` listing them (run without a shell:
+/// a pipeline's second command may or may not be there yet when `ps` reads /proc).
+async fn processes(rt: &mut e2e::cri_client::RuntimeClient, id: &str) -> Vec<String> {
+    let r = e2e::pods::exec(rt, id, &["ps", "-o", "pid,args"], 30)
+        .await
+        .unwrap();
+    assert_eq!(r.exit_code, 0, "{r:?}");
+    String::from_utf8_lossy(&r.stdout)
+        .lines()
+        .skip(1)
+        .filter(|l| !l.trim_end().ends_with("ps -o pid,args"))
+        .map(|l| l.trim().to_string())
+        .collect()
 }
 
 /// The streaming server on HTTPS with a certificate from the config; crictl verifies it.
