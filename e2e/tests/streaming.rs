@@ -33,6 +33,11 @@ use sha2::Digest;
 use tokio_tungstenite::tungstenite::Message;
 
 e2e::on_both_stores!(crictl_exec_attach_and_port_forward, websocket_clients);
+/// And with Proxmox CTs (the pve driver in the pve-harness).
+mod proxmox {
+    use super::*;
+    e2e::on_pve!(crictl_exec_attach_and_port_forward, websocket_clients);
+}
 
 const RUNNING: Duration = Duration::from_secs(30);
 
@@ -46,8 +51,8 @@ struct Setup {
     web: String,
 }
 
-async fn setup(store: Store, options: PodEnvOptions) -> Setup {
-    let env = PodEnv::start_with(store, options).await.unwrap();
+async fn setup(on: impl Into<e2e::pods::Setup>, options: PodEnvOptions) -> Setup {
+    let env = PodEnv::start_with(on, options).await.unwrap();
     env.pull(&env.images.one_layer).await.unwrap();
     let mut rt = env.rt().await.unwrap();
     let pod = env.pod_config("streams");
@@ -110,8 +115,8 @@ fn socket(s: &Setup) -> &Path {
     &s.env.daemon.socket
 }
 
-async fn crictl_exec_attach_and_port_forward(store: Store) {
-    let s = setup(store, PodEnvOptions::default()).await;
+async fn crictl_exec_attach_and_port_forward(on: e2e::pods::Setup) {
+    let s = setup(on, PodEnvOptions::default()).await;
     let sock = socket(&s).to_path_buf();
 
     // stdin, stdout, stderr and the exit code over SPDY (crictl's default).
@@ -228,8 +233,8 @@ fn status_of(error_channel: &[u8]) -> serde_json::Value {
     })
 }
 
-async fn websocket_clients(store: Store) {
-    let s = setup(store, PodEnvOptions::default()).await;
+async fn websocket_clients(on: e2e::pods::Setup) {
+    let s = setup(on, PodEnvOptions::default()).await;
 
     // v5: stdin, then the close signal for channel 0 ends `cat`'s input.
     let url = exec_url(
