@@ -496,6 +496,58 @@ async fn stress_concurrent_execs_and_a_large_port_forward_leak_nothing() {
     );
 }
 
+/// `idle_timeout` from the config: a stream with no traffic is closed and its command
+/// killed; one that keeps moving data outlives the timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_streams_are_closed_after_the_configured_timeout() {
+    let s = setup(
+        Store::Overlay,
+        PodEnvOptions {
+            config_top: "[streaming]\nidle_timeout = \"2s\"\n".into(),
+            ..Default::default()
+        },
+    )
+    .await;
+    let rt = s.env.rt().await.unwrap();
+
+    // Output every half second for 4 s: never idle for 2 s, so it runs to its end.
+    let url = exec_url(
+        &s,
+        exec_req(
+            &s.sh,
+            &[
+                "sh",
+                "-c",
+                "for i in 1 2 3 4 5 6 7 8; do echo $i; sleep 0.5; done",
+            ],
+            false,
+        ),
+    )
+    .await;
+    let (mut ws, _) = ws_connect(&url, &["v5.channel.k8s.io"]).await.unwrap();
+    let ch = ws_collect(&mut ws, Duration::from_secs(30)).await.unwrap();
+    assert_eq!(String::from_utf8_lossy(&ch[1]), "1\n2\n3\n4\n5\n6\n7\n8\n");
+    assert_eq!(status_of(&ch[3])["status"], "Success");
+
+    // Nothing moves: the connection is closed after about 2 s, and the command killed.
+    let url = exec_url(&s, exec_req(&s.sh, &["sh", "-c", "exec sleep 4343"], true)).await;
+    let t0 = Instant::now();
+    let (mut ws, _) = ws_connect(&url, &["v5.channel.k8s.io"]).await.unwrap();
+    ws_collect(&mut ws, Duration::from_secs(30)).await.unwrap();
+    let took = t0.elapsed();
+    assert!(
+        took >= Duration::from_millis(1900) && took < Duration::from_secs(10),
+        "closed after {took:?}"
+    );
+    e2e::pods::eventually("the idle exec to die", RUNNING, || {
+        let mut rt = rt.clone();
+        let id = s.sh.clone();
+        async move { Ok((!exec_ok(&mut rt, &id, "ps").await?.contains("sleep 4343")).then_some(())) }
+    })
+    .await
+    .unwrap();
+}
+
 /// The container's processes (`PID ARGS`) but the `ps` listing them (run without a shell:
 /// a pipeline's second command may or may not be there yet when `ps` reads /proc).
 async fn processes(rt: &mut e2e::cri_client::RuntimeClient, id: &str) -> Vec<String> {
