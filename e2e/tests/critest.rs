@@ -59,7 +59,22 @@ async fn critest(setup: impl Into<Setup>, focus: Option<&str>) -> anyhow::Result
     let log = dir.join(format!("{}.log", label(setup)));
     let _ = std::fs::remove_file(&junit);
     let endpoint = format!("unix://{}", env.daemon.socket.display());
-    let mut cmd = Command::new(&critest);
+    let mut cmd = match &env.pve {
+        // The daemon runs in the harness's mount namespace: critest's host paths, and the
+        // mounts it makes on them for the propagation and non-recursive read-only specs,
+        // must be in that one too, as on a node where the kubelet, critest and the runtime
+        // share the host's mounts. (The harness namespace sees no mount the host makes after
+        // `up` on this machine, whose mounts are private.)
+        Some(h) => {
+            let mut c = Command::new("nsenter");
+            c.arg("--target")
+                .arg(h.ns_pid()?.to_string())
+                .args(["--mount", "--uts", "--"])
+                .arg(&critest);
+            c
+        }
+        None => Command::new(&critest),
+    };
     cmd.arg("-runtime-endpoint")
         .arg(&endpoint)
         .arg("-image-endpoint")
@@ -120,7 +135,20 @@ async fn critest(setup: impl Into<Setup>, focus: Option<&str>) -> anyhow::Result
         label(setup),
         area_table(&specs)
     );
-    problems.extend(findings(&specs, focus.is_some()));
+    for f in findings(&specs, focus.is_some()) {
+        // critest in the harness's namespace sees its /var/lib, an overlay that cannot be
+        // idmapped, and skips the one spec that needs the kubelet's directory idmappable;
+        // the pve driver's user-namespace pods are in pve.rs. On a node /var/lib is the
+        // host's.
+        if env.pve.is_some()
+            && f.starts_with("SKIPPED")
+            && f.contains("ID mapping is not supported with path: /var/lib")
+        {
+            eprintln!("critest on the pve-harness, not counted: {f}");
+            continue;
+        }
+        problems.push(f);
+    }
 
     // Every pod is removed through the daemon; then nothing may stay mounted in its state.
     drop(rt);
