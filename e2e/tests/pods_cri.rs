@@ -9,6 +9,7 @@ mod pod_tests;
 use pod_tests::pods_cri::*;
 
 e2e::on_both_stores!(
+    a_stop_before_the_handler_is_set_is_not_lost,
     bad_requests_get_their_status_and_leave_the_rest_running,
     ids_names_lists_and_idempotent_removal,
     pods_start_and_go_concurrently,

@@ -14,6 +14,7 @@ pub mod cgroupmount;
 pub mod client;
 pub mod crilog;
 pub mod devices;
+pub mod lost_signal;
 pub mod mountopts;
 pub mod rootfs;
 pub mod seccomp;

@@ -19,6 +19,7 @@ use crate::api::{
 };
 use crate::cgroup::{CgroupRoot, ContainerCgroup, Mode};
 use crate::crilog::{LineSplitter, Stream};
+use crate::lost_signal;
 use crate::spawn::{self, ExecPlan, SyncMessage};
 use crate::spec::{self, ContainerConfig, PodContext, SpecError};
 use crate::status;
@@ -87,6 +88,8 @@ struct Container {
     /// Connections waiting for the exit, with their deadlines.
     waiters: Vec<(usize, Instant)>,
     stop_sent: bool,
+    /// A stop signal the kernel dropped, sent again once the process catches it.
+    pending_signal: Option<lost_signal::Pending>,
     /// Where attach writes the container's stdin (CRI `stdin`).
     stdin: Option<CtrStdin>,
 }
@@ -194,6 +197,42 @@ pub struct Server {
     streams: Streams,
     scratch: Vec<u8>,
     lines: Vec<u8>,
+}
+
+/// Sends `signal` to a container's process, and watches for it to have been dropped (see
+/// `lost_signal`).
+fn send_watched(c: &mut Container, pid: i32, signal: i32) -> io::Result<()> {
+    let dropped = !lost_signal::never_dropped(signal)
+        && lost_signal::disposition(pid, signal).is_ok_and(|d| d.drops());
+    sys::kill(pid, signal)?;
+    if dropped {
+        tracing::debug!(container = %c.cfg.id, signal, "signal dropped until the process catches it");
+        c.pending_signal = Some(lost_signal::Pending::new(signal, Instant::now()));
+    }
+    Ok(())
+}
+
+fn resend_if_caught(c: &mut Container, now: Instant) {
+    let Some(mut pending) = c.pending_signal.take() else {
+        return;
+    };
+    if pending.next > now {
+        c.pending_signal = Some(pending);
+        return;
+    }
+    let pid = match (c.running(), c.status.pid) {
+        (true, Some(pid)) => pid as i32,
+        _ => return,
+    };
+    let disposition = lost_signal::disposition(pid, pending.signal).ok();
+    match pending.step(now, disposition) {
+        lost_signal::Step::Resend => {
+            tracing::info!(container = %c.cfg.id, signal = pending.signal, "sending the signal the process dropped again, now that it catches it");
+            let _ = sys::kill(pid, pending.signal);
+        }
+        lost_signal::Step::Drop => {}
+        lost_signal::Step::Wait => c.pending_signal = Some(pending),
+    }
 }
 
 impl Server {
@@ -392,6 +431,9 @@ impl Server {
             }
             for (_, d) in &c.waiters {
                 consider(*d);
+            }
+            if let Some(p) = &c.pending_signal {
+                consider(p.next);
             }
         }
         for e in self.execs.iter().flatten() {
@@ -916,6 +958,7 @@ impl Server {
             start: None,
             waiters: Vec::new(),
             stop_sent: false,
+            pending_signal: None,
             stdin: None,
         };
         match self.containers.iter().position(Option::is_none) {
@@ -1174,9 +1217,9 @@ impl Server {
             return Err(ApiError::invalid(format!("invalid signal {signal}")));
         }
         let i = self.find(id)?;
-        let c = self.ctr(i).ok_or_else(|| ApiError::not_found(id))?;
+        let c = self.ctr_mut(i).ok_or_else(|| ApiError::not_found(id))?;
         match (c.running(), c.status.pid) {
-            (true, Some(pid)) => match sys::kill(pid as i32, signal) {
+            (true, Some(pid)) => match send_watched(c, pid as i32, signal) {
                 Ok(()) => Ok(()),
                 // Exited but not reaped yet: the exit is on its way.
                 Err(e) if e.raw_os_error() == Some(libc::ESRCH) => Ok(()),
@@ -1383,6 +1426,9 @@ impl Server {
                 due_starts.push(i);
             }
         }
+        for c in self.containers.iter_mut().flatten() {
+            resend_if_caught(c, now);
+        }
         for (conn, st) in due_waiters {
             self.answer_waiters(vec![(conn, now)], &st);
         }
@@ -1430,7 +1476,7 @@ impl Server {
             if c.running() && !c.stop_sent {
                 c.stop_sent = true;
                 if let Some(pid) = c.status.pid {
-                    let _ = sys::kill(pid as i32, c.cfg.stop_signal);
+                    let _ = send_watched(c, pid as i32, c.cfg.stop_signal);
                 }
             }
         }

@@ -745,3 +745,41 @@ pub async fn verbose_container_status_gives_the_host_pid(setup: Setup) {
     }
     assert_ne!(pids[0], pids[1]);
 }
+
+/// A stop that comes right after the start (critest's "stopping container", a kubelet
+/// killing a pod it just started) must not be lost while the entrypoint has not set its
+/// handler up yet: the container's process is the init of its PID namespace, and the kernel
+/// drops a signal such an init does not catch. podinit sends it again once it is caught.
+pub async fn a_stop_before_the_handler_is_set_is_not_lost(setup: Setup) {
+    let env = PodEnv::start(setup).await.unwrap();
+    env.pull(&env.images.one_layer).await.unwrap();
+    let mut rt = env.rt().await.unwrap();
+    let pod = env.pod_config("late-trap");
+    let pod_id = env.run_pod(&mut rt, &pod).await.unwrap();
+    // The trap comes a second after the start; the stop comes at once.
+    let script = "sleep 1; trap 'exit 7' TERM; while :; do sleep 0.1; done";
+    let id = env
+        .run_container(
+            &mut rt,
+            &pod_id,
+            &pod,
+            container_config("late-trap", &env.images.one_layer, &["sh", "-c", script]),
+        )
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    rt.stop_container(StopContainerRequest {
+        container_id: id.clone(),
+        timeout: 60,
+    })
+    .await
+    .unwrap();
+    let took = started.elapsed();
+    let st = container_status(&mut rt, &id).await.unwrap();
+    assert_eq!(st.state, ContainerState::ContainerExited as i32);
+    assert_eq!(
+        st.exit_code, 7,
+        "the trap never ran: the SIGTERM was lost and the stop waited {took:?} for SIGKILL"
+    );
+    assert!(took < Duration::from_secs(30), "the stop took {took:?}");
+}
