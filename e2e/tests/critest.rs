@@ -40,6 +40,10 @@ fn label(setup: Setup) -> &'static str {
 
 async fn critest(setup: impl Into<Setup>, focus: Option<&str>) -> anyhow::Result<()> {
     let setup = setup.into();
+    // A developer chasing one spec reruns it alone, with the daemon's debug log.
+    let focus_override = std::env::var("PVECRI_CRITEST_FOCUS").ok();
+    let focus = focus_override.as_deref().or(focus);
+    let log_level = std::env::var("PVECRI_CRITEST_LOG_LEVEL").unwrap_or_else(|_| "info".into());
     let critest = k8s_tools::tool("critest")?;
     let _lock = FileLock::exclusive(std::path::Path::new(CRITEST_LOCK))?;
     let stand_ins = tokio::task::spawn_blocking(StandInRegistry::start).await??;
@@ -48,7 +52,7 @@ async fn critest(setup: impl Into<Setup>, focus: Option<&str>) -> anyhow::Result
         PodEnvOptions {
             network: NetworkOptions { portmap: true },
             config_top: stand_ins.mirrors_toml(),
-            log_level: Some("info".into()),
+            log_level: Some(log_level),
             ..Default::default()
         },
     )
