@@ -198,24 +198,13 @@ async fn critest(setup: impl Into<Setup>, focus: Option<&str>) -> anyhow::Result
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "not yet green: issue 8's fixes are landing; run with --run-ignored"]
 async fn overlay_full_suite() {
     critest(Store::Overlay, None).await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "not yet green: issue 8's fixes are landing; run with --run-ignored"]
 async fn zfs_pods_containers_security() {
     critest(Store::Zfs, Some(ZFS_FOCUS)).await.unwrap();
-}
-
-/// The streaming specs (exec with and without a terminal, attach, port-forward, port-forward
-/// in the host network) on their own, so that they run while the full suite is not green.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn overlay_streaming() {
-    critest(Store::Overlay, Some(r"\[k8s\.io\] Streaming "))
-        .await
-        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
