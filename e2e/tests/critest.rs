@@ -208,7 +208,6 @@ async fn zfs_pods_containers_security() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "not yet green: issue 8's fixes are landing; run with --run-ignored"]
 async fn pve_full_suite() {
     critest(Setup::pve(), None).await.unwrap();
 }
