@@ -130,26 +130,7 @@ fn main() -> anyhow::Result<()> {
             other => anyhow::bail!("unknown argument {other:?}"),
         }
     }
-    let bin = std::env::var_os(e2e::daemon::PVECRI_BIN_ENV)
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            Path::new(env!("CARGO_MANIFEST_DIR"))
-                .parent()
-                .unwrap_or(Path::new("/"))
-                .join("target/release/pvecri")
-        });
-    anyhow::ensure!(
-        bin.is_file(),
-        "{} is missing: run `cargo build --release -p cri`",
-        bin.display()
-    );
-    // SAFETY: no other thread exists yet (the runtime is built below).
-    unsafe { std::env::set_var(e2e::daemon::PVECRI_BIN_ENV, &bin) };
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?
-        .block_on(bench(rounds))
+    e2e::bench::run_against_release_daemon(bench(rounds))
 }
 
 async fn bench(rounds: usize) -> anyhow::Result<()> {

@@ -396,34 +396,9 @@ fn cleanup_cgroups(top: &str) {
     }
 }
 
-fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_default()
-}
-
 fn main() -> anyhow::Result<()> {
     let args = parse_args()?;
-    let bin = std::env::var_os(e2e::daemon::PVECRI_BIN_ENV)
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            Path::new(env!("CARGO_MANIFEST_DIR"))
-                .parent()
-                .unwrap_or(Path::new("/"))
-                .join("target/release/pvecri")
-        });
-    anyhow::ensure!(
-        bin.is_file(),
-        "{} is missing: run `cargo build --release -p cri`",
-        bin.display()
-    );
-    // SAFETY: no other thread exists yet (the runtime is built below).
-    unsafe { std::env::set_var(e2e::daemon::PVECRI_BIN_ENV, &bin) };
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?
-        .block_on(bench(args))
+    e2e::bench::run_against_release_daemon(bench(args))
 }
 
 async fn bench(args: Args) -> anyhow::Result<()> {
@@ -500,7 +475,7 @@ async fn bench(args: Args) -> anyhow::Result<()> {
 }
 
 async fn measure(args: &Args, sides: [&Side; 2]) -> anyhow::Result<()> {
-    let load_before = loadavg();
+    let load_before = e2e::bench::loadavg();
     // [side][transport]
     let mut execs: [[Series<Duration>; 2]; 2] = Default::default();
     let mut forwards: [[Series<f64>; 2]; 2] = Default::default();
@@ -550,7 +525,7 @@ async fn measure(args: &Args, sides: [&Side; 2]) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("{}: the pod after the run", side.name))?;
     }
-    let load_after = loadavg();
+    let load_after = e2e::bench::loadavg();
 
     println!(
         "## Streaming: `crictl exec <ctr> true` (median of {} after {WARMUP} warm-up) and `crictl port-forward` (GET of {} MiB, {} rounds)\n",

@@ -1,6 +1,7 @@
 //! End-to-end test harness for pvecri: a shared zfs-fuse pool, a local registry, test
 //! images, and the daemon with a CRI client.
 
+pub mod bench;
 pub mod cgroups;
 pub mod cluster;
 pub mod cmd;
