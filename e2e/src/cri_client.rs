@@ -53,6 +53,53 @@ pub async fn connect(socket: &Path) -> anyhow::Result<Channel> {
         .with_context(|| format!("cannot connect to the CRI socket {}", socket.display()))
 }
 
+/// One HTTP/2 connection to the CRI socket with nothing of tonic's channel around it.
+///
+/// tonic's channel enforces a request's `grpc-timeout` itself and answers for the server
+/// when it passes; a client on this connection sends the header and waits for what the
+/// server answers, as a grpc-go client (the kubelet, crictl, critest) may get it.
+#[derive(Clone)]
+pub struct DirectConnection(hyper::client::conn::http2::SendRequest<tonic::body::Body>);
+
+impl tower::Service<http::Request<tonic::body::Body>> for DirectConnection {
+    type Response = http::Response<hyper::body::Incoming>;
+    type Error = hyper::Error;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<tonic::body::Body>) -> Self::Future {
+        Box::pin(self.0.send_request(req))
+    }
+}
+
+/// An image client on a [`DirectConnection`].
+pub async fn direct_image_client(
+    socket: &Path,
+) -> anyhow::Result<ImageServiceClient<DirectConnection>> {
+    let stream = UnixStream::connect(socket)
+        .await
+        .with_context(|| format!("cannot connect to the CRI socket {}", socket.display()))?;
+    let (send, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        TokioIo::new(stream),
+    )
+    .await
+    .context("HTTP/2 handshake on the CRI socket")?;
+    connection_runtime()?.spawn(connection);
+    Ok(ImageServiceClient::with_origin(
+        DirectConnection(send),
+        Uri::from_static("http://pvecri.invalid"),
+    ))
+}
+
 pub async fn runtime_client(socket: &Path) -> anyhow::Result<RuntimeClient> {
     Ok(RuntimeServiceClient::new(connect(socket).await?))
 }

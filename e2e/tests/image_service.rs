@@ -56,6 +56,7 @@ on_both_stores!(
     metadata_survives_restarts,
     image_fs_info_reports_usage,
     one_download_slot_still_pulls,
+    a_pull_past_its_deadline_is_deadline_exceeded,
 );
 
 /// `127.0.0.1:PORT/repo:tag`, as the daemon records it.
@@ -763,6 +764,43 @@ async fn ten_concurrent_pulls_fetch_each_blob_once(store: Store) {
     let got = status(&mut c, &names[0], false).await.0.unwrap();
     assert_eq!(got.repo_tags, vec![names[0].clone()]);
     assert_eq!(got.repo_digests, vec![names[1].clone()]);
+}
+
+/// A PullImage whose client deadline (`grpc-timeout`) passes first is answered with
+/// DeadlineExceeded, as containerd and CRI-O answer and critest checks, not with the
+/// Cancelled that tonic's own timeout gives. The registry here accepts connections and
+/// never answers, so every pull outlives its deadline; the client is one that waits for the
+/// server's answer instead of timing out itself. The daemon pulls normally afterwards.
+async fn a_pull_past_its_deadline_is_deadline_exceeded(store: Store) {
+    let hanging = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let hanging_addr = hanging.local_addr().unwrap().to_string();
+    let registry = Registry::start(RegistryOptions::default()).unwrap();
+    let image = images::one_layer(ImageFormat::Oci(Compression::Gzip)).unwrap();
+    image.push(&registry, "ok", "1").await.unwrap();
+    let env = Env::start(store, "").unwrap();
+    let mut c = env.client().await;
+    let mut direct = e2e::cri_client::direct_image_client(&env.daemon.socket)
+        .await
+        .unwrap();
+
+    for (i, timeout) in [1, 1, 1, 5, 50, 200].into_iter().enumerate() {
+        let mut req = tonic::Request::new(k8s_cri::v1::PullImageRequest {
+            image: spec(&format!("{hanging_addr}/never:{i}")),
+            auth: None,
+            sandbox_config: None,
+        });
+        req.set_timeout(Duration::from_millis(timeout));
+        let e = direct.pull_image(req).await.unwrap_err();
+        assert_eq!(e.code(), Code::DeadlineExceeded, "{timeout} ms: {e:?}");
+        assert!(e.message().contains("PullImage"), "{e:?}");
+    }
+    assert_eq!(
+        pull(&mut c, &tagged(&registry, "ok", "1"), None)
+            .await
+            .unwrap(),
+        image.config_digest
+    );
+    drop(hanging);
 }
 
 /// Unknown images and tags are NotFound, an unreachable registry is Unavailable naming

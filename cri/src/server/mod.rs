@@ -1,5 +1,6 @@
 //! The gRPC server on the CRI socket.
 
+pub mod deadline;
 pub mod image;
 pub mod runtime;
 pub mod socket;
@@ -63,6 +64,7 @@ pub async fn serve(
     daemon.streaming.start(daemon.clone());
     let result = tonic::transport::Server::builder()
         .layer(daemon.runtime_metrics.grpc.layer())
+        .layer(deadline::DeadlineLayer)
         .add_service(RuntimeServiceServer::new(runtime::RuntimeApi::new(
             daemon.clone(),
         )))

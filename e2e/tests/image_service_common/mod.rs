@@ -188,7 +188,7 @@ pub fn manifest_gets(registry: &Registry) -> usize {
         .count()
 }
 
-fn spec(image: &str) -> Option<ImageSpec> {
+pub fn spec(image: &str) -> Option<ImageSpec> {
     Some(ImageSpec {
         image: image.to_owned(),
         ..Default::default()
